@@ -1,0 +1,176 @@
+//! Errors of the tool runtime. Each names what was wrong and what to do
+//! next, because they end up in front of tool authors and operators.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::gate::{Caller, Denial};
+
+/// Loading a component (from bytes or a registry entry) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read tool component {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "tool component {path} does not match its pinned sha256\n  expected: {expected}\n  actual:   {actual}\nIf you rebuilt the tool on purpose, update the pin in the configuration; otherwise the file was altered and must not be loaded."
+    )]
+    DigestMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("invalid sha256 pin `{pin}` for {path}: expected 64 hexadecimal digits")]
+    BadPin { path: PathBuf, pin: String },
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error(
+        "this component does not target corral:tool@0.1.0: {missing}.\nBuild it against the WIT in `wit/` with world `corral:tool/tool-component` (see examples/tools/)."
+    )]
+    WrongWorld { missing: String },
+    #[error(
+        "this component imports `{import}`, which Corral does not provide to tools.\nTools may import only the interfaces of the `corral:tool/tool-component` world (workspace, logging, wasi:http/outgoing-handler, wall clock, random) and the WASI plumbing Rust and other toolchains link (wasi:io, wasi:cli stdio/environment/exit, monotonic clock). There is no network socket and no file system beyond the workspace interface."
+    )]
+    ForbiddenImport { import: String },
+    #[error("linking the component failed: {0}")]
+    Link(String),
+    #[error("the component's `describe` failed: {0}")]
+    Describe(String),
+    #[error("the component describes tool `{tool}` badly: {problem}")]
+    BadToolInfo { tool: String, problem: String },
+    #[error(
+        "tool name `{tool}` is offered by two components: {first} and {second}.\nTool names must be unique across a host; rename one of them or load only one."
+    )]
+    DuplicateTool {
+        tool: String,
+        first: String,
+        second: String,
+    },
+    #[error("artifact cache {dir}: {problem}")]
+    Cache { dir: PathBuf, problem: String },
+    #[error("building the runtime failed: {0}")]
+    Engine(String),
+}
+
+/// Which per-call limit a call broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Memory { bytes: u64 },
+    WallTime { limit: Duration },
+    Output { bytes: u64, limit: u64 },
+    LogVolume { limit: u64 },
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Memory { bytes } => write!(f, "memory limit ({})", human_bytes(*bytes)),
+            Limit::WallTime { limit } => write!(f, "wall-time limit ({} ms)", limit.as_millis()),
+            Limit::Output { bytes, limit } => write!(
+                f,
+                "output limit ({} returned, {} allowed)",
+                human_bytes(*bytes),
+                human_bytes(*limit)
+            ),
+            Limit::LogVolume { limit } => write!(f, "log-volume limit ({})", human_bytes(*limit)),
+        }
+    }
+}
+
+pub(crate) fn human_bytes(n: u64) -> String {
+    const KI: u64 = 1024;
+    if n >= KI * KI && n % (KI * KI) == 0 {
+        format!("{} MiB", n / (KI * KI))
+    } else if n >= KI && n % KI == 0 {
+        format!("{} KiB", n / KI)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// What went wrong in a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The component offers no tool of that name.
+    UnknownTool,
+    /// The tool rejected its input (WIT `invalid-input`), or the host did
+    /// (input not a JSON object).
+    InvalidInput(String),
+    /// A capability was refused (WIT `denied`).
+    Denied(Denial),
+    /// The tool reported failure (WIT `failed`).
+    Failed(String),
+    /// The tool reported a timeout of its own (WIT `timed-out`).
+    TimedOut(String),
+    /// The call broke a host limit and was stopped.
+    LimitExceeded(Limit),
+    /// The guest trapped (panic, unreachable, stack overflow …).
+    Trap(String),
+    /// The tool returned something that is not JSON.
+    BadOutput(String),
+    /// The host could not run the call at all.
+    Host(String),
+}
+
+/// A failed call, with who made it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct CallError {
+    pub caller: Caller,
+    pub failure: CallFailure,
+}
+
+impl CallError {
+    /// A short machine-friendly name of the failure class, used for exit
+    /// codes and audit outcomes.
+    pub fn class(&self) -> &'static str {
+        match self.failure {
+            CallFailure::UnknownTool => "unknown-tool",
+            CallFailure::InvalidInput(_) => "invalid-input",
+            CallFailure::Denied(_) => "denied",
+            CallFailure::Failed(_) => "failed",
+            CallFailure::TimedOut(_) => "timed-out",
+            CallFailure::LimitExceeded(_) => "limit-exceeded",
+            CallFailure::Trap(_) => "trap",
+            CallFailure::BadOutput(_) => "bad-output",
+            CallFailure::Host(_) => "host-error",
+        }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Caller { agent, tool } = &self.caller;
+        write!(f, "agent `{agent}`, tool `{tool}`: ")?;
+        match &self.failure {
+            CallFailure::UnknownTool => {
+                write!(
+                    f,
+                    "no such tool; `corral tool inspect` lists what a component offers"
+                )
+            }
+            CallFailure::InvalidInput(m) => {
+                write!(
+                    f,
+                    "invalid input: {m}; check the input against the tool's input schema"
+                )
+            }
+            CallFailure::Denied(d) => write!(
+                f,
+                "denied: {d}; if this should be allowed, grant it in policy (or with --allow-host / --workspace / --secret for `corral tool call`)"
+            ),
+            CallFailure::Failed(m) => write!(f, "failed: {m}"),
+            CallFailure::TimedOut(m) => write!(f, "timed out: {m}"),
+            CallFailure::LimitExceeded(l) => write!(
+                f,
+                "stopped: the call exceeded its {l}; raise the limit in the tool's configuration if the tool legitimately needs more"
+            ),
+            CallFailure::Trap(m) => write!(f, "the tool crashed: {m}"),
+            CallFailure::BadOutput(m) => write!(f, "returned output that is not valid JSON: {m}"),
+            CallFailure::Host(m) => write!(f, "host error: {m}"),
+        }
+    }
+}

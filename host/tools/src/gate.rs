@@ -1,0 +1,356 @@
+//! The capability gate: the host's decision point for everything a tool
+//! touches outside its own memory.
+//!
+//! The runtime asks the gate *before* each workspace operation, each HTTP
+//! request and each secret substitution, and does nothing the gate did not
+//! allow. The gate is a trait so that the runtime does not depend on how
+//! decisions are made: [`AllowList`] serves tests and `corral tool call`;
+//! the policy engine implements the same trait on Cedar, and the broker
+//! wraps it to audit each decision.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// What a workspace operation does, for the gate's purposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileOp {
+    Read,
+    List,
+    Stat,
+    Write,
+    Remove,
+}
+
+impl FileOp {
+    /// Whether the operation can change the workspace. Policies usually
+    /// grant reading and writing separately.
+    pub fn is_write(self) -> bool {
+        matches!(self, FileOp::Write | FileOp::Remove)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileOp::Read => "read",
+            FileOp::List => "list",
+            FileOp::Stat => "stat",
+            FileOp::Write => "write",
+            FileOp::Remove => "remove",
+        }
+    }
+}
+
+/// One outgoing HTTP request, as the gate sees it: already parsed by the
+/// host, never the guest's own claims about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequestInfo {
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Lowercased host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// The port the connection will use, explicit or the scheme's default.
+    pub port: u16,
+    /// Path and query, e.g. `/v1/items?page=2`.
+    pub path: String,
+}
+
+/// What a tool is about to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capability {
+    /// A workspace operation on `path`, a normalized path relative to the
+    /// workspace root (`""` is the root itself).
+    File { op: FileOp, path: String },
+    /// An outgoing HTTP request.
+    Http(HttpRequestInfo),
+    /// Placing the secret `name` into a request bound for `host`.
+    Secret { name: String, host: String },
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capability::File { op, path } => {
+                let shown = if path.is_empty() { "." } else { path };
+                write!(f, "{} workspace file `{shown}`", op.as_str())
+            }
+            Capability::Http(r) => {
+                write!(
+                    f,
+                    "HTTP {} {}://{}:{}{}",
+                    r.method, r.scheme, r.host, r.port, r.path
+                )
+            }
+            Capability::Secret { name, host } => write!(f, "send secret `{name}` to {host}"),
+        }
+    }
+}
+
+/// Who is asking: the agent on whose behalf the tool runs, and the tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub agent: String,
+    pub tool: String,
+}
+
+/// Why something was refused. Carried unchanged to the guest (as the
+/// `denied` case of `tool-error` or `fs-error`) and to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: String,
+    /// Ids of the policies that decided; empty for the default deny and for
+    /// the host's built-in rules.
+    pub policy_ids: Vec<String>,
+}
+
+impl Denial {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Denial {
+            reason: reason.into(),
+            policy_ids: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)?;
+        if self.policy_ids.is_empty() {
+            f.write_str(" (no policy permits it)")
+        } else {
+            write!(f, " [policies: {}]", self.policy_ids.join(", "))
+        }
+    }
+}
+
+/// The gate's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateDecision {
+    Allow,
+    Deny(Denial),
+}
+
+/// Decides each capability use of a running tool. Implementations must be
+/// cheap and must not block for long: they run on the call's thread while
+/// the guest waits.
+pub trait CapabilityGate: Send + Sync {
+    fn check(&self, caller: &Caller, capability: &Capability) -> GateDecision;
+}
+
+/// Supplies secret values on the host side. The runtime asks only after
+/// the gate allowed the secret for the request's host.
+pub trait SecretStore: Send + Sync {
+    /// The value, or `None` when no secret of that name is configured.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// A gate that allows exactly what it was built with and nothing else.
+///
+/// Used by `corral tool call` and by tests; deployments use the Cedar gate.
+/// Hosts are matched case-insensitively, optionally with a port
+/// (`example.com:8443`); a host without a port matches any port.
+#[derive(Debug, Clone, Default)]
+pub struct AllowList {
+    workspace_read: bool,
+    workspace_write: bool,
+    hosts: BTreeSet<(String, Option<u16>)>,
+    /// Secret name → the hosts it may go to; an empty set means "any host
+    /// this list allows".
+    secrets: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl AllowList {
+    /// Allows nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn workspace_read(mut self, yes: bool) -> Self {
+        self.workspace_read = yes;
+        self
+    }
+
+    pub fn workspace_write(mut self, yes: bool) -> Self {
+        self.workspace_write = yes;
+        self
+    }
+
+    /// Allows HTTP to `host` or `host:port`.
+    pub fn allow_host(mut self, host: &str) -> Self {
+        let host = host.trim().to_ascii_lowercase();
+        let entry = match host.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => match p.parse::<u16>() {
+                Ok(port) => (h.trim_matches(['[', ']']).to_string(), Some(port)),
+                Err(_) => (host.clone(), None),
+            },
+            _ => (host.trim_matches(['[', ']']).to_string(), None),
+        };
+        self.hosts.insert(entry);
+        self
+    }
+
+    /// Lets secret `name` be sent to `host`, or to every allowed host when
+    /// `host` is `None`.
+    pub fn allow_secret(mut self, name: &str, host: Option<&str>) -> Self {
+        let hosts = self.secrets.entry(name.to_string()).or_default();
+        if let Some(h) = host {
+            hosts.insert(h.to_ascii_lowercase());
+        }
+        self
+    }
+
+    fn host_allowed(&self, host: &str, port: Option<u16>) -> bool {
+        self.hosts
+            .iter()
+            .any(|(h, p)| h == host && (p.is_none() || port.is_none() || *p == port))
+    }
+}
+
+impl CapabilityGate for AllowList {
+    fn check(&self, _caller: &Caller, capability: &Capability) -> GateDecision {
+        let allowed = match capability {
+            Capability::File { op, .. } if op.is_write() => self.workspace_write,
+            Capability::File { .. } => self.workspace_read,
+            Capability::Http(r) => self.host_allowed(&r.host, Some(r.port)),
+            Capability::Secret { name, host } => match self.secrets.get(name) {
+                Some(hosts) if hosts.is_empty() => self.host_allowed(host, None),
+                Some(hosts) => hosts.contains(host),
+                None => false,
+            },
+        };
+        if allowed {
+            GateDecision::Allow
+        } else {
+            GateDecision::Deny(Denial::new(format!("not granted: {capability}")))
+        }
+    }
+}
+
+/// Secrets held in memory, e.g. read from environment variables by the CLI.
+#[derive(Default, Clone)]
+pub struct StaticSecrets(BTreeMap<String, String>);
+
+impl StaticSecrets {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.0.insert(name.into(), value.into());
+        self
+    }
+}
+
+impl fmt::Debug for StaticSecrets {
+    // Never print values: this type ends up in logs through Debug derives.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl SecretStore for StaticSecrets {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> Caller {
+        Caller {
+            agent: "a".into(),
+            tool: "t".into(),
+        }
+    }
+
+    fn http(host: &str, port: u16) -> Capability {
+        Capability::Http(HttpRequestInfo {
+            method: "GET".into(),
+            scheme: "http".into(),
+            host: host.into(),
+            port,
+            path: "/".into(),
+        })
+    }
+
+    #[test]
+    fn empty_allow_list_denies_everything() {
+        let g = AllowList::new();
+        for c in [
+            Capability::File {
+                op: FileOp::Read,
+                path: "a".into(),
+            },
+            Capability::File {
+                op: FileOp::Write,
+                path: "a".into(),
+            },
+            http("example.com", 80),
+            Capability::Secret {
+                name: "k".into(),
+                host: "example.com".into(),
+            },
+        ] {
+            assert!(
+                matches!(g.check(&caller(), &c), GateDecision::Deny(_)),
+                "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_with_and_without_port() {
+        let g = AllowList::new()
+            .allow_host("Example.com")
+            .allow_host("127.0.0.1:8080");
+        assert_eq!(
+            g.check(&caller(), &http("example.com", 443)),
+            GateDecision::Allow
+        );
+        assert_eq!(
+            g.check(&caller(), &http("127.0.0.1", 8080)),
+            GateDecision::Allow
+        );
+        assert!(matches!(
+            g.check(&caller(), &http("127.0.0.1", 8081)),
+            GateDecision::Deny(_)
+        ));
+        assert!(matches!(
+            g.check(&caller(), &http("evil.com", 80)),
+            GateDecision::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn secrets_follow_hosts() {
+        let g = AllowList::new()
+            .allow_host("a.test")
+            .allow_host("b.test")
+            .allow_secret("any", None)
+            .allow_secret("only_b", Some("b.test"));
+        let s = |n: &str, h: &str| Capability::Secret {
+            name: n.into(),
+            host: h.into(),
+        };
+        assert_eq!(g.check(&caller(), &s("any", "a.test")), GateDecision::Allow);
+        assert!(matches!(
+            g.check(&caller(), &s("any", "c.test")),
+            GateDecision::Deny(_)
+        ));
+        assert!(matches!(
+            g.check(&caller(), &s("only_b", "a.test")),
+            GateDecision::Deny(_)
+        ));
+        assert_eq!(
+            g.check(&caller(), &s("only_b", "b.test")),
+            GateDecision::Allow
+        );
+    }
+
+    #[test]
+    fn secret_values_stay_out_of_debug() {
+        let s = StaticSecrets::new().with("token", "hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

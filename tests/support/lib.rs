@@ -1,0 +1,139 @@
+//! Helpers shared by Corral's integration tests: where the example
+//! components are, and a loopback HTTP server that records what reached it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Path of an example component built by `cargo xtask build-tools`.
+///
+/// Panics with the command to run when it is missing: a test that cannot
+/// find its component must fail loudly, never skip.
+pub fn component_path(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("tools").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "example component {} is missing: run `cargo xtask build-tools` first",
+        path.display()
+    );
+    path
+}
+
+pub fn component_bytes(name: &str) -> Vec<u8> {
+    let path = component_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// One request as the loopback server saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub request_line: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SeenRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 that answers every request with
+/// a fixed body, counts TCP connections (so a test can prove that a denied
+/// request never connected) and records each request.
+pub struct LoopbackServer {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<SeenRequest>>>,
+}
+
+impl LoopbackServer {
+    pub fn start(body: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (c, r) = (connections.clone(), requests.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut reader = BufReader::new(match stream.try_clone() {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    });
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).is_err() {
+                        return;
+                    }
+                    let mut headers = Vec::new();
+                    let mut content_length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).is_err() || line == "\r\n" || line.is_empty()
+                        {
+                            break;
+                        }
+                        if let Some((n, v)) = line.trim_end().split_once(':') {
+                            let n = n.trim().to_ascii_lowercase();
+                            let v = v.trim().to_string();
+                            if n == "content-length" {
+                                content_length = v.parse().unwrap_or(0);
+                            }
+                            headers.push((n, v));
+                        }
+                    }
+                    let mut sink = vec![0; content_length];
+                    let _ = reader.read_exact(&mut sink);
+                    r.lock().expect("lock").push(SeenRequest {
+                        request_line: request_line.trim_end().to_string(),
+                        headers,
+                    });
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-internal: hidden\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes());
+                });
+            }
+        });
+        LoopbackServer {
+            addr,
+            connections,
+            requests,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}

@@ -1,0 +1,269 @@
+//! Builds that cargo alone cannot do. Run as `cargo xtask <command>`.
+//!
+//! - `setup`: installs what the project needs on a fresh machine (rustup
+//!   targets, Debian packages). Idempotent; every other command runs it.
+//! - `build-tools`: builds the example tool components for wasm32-wasip2
+//!   into `target/tools/`.
+//! - `demo`: the main job for now: builds the tools and the CLI, then runs
+//!   tools through `corral tool call` with explicit grants.
+//! - `ci`: the whole test suite, exactly what `.ci/run` runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Corral's build and test automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install rustup targets and Debian packages the project needs.
+    Setup,
+    /// Build the example tools (wasm32-wasip2) into target/tools/.
+    BuildTools,
+    /// Build everything and run the example tools through `corral tool call`.
+    Demo,
+    /// Run the whole test suite: setup, tool build, fmt, clippy, tests.
+    Ci,
+}
+
+/// Targets the project builds for: guests, and the static in-container
+/// agent binary.
+const RUST_TARGETS: &[&str] = &["wasm32-wasip2", "x86_64-unknown-linux-musl"];
+/// Debian packages: sqlite3 for audit-log tamper tests, musl-tools for the
+/// static agent binary.
+const DEBIAN_PACKAGES: &[&str] = &["sqlite3", "musl-tools"];
+/// The guest crates whose components land in target/tools/.
+const TOOL_CRATES: &[&str] = &["echo", "files", "http-get", "misbehave", "not-a-tool"];
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup(),
+        Cmd::BuildTools => setup().and_then(|()| build_tools()),
+        Cmd::Demo => demo(),
+        Cmd::Ci => ci(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{}`", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", show(cmd));
+    }
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start `{}`", show(cmd)))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn setup() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    let missing: Vec<&str> = RUST_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("rustup")
+            .args(["target", "add"])
+            .args(&missing))?;
+    }
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if !missing.is_empty() {
+        let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+        let apt = |args: &[&str]| {
+            let mut c = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+            if !sudo.is_empty() {
+                c.arg("apt-get");
+            }
+            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        };
+        run(&mut apt(&["update", "-qq"]))?;
+        run(apt(&["install", "-y", "-qq", "--no-install-recommends"]).args(&missing))?;
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+}
+
+fn build_tools() -> Result<()> {
+    let guest_target = target_dir().join("guest");
+    let examples = root().join("examples").join("tools");
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&examples)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&guest_target);
+    run(&mut cmd)?;
+    let out_dir = target_dir().join("tools");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    for name in TOOL_CRATES {
+        let file = format!("{}.wasm", name.replace('-', "_"));
+        let built = guest_target.join("wasm32-wasip2/release").join(&file);
+        // Binaries keep their dashes; libraries get underscores.
+        let built = if built.exists() {
+            built
+        } else {
+            guest_target
+                .join("wasm32-wasip2/release")
+                .join(format!("{name}.wasm"))
+        };
+        let dest = out_dir.join(format!("{name}.wasm"));
+        std::fs::copy(&built, &dest)
+            .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
+    }
+    eprintln!("xtask: tool components are in {}", out_dir.display());
+    Ok(())
+}
+
+fn cargo_build_cli() -> Result<PathBuf> {
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--locked", "-p", "corral"]))?;
+    Ok(target_dir().join("debug").join("corral"))
+}
+
+fn demo() -> Result<()> {
+    setup()?;
+    build_tools()?;
+    let corral = cargo_build_cli()?;
+    let tools = target_dir().join("tools");
+    let workspace = target_dir().join("demo-workspace");
+    std::fs::create_dir_all(&workspace)?;
+
+    println!("\n== What does the files component offer?");
+    run(Command::new(&corral)
+        .args(["tool", "inspect"])
+        .arg(tools.join("files.wasm")))?;
+
+    println!("\n== echo: a call with no grants at all");
+    run(Command::new(&corral)
+        .args(["tool", "call"])
+        .arg(tools.join("echo.wasm"))
+        .args(["echo", r#"{"message":"hello from a fresh Wasm instance"}"#]))?;
+
+    println!("\n== files: write and read back, granted this workspace only");
+    run(Command::new(&corral)
+        .args(["tool", "call"])
+        .arg(tools.join("files.wasm"))
+        .args([
+            "files_write",
+            r#"{"path":"notes/hello.txt","content":"written by a tool"}"#,
+        ])
+        .arg("--workspace")
+        .arg(&workspace))?;
+    run(Command::new(&corral)
+        .args(["tool", "call"])
+        .arg(tools.join("files.wasm"))
+        .args(["files_read", r#"{"path":"notes/hello.txt"}"#])
+        .arg("--workspace")
+        .arg(&workspace))?;
+
+    println!("\n== files: an attempt to leave the workspace is refused");
+    let status = Command::new(&corral)
+        .args(["tool", "call"])
+        .arg(tools.join("files.wasm"))
+        .args(["files_read", r#"{"path":"../../Cargo.toml"}"#])
+        .arg("--workspace")
+        .arg(&workspace)
+        .status()?;
+    println!("(exit status {status}: refused as expected)");
+
+    println!("\n== http_get: no host granted, so the request never leaves");
+    let status = Command::new(&corral)
+        .args(["tool", "call"])
+        .arg(tools.join("http-get.wasm"))
+        .args(["http_get", r#"{"url":"https://example.com/"}"#])
+        .status()?;
+    println!("(exit status {status}: denied as expected)");
+    Ok(())
+}
+
+fn ci() -> Result<()> {
+    setup()?;
+    build_tools()?;
+    let root = root();
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["fmt", "--all", "--", "--check"]))?;
+    run(Command::new("cargo")
+        .current_dir(root.join("examples/tools"))
+        .args(["fmt", "--all", "--", "--check"]))?;
+    run(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--locked", "--workspace"]))?;
+    Ok(())
+}
