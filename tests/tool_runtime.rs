@@ -190,7 +190,7 @@ fn every_file_operation_goes_through_the_gate() {
         json!({"path": "b.txt", "content": "x"}),
         &files_ctx(&s, "files_write", ro.clone()),
     );
-    let report = r.as_ref().err().expect("denied").clone();
+    let report = r.as_ref().expect_err("denied").clone();
     assert!(matches!(report.error.failure, CallFailure::Denied(_)));
     assert_eq!(report.capabilities.len(), 1);
     assert_eq!(
@@ -502,7 +502,7 @@ fn limit_errors_name_the_agent_tool_and_limit() {
         json!({}),
         &limited("hog", |l| l.memory_bytes = 8 << 20),
     );
-    let text = r.err().expect("fails").error.to_string();
+    let text = r.expect_err("fails").error.to_string();
     assert!(
         text.contains("agent `test-agent`")
             && text.contains("tool `hog`")

@@ -83,9 +83,9 @@ impl fmt::Display for Limit {
 
 pub(crate) fn human_bytes(n: u64) -> String {
     const KI: u64 = 1024;
-    if n >= KI * KI && n % (KI * KI) == 0 {
+    if n >= KI * KI && n.is_multiple_of(KI * KI) {
         format!("{} MiB", n / (KI * KI))
-    } else if n >= KI && n % KI == 0 {
+    } else if n >= KI && n.is_multiple_of(KI) {
         format!("{} KiB", n / KI)
     } else {
         format!("{n} bytes")

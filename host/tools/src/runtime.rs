@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+    Store, Trap,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -79,6 +79,7 @@ pub struct RuntimeBuilder {
     epoch_tick: Duration,
     default_limits: Limits,
     cache_dir: Option<PathBuf>,
+    keep_resident_bytes: usize,
 }
 
 impl Default for RuntimeBuilder {
@@ -89,6 +90,9 @@ impl Default for RuntimeBuilder {
             epoch_tick: Duration::from_millis(5),
             default_limits: Limits::default(),
             cache_dir: None,
+            // Rust guests put a 1 MiB stack below their data; the hot pages
+            // sit just under and just above that boundary.
+            keep_resident_bytes: 4 << 20,
         }
     }
 }
@@ -103,6 +107,13 @@ impl RuntimeBuilder {
     /// reserves this much address space.
     pub fn max_memory_bytes(mut self, bytes: u64) -> Self {
         self.max_memory_bytes = bytes;
+        self
+    }
+
+    /// With pooling on Linux 6.7+, how much of each linear memory may stay
+    /// resident between calls (only dirtied pages are reset). 0 disables.
+    pub fn keep_resident_bytes(mut self, bytes: usize) -> Self {
+        self.keep_resident_bytes = bytes;
         self
     }
 
@@ -145,10 +156,26 @@ impl RuntimeBuilder {
             pool.total_memories(max_instances * 2);
             pool.total_tables(max_instances * 4);
             pool.max_memory_size(self.max_memory_bytes as usize);
-            // Returning slots to the kernel in batches instead of one
-            // madvise per instance was the largest single win measured for
-            // the instantiate-call-drop path.
-            pool.decommit_batch_size(8);
+            // With PAGEMAP_SCAN (Linux 6.7+), a returned slot is reset by
+            // rewriting only the pages the call dirtied and stays resident:
+            // no madvise, no TLB shootdown, no page faults on reuse (an echo
+            // call dirties about five pages). Nothing is left to decommit,
+            // so batching would only hold slots back from reuse: with a
+            // batch of 1 each slot returns at once and the next call gets
+            // the same cache-warm slot. Measured here: p50 39 -> 12 us.
+            //
+            // Without the ioctl, keeping memory resident would mean a memset
+            // of the whole region, which costs more than it saves; there,
+            // batching the madvise calls is the better trade.
+            if self.keep_resident_bytes > 0 && PoolingAllocationConfig::is_pagemap_scan_available()
+            {
+                pool.pagemap_scan(Enabled::Yes);
+                pool.linear_memory_keep_resident(self.keep_resident_bytes);
+                pool.table_keep_resident(64 << 10);
+                pool.decommit_batch_size(1);
+            } else {
+                pool.decommit_batch_size(8);
+            }
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(engine_err)?;
