@@ -265,5 +265,32 @@ fn ci() -> Result<()> {
     run(Command::new("cargo")
         .current_dir(&root)
         .args(["test", "--locked", "--workspace"]))?;
+    // The policy author's view: the starter policies validate, are
+    // formatted, and their tests pass, through the real CLI.
+    let corral = cargo_build_cli()?;
+    let tools: Vec<String> = ["echo", "files", "http-get"]
+        .iter()
+        .flat_map(|t| {
+            let wasm = target_dir().join("tools").join(format!("{t}.wasm"));
+            ["--tool".to_string(), wasm.display().to_string()]
+        })
+        .collect();
+    run(Command::new(&corral)
+        .current_dir(&root)
+        .args(["policy", "validate"])
+        .args(&tools))?;
+    run(Command::new(&corral)
+        .current_dir(&root)
+        .args(["policy", "fmt", "--check"]))?;
+    let mut test_files: Vec<PathBuf> = std::fs::read_dir(root.join("policies/tests"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    test_files.sort();
+    run(Command::new(&corral)
+        .current_dir(&root)
+        .args(["policy", "test"])
+        .args(&test_files)
+        .args(&tools))?;
     Ok(())
 }

@@ -11,6 +11,8 @@ use corral_tools::{
     AllowList, ArtifactCache, CallContext, CallFailure, Caller, Limits, StaticSecrets, ToolRuntime,
 };
 
+mod policy_cmd;
+
 /// Exit codes, so scripts can tell outcomes apart without parsing text.
 mod exit {
     pub const FAILED: u8 = 1;
@@ -39,6 +41,9 @@ enum Command {
     /// Inspect and run tool components.
     #[command(subcommand)]
     Tool(ToolCmd),
+    /// Validate, format, test, check and print Cedar policies.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
 }
 
 #[derive(Subcommand)]
@@ -142,6 +147,7 @@ fn load(rt: &ToolRuntime, file: &PathBuf) -> Result<corral_tools::LoadedComponen
 
 fn run(command: Command) -> Result<u8> {
     match command {
+        Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Tool(ToolCmd::Inspect {
             file,
             json,

@@ -224,3 +224,136 @@ fn allow_host_and_secrets_from_the_environment() {
     );
     assert_eq!(server.connections(), 1);
 }
+
+fn tool_args() -> Vec<String> {
+    ["echo", "files", "http-get"]
+        .iter()
+        .flat_map(|t| ["--tool".to_string(), p(t)])
+        .collect()
+}
+
+fn in_repo(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_corral"))
+        .current_dir(corral_tests::repo_root())
+        .args(args)
+        .args(tool_args())
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .expect("run corral")
+}
+
+#[test]
+fn policy_validate_test_and_check_on_the_starter_policies() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = in_repo(&["policy", "validate"], cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("8 policies in policies are valid"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = in_repo(
+        &["policy", "test", "policies/tests/starter.json"],
+        cache.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("13 passed, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = in_repo(
+        &[
+            "policy",
+            "check",
+            "--agent",
+            "assistant",
+            "--action",
+            "use_secret",
+            "--resource",
+            "Secret::\"github_token\"",
+            "--context",
+            r#"{"tool":"http_get","host":"evil.example"}"#,
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stdout).contains("DENY") && text(&out.stdout).contains("no permit matched"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = in_repo(
+        &[
+            "policy",
+            "check",
+            "--agent",
+            "assistant",
+            "--action",
+            "files_write",
+            "--context",
+            r#"{"input":{"path":"notes/x","content":"y"}}"#,
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("files-write-notes-only (policies/corral.cedar:"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = in_repo(&["policy", "schema"], cache.path());
+    assert!(
+        text(&out.stdout).contains("action \"files_write\" in [call_tool]"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn policy_errors_name_file_and_line_and_fail() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.cedar"), "@id(\"x\")\npermit(principal, action == Action::\"echo\", resource)\n  when { principal.nope };\n").unwrap();
+    let schema = corral_tests::repo_root().join("policies/schema.cedarschema");
+    let out = in_repo(
+        &[
+            "policy",
+            "validate",
+            "--dir",
+            &dir.path().display().to_string(),
+            "--schema",
+            &schema.display().to_string(),
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.cedar:3:") && err.contains("policy `x`"),
+        "{err}"
+    );
+
+    // A failing test case fails the run and says why.
+    let tests = dir.path().join("t.json");
+    std::fs::write(&tests, r#"[{"name":"wrong on purpose","request":{"principal":"Agent::\"assistant\"","action":"Action::\"echo\"","resource":"Tool::\"echo\"","context":{"common":{"request_time":1,"session_id":"s","calls_in_session":0},"input":{}}},"decision":"deny","reason":[],"num_errors":0}]"#).unwrap();
+    let out = in_repo(
+        &["policy", "test", &tests.display().to_string()],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("FAIL wrong on purpose: expected Deny, got Allow"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::gate::{Caller, Denial};
+use corral_gate::{Caller, Denial};
 
 /// Loading a component (from bytes or a registry entry) failed.
 #[derive(Debug, thiserror::Error)]

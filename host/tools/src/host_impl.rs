@@ -3,9 +3,9 @@
 
 use crate::bindings::corral::tool::{logging, types, workspace};
 use crate::error::Limit;
-use crate::gate::{Capability, Denial, FileOp, GateDecision};
 use crate::runtime::{CallState, LogLine};
 use crate::workspace::{FsFailure, Kind, normalize};
+use corral_gate::{Capability, Denial, FileOp, GateDecision};
 
 impl types::Host for CallState {}
 

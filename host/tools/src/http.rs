@@ -14,8 +14,8 @@ use http::HeaderValue;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::gate::{Caller, Capability, CapabilityGate, GateDecision, HttpRequestInfo, SecretStore};
 use crate::runtime::CapabilityUse;
+use corral_gate::{Caller, Capability, CapabilityGate, GateDecision, HttpRequestInfo, SecretStore};
 
 const PLACEHOLDER_OPEN: &str = "{{secret:";
 const PLACEHOLDER_CLOSE: &str = "}}";

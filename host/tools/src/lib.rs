@@ -13,7 +13,8 @@
 mod bindings;
 mod cache;
 mod error;
-pub mod gate;
+/// The capability vocabulary, re-exported from `corral-gate`.
+pub use corral_gate as gate;
 mod host_impl;
 mod http;
 mod info;
@@ -22,11 +23,11 @@ mod runtime;
 mod workspace;
 
 pub use cache::ArtifactCache;
-pub use error::{CallError, CallFailure, Limit, LoadError};
-pub use gate::{
+pub use corral_gate::{
     AllowList, Caller, Capability, CapabilityGate, Denial, FileOp, GateDecision, HttpRequestInfo,
     SecretStore, StaticSecrets,
 };
+pub use error::{CallError, CallFailure, Limit, LoadError};
 pub use info::{Capabilities, ToolInfo, check_tool_name};
 pub use registry::{RegisteredComponent, ToolRegistry, ToolSource, file_sha256, load_pinned};
 pub use runtime::{

@@ -26,10 +26,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::bindings::{ToolComponent, ToolComponentPre, types as wit_types};
 use crate::cache::ArtifactCache;
 use crate::error::{CallError, CallFailure, Limit, LoadError};
-use crate::gate::{Caller, CapabilityGate, Denial, SecretStore};
 use crate::http::HttpGuard;
 use crate::info::{ToolInfo, validate_tool_info};
 use crate::workspace::Workspace;
+use corral_gate::{Caller, CapabilityGate, Denial, SecretStore};
 
 /// Limits applied to one call. Every field has a safe default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,8 +359,8 @@ pub struct LogLine {
 /// A capability the tool asked for during the call, and the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityUse {
-    pub capability: crate::gate::Capability,
-    pub decision: crate::gate::GateDecision,
+    pub capability: corral_gate::Capability,
+    pub decision: corral_gate::GateDecision,
 }
 
 /// What a successful call produced.
@@ -562,8 +562,8 @@ impl ToolRuntime {
                 tool: "describe".into(),
             },
             workspace: None,
-            gate: Arc::new(crate::gate::AllowList::new()),
-            secrets: Arc::new(crate::gate::StaticSecrets::new()),
+            gate: Arc::new(corral_gate::AllowList::new()),
+            secrets: Arc::new(corral_gate::StaticSecrets::new()),
             limits: None,
         };
         let (mut store, instance) = self

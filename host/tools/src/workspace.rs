@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
-use crate::gate::Denial;
+use corral_gate::Denial;
 
 /// The longest path a tool may name, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;

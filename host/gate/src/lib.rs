@@ -1,6 +1,10 @@
 //! The capability gate: the host's decision point for everything a tool
 //! touches outside its own memory.
 //!
+//! This crate holds only the vocabulary, so that the tool runtime
+//! (wasmtime) and the policy engine (Cedar) can share it without either
+//! compiling the other.
+//!
 //! The runtime asks the gate *before* each workspace operation, each HTTP
 //! request and each secret substitution, and does nothing the gate did not
 //! allow. The gate is a trait so that the runtime does not depend on how

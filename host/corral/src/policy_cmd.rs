@@ -1,0 +1,440 @@
+//! `corral policy …`: validate, fmt, test, check, schema.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use cedar_policy::EntityUid;
+use clap::{Args, Subcommand};
+use corral_policy::{
+    CombinedSchema, Common, EngineSources, PolicyEngine, ToolAction, read_entities,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::exit;
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Validate every policy in the directory against the combined schema.
+    Validate {
+        #[command(flatten)]
+        src: Sources,
+    },
+    /// Format the directory's .cedar files with the Cedar formatter.
+    Fmt {
+        /// Report files that would change, and change nothing.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        src: Sources,
+    },
+    /// Run test files in the Cedar CLI's `run-tests` JSON format.
+    Test {
+        /// Test files (each a JSON array of cases).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        src: Sources,
+    },
+    /// Dry-run one request and say why it is allowed or denied.
+    Check {
+        /// The agent (principal `Agent::"A"`).
+        #[arg(long)]
+        agent: String,
+        /// The action: a tool name, or a built-in action such as http_request.
+        #[arg(long)]
+        action: String,
+        /// The resource as a Cedar uid (`Host::"api.github.com"`); defaults
+        /// to `Tool::"ACTION"` for tool actions.
+        #[arg(long)]
+        resource: Option<String>,
+        /// The context as JSON; `common` is filled in when missing.
+        #[arg(long, default_value = "{}")]
+        context: String,
+        #[command(flatten)]
+        src: Sources,
+    },
+    /// Print the combined schema: the base file plus every tool's action.
+    Schema {
+        #[command(flatten)]
+        src: Sources,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct Sources {
+    /// The policy directory.
+    #[arg(long, default_value = "policies")]
+    dir: PathBuf,
+    /// The base schema [default: DIR/schema.cedarschema].
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// Cedar entities JSON [default: DIR/entities.json, if present].
+    #[arg(long)]
+    entities: Option<PathBuf>,
+    /// A tool component whose tools become typed actions (repeatable).
+    #[arg(long = "tool", value_name = "FILE.wasm")]
+    tools: Vec<PathBuf>,
+}
+
+impl Sources {
+    fn schema_file(&self) -> PathBuf {
+        self.schema
+            .clone()
+            .unwrap_or_else(|| self.dir.join("schema.cedarschema"))
+    }
+
+    fn tool_actions(&self) -> Result<Vec<ToolAction>> {
+        if self.tools.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rt = corral_tools::ToolRuntime::builder()
+            .allocation(corral_tools::Allocation::OnDemand)
+            .build()?;
+        let mut actions = Vec::new();
+        for file in &self.tools {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let component = rt
+                .load(&bytes)
+                .with_context(|| format!("cannot load {}", file.display()))?;
+            for t in component.tools() {
+                actions.push(
+                    ToolAction::new(&t.name, &t.input_schema)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+                );
+            }
+        }
+        Ok(actions)
+    }
+
+    fn engine_sources(&self) -> Result<EngineSources> {
+        let entities_file = self
+            .entities
+            .clone()
+            .unwrap_or_else(|| self.dir.join("entities.json"));
+        Ok(EngineSources {
+            schema_file: self.schema_file(),
+            policy_dir: self.dir.clone(),
+            tools: self.tool_actions()?,
+            entities: read_entities(&entities_file).map_err(|e| anyhow::anyhow!("{e}"))?,
+        })
+    }
+
+    fn engine(&self) -> Result<PolicyEngine> {
+        let sources = self.engine_sources()?;
+        PolicyEngine::load(&sources).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n{} problem(s) in {}; fix them and run `corral policy validate` again",
+                e.0.len(),
+                self.dir.display()
+            )
+        })
+    }
+}
+
+pub fn run(cmd: PolicyCmd) -> Result<u8> {
+    match cmd {
+        PolicyCmd::Validate { src } => {
+            let engine = src.engine()?;
+            println!(
+                "{} policies in {} are valid (policy set {})",
+                engine.policy_count(),
+                src.dir.display(),
+                engine.policy_set_hash()
+            );
+            Ok(0)
+        }
+        PolicyCmd::Schema { src } => {
+            let schema = CombinedSchema::build(&src.schema_file(), &src.tool_actions()?)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", schema.text);
+            Ok(0)
+        }
+        PolicyCmd::Fmt { check, src } => fmt(&src.dir, check),
+        PolicyCmd::Check {
+            agent,
+            action,
+            resource,
+            context,
+            src,
+        } => {
+            let engine = src.engine()?;
+            check(&engine, &agent, &action, resource.as_deref(), &context)
+        }
+        PolicyCmd::Test { files, src } => {
+            let engine = src.engine()?;
+            let mut failed = 0;
+            let mut passed = 0;
+            for file in &files {
+                let (p, f) = run_test_file(&engine, &src, file)?;
+                passed += p;
+                failed += f;
+            }
+            println!("{passed} passed, {failed} failed");
+            Ok(if failed == 0 { 0 } else { exit::FAILED })
+        }
+    }
+}
+
+fn fmt(dir: &Path, check: bool) -> Result<u8> {
+    let config = cedar_policy_formatter::Config::default();
+    let mut changed = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let pretty = cedar_policy_formatter::policies_str_to_pretty(&text, &config)
+            .map_err(|e| anyhow::anyhow!("{}: cannot format: {e:?}", path.display()))?;
+        let pretty = if pretty.ends_with('\n') {
+            pretty
+        } else {
+            format!("{pretty}\n")
+        };
+        if pretty != text {
+            if !check {
+                std::fs::write(&path, &pretty)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            changed.push(path);
+        }
+    }
+    for p in &changed {
+        println!(
+            "{} {}",
+            if check {
+                "would reformat"
+            } else {
+                "reformatted"
+            },
+            p.display()
+        );
+    }
+    if check && !changed.is_empty() {
+        eprintln!("run `corral policy fmt` to format them");
+        return Ok(exit::FAILED);
+    }
+    Ok(0)
+}
+
+fn parse_uid(text: &str, what: &str) -> Result<EntityUid> {
+    EntityUid::from_str(text).map_err(|e| {
+        anyhow::anyhow!("{what} `{text}` is not a Cedar entity uid like Type::\"id\": {e}")
+    })
+}
+
+fn with_common(mut context: Value) -> Result<Value> {
+    let Some(obj) = context.as_object_mut() else {
+        bail!("--context must be a JSON object");
+    };
+    if !obj.contains_key("common") {
+        let c = Common::now("cli", 0);
+        obj.insert(
+            "common".into(),
+            json!({"request_time": c.request_time, "session_id": c.session_id, "calls_in_session": c.calls_in_session}),
+        );
+    }
+    Ok(context)
+}
+
+fn check(
+    engine: &PolicyEngine,
+    agent: &str,
+    action: &str,
+    resource: Option<&str>,
+    context: &str,
+) -> Result<u8> {
+    let context: Value = serde_json::from_str(context).context("--context is not valid JSON")?;
+    let context = with_common(context)?;
+    let resource = match resource {
+        Some(r) => parse_uid(r, "--resource")?,
+        None => corral_policy::uid("Tool", action),
+    };
+    let request = engine
+        .request(
+            corral_policy::uid("Agent", agent),
+            corral_policy::uid("Action", action),
+            resource.clone(),
+            context,
+        )
+        .map_err(|e| anyhow::anyhow!("agent `{agent}`, action `{action}`: {e}"))?;
+    let decision = engine.authorize(&request);
+    println!("{}", if decision.allowed { "ALLOW" } else { "DENY" });
+    println!("  request: Agent::\"{agent}\" {action} {resource}");
+    if !decision.errors.is_empty() {
+        println!("  denied because evaluation failed (Corral fails closed):");
+        for e in &decision.errors {
+            let at = engine
+                .policy_location(&e.policy_id)
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            println!(
+                "    {}{at}: {}",
+                if e.policy_id.is_empty() {
+                    "<request>"
+                } else {
+                    &e.policy_id
+                },
+                e.message
+            );
+        }
+    } else if decision.policy_ids.is_empty() {
+        println!(
+            "  no permit matched: add a permit for this agent and action, or check the entities"
+        );
+    } else {
+        println!(
+            "  {} by:",
+            if decision.allowed {
+                "permitted"
+            } else {
+                "forbidden"
+            }
+        );
+        for id in &decision.policy_ids {
+            let at = engine
+                .policy_location(id)
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            println!("    {id}{at}");
+        }
+    }
+    println!("  policy set: {}", decision.policy_set_hash);
+    Ok(if decision.allowed { 0 } else { exit::DENIED })
+}
+
+/// One case of the Cedar CLI's `run-tests` format.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestCase {
+    name: String,
+    request: TestRequest,
+    /// Entities for this case; Corral's entities file when omitted.
+    #[serde(default)]
+    entities: Option<Value>,
+    decision: TestDecision,
+    /// Expected deciding policies: each must be among the actual ones.
+    #[serde(default)]
+    reason: Vec<String>,
+    num_errors: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    principal: String,
+    action: String,
+    resource: String,
+    #[serde(default)]
+    context: Value,
+}
+
+#[derive(Deserialize, PartialEq, Eq, Clone, Copy, Debug)]
+#[serde(rename_all = "lowercase")]
+enum TestDecision {
+    Allow,
+    Deny,
+}
+
+fn run_test_file(engine: &PolicyEngine, src: &Sources, file: &Path) -> Result<(usize, usize)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let cases: Vec<TestCase> = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: not a run-tests file: {e}",
+            file.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    println!("{}", file.display());
+    let (mut passed, mut failed) = (0, 0);
+    for case in cases {
+        let own;
+        let engine = match &case.entities {
+            None => engine,
+            Some(entities) => {
+                let mut sources = src.engine_sources()?;
+                sources.entities = entities.clone();
+                own = PolicyEngine::load(&sources).map_err(|e| {
+                    anyhow::anyhow!("{}: case `{}`: {e}", file.display(), case.name)
+                })?;
+                &own
+            }
+        };
+        let result = (|| -> Result<corral_policy::Decision> {
+            let req = engine
+                .request(
+                    parse_uid(&case.request.principal, "principal")?,
+                    parse_uid(&case.request.action, "action")?,
+                    parse_uid(&case.request.resource, "resource")?,
+                    if case.request.context.is_null() {
+                        json!({})
+                    } else {
+                        case.request.context.clone()
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(engine.authorize(&req))
+        })();
+        let verdict = match result {
+            Err(e) => Err(format!("request is invalid: {e}")),
+            Ok(d) => {
+                let got = if d.allowed {
+                    TestDecision::Allow
+                } else {
+                    TestDecision::Deny
+                };
+                let missing: Vec<&String> = case
+                    .reason
+                    .iter()
+                    .filter(|r| !d.policy_ids.contains(r))
+                    .collect();
+                if got != case.decision {
+                    Err(format!(
+                        "expected {:?}, got {:?} ({})",
+                        case.decision,
+                        got,
+                        d.explain()
+                    ))
+                } else if !missing.is_empty() {
+                    Err(format!(
+                        "expected deciding policies {missing:?} among {:?}",
+                        d.policy_ids
+                    ))
+                } else if d.errors.len() != case.num_errors {
+                    Err(format!(
+                        "expected {} errors, got {}: {:?}",
+                        case.num_errors,
+                        d.errors.len(),
+                        d.errors
+                    ))
+                } else {
+                    Ok(d.policy_ids)
+                }
+            }
+        };
+        match verdict {
+            Ok(ids) => {
+                passed += 1;
+                let by = if ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", ids.join(", "))
+                };
+                println!("  PASS {}{by}", case.name);
+            }
+            Err(why) => {
+                failed += 1;
+                println!("  FAIL {}: {why}", case.name);
+            }
+        }
+    }
+    Ok((passed, failed))
+}

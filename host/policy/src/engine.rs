@@ -1,0 +1,428 @@
+//! The policy engine: schema, validated policies, entities, the index, and
+//! fail-closed decisions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Request, Response,
+};
+use serde_json::{Value, json};
+
+use crate::index::PolicyIndex;
+use crate::load::{
+    CombinedSchema, LoadErrors, LoadedPolicies, Problem, load_policies, read_policy_dir,
+};
+use crate::schema::ToolAction;
+
+/// An evaluation error in one policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub policy_id: String,
+    pub message: String,
+}
+
+/// The outcome of one authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policies that decided, sorted: the permits that allowed it, the
+    /// forbids that denied it, or the policies whose errors forced a deny.
+    /// Empty for a default deny (no permit matched).
+    pub policy_ids: Vec<String>,
+    /// Evaluation errors. Any error makes the decision a deny.
+    pub errors: Vec<PolicyError>,
+    /// Identity of the policy set that decided.
+    pub policy_set_hash: String,
+}
+
+impl Decision {
+    /// One line a person can read.
+    pub fn explain(&self) -> String {
+        if !self.errors.is_empty() {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.policy_id, e.message))
+                .collect();
+            return format!(
+                "denied because evaluating a policy failed (fail closed): {}",
+                list.join("; ")
+            );
+        }
+        match (self.allowed, self.policy_ids.is_empty()) {
+            (true, _) => format!("allowed by {}", self.policy_ids.join(", ")),
+            (false, true) => "denied: no permit matched".to_string(),
+            (false, false) => format!("denied by {}", self.policy_ids.join(", ")),
+        }
+    }
+}
+
+/// Why a request could not even be put to the policies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown tool `{0}`: it has no action in the schema")]
+    UnknownTool(String),
+    #[error("invalid input for tool `{tool}`: {problem}")]
+    InvalidInput { tool: String, problem: String },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// The common context every request carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Common {
+    pub request_time: i64,
+    pub session_id: String,
+    pub calls_in_session: i64,
+}
+
+impl Common {
+    pub fn now(session_id: &str, calls_in_session: i64) -> Self {
+        let request_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Common {
+            request_time,
+            session_id: session_id.to_string(),
+            calls_in_session,
+        }
+    }
+
+    fn expr(&self) -> cedar_policy::RestrictedExpression {
+        use cedar_policy::RestrictedExpression as E;
+        E::new_record([
+            ("request_time".to_string(), E::new_long(self.request_time)),
+            (
+                "session_id".to_string(),
+                E::new_string(self.session_id.clone()),
+            ),
+            (
+                "calls_in_session".to_string(),
+                E::new_long(self.calls_in_session),
+            ),
+        ])
+        .unwrap_or_else(|_| unreachable!("a record with fixed, distinct keys always builds"))
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "request_time": self.request_time,
+            "session_id": self.session_id,
+            "calls_in_session": self.calls_in_session,
+        })
+    }
+}
+
+/// Everything needed to decide: schema, policies, entities, index.
+pub struct PolicyEngine {
+    schema: CombinedSchema,
+    policies: LoadedPolicies,
+    index: PolicyIndex,
+    entities: Entities,
+    tools: BTreeMap<String, ToolAction>,
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("policies", &self.index.len())
+            .field("hash", &self.policies.hash)
+            .finish()
+    }
+}
+
+/// Inputs to build an engine from disk.
+#[derive(Debug, Clone)]
+pub struct EngineSources {
+    pub schema_file: PathBuf,
+    pub policy_dir: PathBuf,
+    pub tools: Vec<ToolAction>,
+    /// Cedar entities JSON (an array of entities); actions come from the
+    /// schema.
+    pub entities: Value,
+}
+
+impl PolicyEngine {
+    /// Builds an engine; every problem in the schema, the policies or the
+    /// entities is reported with its location.
+    pub fn load(sources: &EngineSources) -> Result<Self, LoadErrors> {
+        let schema = CombinedSchema::build(&sources.schema_file, &sources.tools)?;
+        let files = read_policy_dir(&sources.policy_dir)?;
+        Self::from_parts(
+            schema,
+            &files,
+            sources.tools.clone(),
+            sources.entities.clone(),
+        )
+    }
+
+    pub fn from_parts(
+        schema: CombinedSchema,
+        files: &[(PathBuf, String)],
+        tools: Vec<ToolAction>,
+        entities: Value,
+    ) -> Result<Self, LoadErrors> {
+        let policies = load_policies(files, &schema.schema)?;
+        let entities = Entities::from_json_value(entities, Some(&schema.schema)).map_err(|e| {
+            LoadErrors(vec![Problem {
+                location: None,
+                policy_id: None,
+                message: format!("entities: {e}"),
+                help: None,
+            }])
+        })?;
+        let index = PolicyIndex::new(&policies.set);
+        Ok(PolicyEngine {
+            schema,
+            index,
+            policies,
+            entities,
+            tools: tools.into_iter().map(|t| (t.name.clone(), t)).collect(),
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    pub fn schema(&self) -> &CombinedSchema {
+        &self.schema
+    }
+
+    pub fn policies(&self) -> &LoadedPolicies {
+        &self.policies
+    }
+
+    pub fn entities(&self) -> &Entities {
+        &self.entities
+    }
+
+    pub fn policy_set_hash(&self) -> &str {
+        &self.policies.hash
+    }
+
+    pub fn policy_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Where a policy came from, for explanations.
+    pub fn policy_location(&self, id: &str) -> Option<String> {
+        self.policies.origins.get(id).map(|o| o.start().to_string())
+    }
+
+    /// Builds a request validated against the schema.
+    pub fn request(
+        &self,
+        principal: EntityUid,
+        action: EntityUid,
+        resource: EntityUid,
+        context: Value,
+    ) -> Result<Request, RequestError> {
+        // Parsed without the schema: `Request::new` below validates the
+        // context against the action's declared type (and is the check that
+        // rejects wrong types), so validating here too only doubled the cost
+        // of building a request. The context holds only strings, longs,
+        // booleans, sets and records, which parse the same either way.
+        let context = Context::from_json_value(context, None)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        Request::new(
+            principal,
+            action,
+            resource,
+            context,
+            Some(&self.schema.schema),
+        )
+        .map_err(|e| RequestError::Invalid(e.to_string()))
+    }
+
+    /// The request for `agent` calling `tool` with `input`.
+    pub fn tool_request(
+        &self,
+        agent: &str,
+        tool: &str,
+        input: &Value,
+        common: &Common,
+    ) -> Result<Request, RequestError> {
+        let action = self
+            .tools
+            .get(tool)
+            .ok_or_else(|| RequestError::UnknownTool(tool.to_string()))?;
+        let typed =
+            action
+                .input
+                .to_expr(input, "input")
+                .map_err(|problem| RequestError::InvalidInput {
+                    tool: tool.to_string(),
+                    problem,
+                })?;
+        // Every part of this request is built here with the types the
+        // schema declares for the tool's action: `Agent`, `Tool`, `common`
+        // from `Common`, and `input` already converted against the derived
+        // Cedar type (which refused any mismatch). Validating it against
+        // the schema again cost about twice the indexed decision itself;
+        // `tool_requests_agree_with_schema_validation` keeps the two paths
+        // in agreement.
+        let context = Context::from_pairs([
+            ("common".to_string(), common.expr()),
+            ("input".to_string(), typed),
+        ])
+        .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        Request::new(
+            uid("Agent", agent),
+            uid("Action", tool),
+            uid("Tool", tool),
+            context,
+            None,
+        )
+        .map_err(|e| RequestError::Invalid(e.to_string()))
+    }
+
+    /// The same request as [`Self::tool_request`], validated against the
+    /// schema: slower, used to check the fast path.
+    pub fn tool_request_checked(
+        &self,
+        agent: &str,
+        tool: &str,
+        input: &Value,
+        common: &Common,
+    ) -> Result<Request, RequestError> {
+        let action = self
+            .tools
+            .get(tool)
+            .ok_or_else(|| RequestError::UnknownTool(tool.to_string()))?;
+        let typed =
+            action
+                .input
+                .convert(input, "input")
+                .map_err(|problem| RequestError::InvalidInput {
+                    tool: tool.to_string(),
+                    problem,
+                })?;
+        self.request(
+            uid("Agent", agent),
+            uid("Action", tool),
+            uid("Tool", tool),
+            json!({ "common": common.json(), "input": typed }),
+        )
+    }
+
+    /// Decides a request: indexed, and fail-closed.
+    pub fn authorize(&self, request: &Request) -> Decision {
+        // Cedar can allow a principal that is missing from the store when a
+        // policy does not look at its attributes; an unknown agent must
+        // never be allowed anything.
+        if let Some(p) = request.principal()
+            && self.entities.ancestors(p).is_none()
+        {
+            return Decision {
+                allowed: false,
+                policy_ids: Vec::new(),
+                errors: vec![PolicyError {
+                    policy_id: String::new(),
+                    message: format!("unknown principal {p}"),
+                }],
+                policy_set_hash: self.policies.hash.clone(),
+            };
+        }
+        match self.authorize_raw(request) {
+            Ok(response) => self.decision(&response),
+            Err(message) => Decision {
+                allowed: false,
+                policy_ids: Vec::new(),
+                errors: vec![PolicyError {
+                    policy_id: String::new(),
+                    message,
+                }],
+                policy_set_hash: self.policies.hash.clone(),
+            },
+        }
+    }
+
+    /// Cedar's own response over the indexed subset: identical to
+    /// `is_authorized` over the whole set (see `tests/differential.rs`).
+    pub fn authorize_raw(&self, request: &Request) -> Result<Response, String> {
+        let (Some(p), Some(a), Some(r)) =
+            (request.principal(), request.action(), request.resource())
+        else {
+            return Err("request has an unknown principal, action or resource".into());
+        };
+        let candidates = self.index.candidates(p, a, r, &self.entities);
+        let subset = self.index.subset(&candidates)?;
+        Ok(self
+            .authorizer
+            .is_authorized(request, &subset, &self.entities))
+    }
+
+    /// The plain, unindexed Cedar response (for comparison and benchmarks).
+    pub fn authorize_unindexed(&self, request: &Request) -> Response {
+        self.authorizer
+            .is_authorized(request, &self.policies.set, &self.entities)
+    }
+
+    fn decision(&self, response: &Response) -> Decision {
+        let errors: Vec<PolicyError> = response
+            .diagnostics()
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => PolicyError {
+                    policy_id: pe.policy_id().to_string(),
+                    message: pe.inner().to_string(),
+                },
+            })
+            .collect();
+        let mut policy_ids: Vec<String> = if errors.is_empty() {
+            response
+                .diagnostics()
+                .reason()
+                .map(|id| id.to_string())
+                .collect()
+        } else {
+            errors.iter().map(|e| e.policy_id.clone()).collect()
+        };
+        policy_ids.sort();
+        policy_ids.dedup();
+        Decision {
+            allowed: errors.is_empty() && response.decision() == CedarDecision::Allow,
+            policy_ids,
+            errors,
+            policy_set_hash: self.policies.hash.clone(),
+        }
+    }
+}
+
+/// `Type::"id"` as an `EntityUid`; ids are arbitrary strings.
+pub fn uid(ty: &str, id: &str) -> EntityUid {
+    let ty = ty.parse().unwrap_or_else(|_| unreachable_type(ty));
+    EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(id))
+}
+
+#[cold]
+fn unreachable_type(ty: &str) -> cedar_policy::EntityTypeName {
+    // Only called with the schema's own type names, which always parse.
+    panic!("internal error: `{ty}` is not a valid Cedar type name")
+}
+
+/// Reads the entities file, if any; a missing file means no entities.
+pub fn read_entities(path: &Path) -> Result<Value, LoadErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            LoadErrors(vec![Problem {
+                location: Some(crate::load::Location {
+                    file: path.to_path_buf(),
+                    line: e.line(),
+                    column: e.column(),
+                }),
+                policy_id: None,
+                message: format!("entities file is not valid JSON: {e}"),
+                help: None,
+            }])
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!([])),
+        Err(e) => Err(LoadErrors(vec![Problem {
+            location: None,
+            policy_id: None,
+            message: format!("cannot read {}: {e}", path.display()),
+            help: None,
+        }])),
+    }
+}

@@ -1,0 +1,384 @@
+//! Loading a policy directory: every `.cedar` file, every statement with an
+//! `@id`, strict validation against the combined schema; every error names
+//! file, line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode, Validator};
+use miette::Diagnostic;
+use sha2::{Digest, Sha256};
+
+use crate::schema::ToolAction;
+
+/// A place in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// One problem found while loading policies or the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub location: Option<Location>,
+    pub policy_id: Option<String>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(l) = &self.location {
+            write!(f, "{l}: ")?;
+        }
+        if let Some(id) = &self.policy_id {
+            write!(f, "policy `{id}`: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.help {
+            write!(f, " (help: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Loading failed; every problem found is listed, not just the first.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct LoadErrors(pub Vec<Problem>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a policy came from, kept for error messages and `explain`.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// Byte offset of the statement in the file.
+    offset: usize,
+    /// The file's text, shared by every statement of the file.
+    text: std::sync::Arc<str>,
+}
+
+impl Origin {
+    fn location(&self, offset_in_statement: usize) -> Location {
+        let at = (self.offset + offset_in_statement).min(self.text.len());
+        let before = &self.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Location {
+            file: self.file.clone(),
+            line,
+            column,
+        }
+    }
+
+    pub fn start(&self) -> Location {
+        self.location(0)
+    }
+}
+
+/// The schema: the base file plus the fragment of every registered tool.
+#[derive(Debug, Clone)]
+pub struct CombinedSchema {
+    pub schema: Schema,
+    /// The text `corral policy schema` prints.
+    pub text: String,
+}
+
+impl CombinedSchema {
+    pub fn build(base_file: &Path, tools: &[ToolAction]) -> Result<Self, LoadErrors> {
+        let base = std::fs::read_to_string(base_file).map_err(|e| {
+            LoadErrors(vec![Problem {
+                location: None,
+                policy_id: None,
+                message: format!("cannot read schema {}: {e}", base_file.display()),
+                help: None,
+            }])
+        })?;
+        Self::from_text(base_file, &base, tools)
+    }
+
+    pub fn from_text(
+        base_file: &Path,
+        base: &str,
+        tools: &[ToolAction],
+    ) -> Result<Self, LoadErrors> {
+        let origin = Origin {
+            file: base_file.to_path_buf(),
+            offset: 0,
+            text: base.into(),
+        };
+        let (base_fragment, _) = SchemaFragment::from_cedarschema_str(base)
+            .map_err(|e| LoadErrors(vec![diagnostic_problem(&e, &origin, None)]))?;
+        let mut fragments = vec![base_fragment];
+        let mut text = base.trim_end().to_string();
+        text.push_str("\n\n// ---- generated from the registered tools ----\n");
+        for tool in tools {
+            let fragment_text = tool.cedarschema();
+            let tool_origin = Origin {
+                file: PathBuf::from(format!("<tool {}>", tool.name)),
+                offset: 0,
+                text: fragment_text.as_str().into(),
+            };
+            let (fragment, _) = SchemaFragment::from_cedarschema_str(&fragment_text)
+                .map_err(|e| LoadErrors(vec![diagnostic_problem(&e, &tool_origin, None)]))?;
+            fragments.push(fragment);
+            text.push('\n');
+            text.push_str(&fragment_text);
+        }
+        let schema = Schema::from_schema_fragments(fragments)
+            .map_err(|e| LoadErrors(vec![diagnostic_problem(&e, &origin, None)]))?;
+        Ok(CombinedSchema { schema, text })
+    }
+}
+
+/// A validated policy set with where each policy came from.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicies {
+    pub set: PolicySet,
+    pub origins: BTreeMap<String, Origin>,
+    /// sha256 over the files' names and contents, in name order: the
+    /// identity of this policy set in every decision.
+    pub hash: String,
+}
+
+/// Reads every `.cedar` file in `dir` (not recursive), in name order.
+pub fn read_policy_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, LoadErrors> {
+    let err = |message: String| {
+        LoadErrors(vec![Problem {
+            location: None,
+            policy_id: None,
+            message,
+            help: None,
+        }])
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        err(format!(
+            "cannot read policy directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| err(format!("{}: {e}", dir.display())))?
+            .path();
+        if path.extension().is_some_and(|x| x == "cedar") && path.is_file() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+            files.push((path, text));
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
+}
+
+/// Parses, re-keys by `@id`, and validates (strict) `files` against `schema`.
+pub fn load_policies(
+    files: &[(PathBuf, String)],
+    schema: &Schema,
+) -> Result<LoadedPolicies, LoadErrors> {
+    let mut problems = Vec::new();
+    let mut set = PolicySet::new();
+    let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
+    let mut hasher = Sha256::new();
+    for (file, text) in files {
+        hasher.update(
+            file.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+        let shared: std::sync::Arc<str> = text.as_str().into();
+        for (offset, statement) in split_statements(text) {
+            let origin = Origin {
+                file: file.clone(),
+                offset,
+                text: shared.clone(),
+            };
+            let parsed = match PolicySet::from_str(statement) {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(diagnostic_problem(&e, &origin, None));
+                    continue;
+                }
+            };
+            let static_policies: Vec<_> = parsed.policies().cloned().collect();
+            let templates: Vec<_> = parsed.templates().cloned().collect();
+            let annotation = static_policies
+                .first()
+                .and_then(|p| p.annotation("id").map(str::to_string))
+                .or_else(|| {
+                    templates
+                        .first()
+                        .and_then(|t| t.annotation("id").map(str::to_string))
+                });
+            let Some(id) = annotation.filter(|id| !id.trim().is_empty()) else {
+                problems.push(Problem {
+                    location: Some(origin.start()),
+                    policy_id: None,
+                    message: "policy has no @id annotation".into(),
+                    help: Some("every policy starts with @id(\"a-unique-name\"); the id is what decisions and audit records cite".into()),
+                });
+                continue;
+            };
+            if let Some(first) = origins.get(&id) {
+                problems.push(Problem {
+                    location: Some(origin.start()),
+                    policy_id: Some(id.clone()),
+                    message: format!("duplicate @id; first used at {}", first.start()),
+                    help: Some("policy ids must be unique across the directory".into()),
+                });
+                continue;
+            }
+            let pid = PolicyId::new(&id);
+            let added = match (static_policies.first(), templates.first()) {
+                (Some(p), None) => set.add(p.new_id(pid)).map_err(|e| e.to_string()),
+                (None, Some(t)) => set.add_template(t.new_id(pid)).map_err(|e| e.to_string()),
+                _ => Err("expected exactly one policy or template".to_string()),
+            };
+            if let Err(message) = added {
+                problems.push(Problem {
+                    location: Some(origin.start()),
+                    policy_id: Some(id.clone()),
+                    message,
+                    help: None,
+                });
+                continue;
+            }
+            origins.insert(id, origin);
+        }
+    }
+    if problems.is_empty() {
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        for e in result.validation_errors() {
+            let id = e.policy_id().to_string();
+            let problem = match origins.get(&id) {
+                Some(origin) => diagnostic_problem(e, origin, Some(id)),
+                None => Problem {
+                    location: None,
+                    policy_id: Some(id),
+                    message: e.to_string(),
+                    help: None,
+                },
+            };
+            problems.push(problem);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(LoadErrors(problems));
+    }
+    Ok(LoadedPolicies {
+        set,
+        origins,
+        hash: hex::encode(&hasher.finalize()[..16]),
+    })
+}
+
+fn diagnostic_problem(
+    e: &(dyn Diagnostic + Send + Sync + 'static),
+    origin: &Origin,
+    policy_id: Option<String>,
+) -> Problem {
+    let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    // Parse errors carry their detail in related diagnostics.
+    let mut message = e.to_string();
+    if let Some(related) = e.related() {
+        for r in related {
+            message.push_str("; ");
+            message.push_str(&r.to_string());
+        }
+    }
+    let offset = offset.or_else(|| {
+        e.related().and_then(|mut r| {
+            r.find_map(|d| d.labels().and_then(|mut l| l.next()).map(|l| l.offset()))
+        })
+    });
+    Problem {
+        location: Some(origin.location(offset.unwrap_or(0))),
+        policy_id,
+        message,
+        help: e.help().map(|h| h.to_string()),
+    }
+}
+
+/// Splits Cedar text into statements at top-level `;`, skipping strings
+/// and `//` comments, and returns each with its byte offset (at its first
+/// significant character, so locations point at the statement itself).
+pub fn split_statements(text: &str) -> Vec<(usize, &str)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' => {
+                start.get_or_insert(i);
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b';' => {
+                if let Some(s) = start.take() {
+                    out.push((s, &text[s..=i]));
+                }
+            }
+            c if c.is_ascii_whitespace() => {}
+            _ => {
+                start.get_or_insert(i);
+            }
+        }
+        i += 1;
+    }
+    if let Some(s) = start {
+        // A trailing statement without `;`: let the parser say so.
+        out.push((s, &text[s..]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_statements;
+
+    #[test]
+    fn splits_around_strings_and_comments() {
+        let text = "// a; comment\n@id(\"a;b\")\npermit(principal, action, resource);\n\n  forbid(principal, action, resource) when { context.x like \"*;*\" };\n";
+        let parts = split_statements(text);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[0].1.starts_with("@id(\"a;b\")"));
+        assert!(parts[1].1.starts_with("forbid"));
+        assert!(parts[1].1.ends_with("};"));
+    }
+}

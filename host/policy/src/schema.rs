@@ -1,0 +1,396 @@
+//! Typed tool actions: each tool's input JSON Schema becomes the Cedar type
+//! of `context.input` for that tool's action, so that a policy such as
+//! `context.input.path like "notes/*"` is checked by the validator.
+//!
+//! # How JSON Schema maps to Cedar
+//!
+//! | JSON Schema | Cedar |
+//! |---|---|
+//! | `"type": "string"` (also `enum`/`const` of strings) | `String` |
+//! | `"type": "integer"` | `Long` (a value outside i64 makes the request invalid) |
+//! | `"type": "boolean"` | `Bool` |
+//! | `"type": "array"` with mappable `items` | `Set<T>` (order and duplicates are lost) |
+//! | `"type": "object"` with `properties` | a record; `required` fields are required, others optional |
+//!
+//! Mapped conservatively — the field is **left out** of `context.input`, so
+//! no policy can name it (the validator rejects one that tries), while the
+//! tool still receives it:
+//! - `"type": "number"`: Cedar has no floating point, and rounding could
+//!   turn a denial into a permit.
+//! - unions (`anyOf`, `oneOf`, `allOf`, a list of types, `$ref`), `null`,
+//!   arrays without `items`, free-form objects without `properties`.
+//! - properties the schema does not declare (`additionalProperties`).
+//! - property names that are not plain text (containing `"`, `\` or control
+//!   characters).
+//!
+//! A value that contradicts its declared type (a number where the schema
+//! says string) makes the request invalid: it is refused, never coerced.
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
+
+/// Nesting deeper than this is left out rather than followed.
+const MAX_DEPTH: usize = 8;
+
+/// Names of actions in the base schema; a tool may not take one.
+pub const RESERVED_ACTIONS: &[&str] = &[
+    "call_tool",
+    "read_file",
+    "write_file",
+    "http_request",
+    "use_secret",
+    "use_model",
+    "post_message",
+    "invoke",
+    "mount",
+];
+
+/// A Cedar type derived from a JSON Schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CedarType {
+    String,
+    Long,
+    Bool,
+    Set(Box<CedarType>),
+    Record(Vec<Attr>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub name: String,
+    pub required: bool,
+    pub ty: CedarType,
+}
+
+/// Maps a JSON Schema; `None` means "left out" (see the module docs).
+pub fn map_json_schema(schema: &Value) -> Option<CedarType> {
+    map_at(schema, 0)
+}
+
+fn map_at(schema: &Value, depth: usize) -> Option<CedarType> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let obj = schema.as_object()?;
+    if ["anyOf", "oneOf", "allOf", "$ref", "not", "if"]
+        .iter()
+        .any(|k| obj.contains_key(*k))
+    {
+        return None;
+    }
+    if let Some(values) = obj.get("enum").and_then(Value::as_array) {
+        return values
+            .iter()
+            .all(Value::is_string)
+            .then_some(CedarType::String);
+    }
+    if let Some(c) = obj.get("const") {
+        return c.is_string().then_some(CedarType::String);
+    }
+    match obj.get("type")?.as_str()? {
+        "string" => Some(CedarType::String),
+        "integer" => Some(CedarType::Long),
+        "boolean" => Some(CedarType::Bool),
+        "array" => Some(CedarType::Set(Box::new(map_at(
+            obj.get("items")?,
+            depth + 1,
+        )?))),
+        "object" => {
+            let props = obj.get("properties")?.as_object()?;
+            let required: Vec<&str> = obj
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let mut attrs = Vec::new();
+            for (name, sub) in props {
+                if !plain_name(name) {
+                    continue;
+                }
+                if let Some(ty) = map_at(sub, depth + 1) {
+                    attrs.push(Attr {
+                        name: name.clone(),
+                        required: required.contains(&name.as_str()),
+                        ty,
+                    });
+                }
+            }
+            attrs.sort_by(|a, b| a.name.cmp(&b.name));
+            Some(CedarType::Record(attrs))
+        }
+        _ => None,
+    }
+}
+
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+}
+
+impl CedarType {
+    /// Writes the type in Cedar schema syntax.
+    pub fn write_cedarschema(&self, out: &mut String, indent: usize) {
+        match self {
+            CedarType::String => out.push_str("String"),
+            CedarType::Long => out.push_str("Long"),
+            CedarType::Bool => out.push_str("Bool"),
+            CedarType::Set(t) => {
+                out.push_str("Set<");
+                t.write_cedarschema(out, indent);
+                out.push('>');
+            }
+            CedarType::Record(attrs) => {
+                if attrs.is_empty() {
+                    out.push_str("{}");
+                    return;
+                }
+                out.push_str("{\n");
+                for a in attrs {
+                    let _ = write!(
+                        out,
+                        "{:w$}\"{}\"{}: ",
+                        "",
+                        a.name,
+                        if a.required { "" } else { "?" },
+                        w = indent + 2
+                    );
+                    a.ty.write_cedarschema(out, indent + 2);
+                    out.push_str(",\n");
+                }
+                let _ = write!(out, "{:w$}}}", "", w = indent);
+            }
+        }
+    }
+
+    /// Converts `value` (a tool input) into the Cedar-typed JSON that the
+    /// context will carry: undeclared fields dropped, declared fields
+    /// checked. `at` names the position for error messages.
+    pub fn convert(&self, value: &Value, at: &str) -> Result<Value, String> {
+        match (self, value) {
+            (CedarType::String, Value::String(_)) | (CedarType::Bool, Value::Bool(_)) => {
+                Ok(value.clone())
+            }
+            (CedarType::Long, Value::Number(n)) => match n.as_i64() {
+                Some(i) => Ok(Value::from(i)),
+                None => Err(format!("{at}: {n} is not an integer that fits in 64 bits")),
+            },
+            (CedarType::Set(t), Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| t.convert(v, &format!("{at}[{i}]")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            (CedarType::Record(attrs), Value::Object(obj)) => {
+                let mut out = Map::new();
+                for a in attrs {
+                    match obj.get(&a.name) {
+                        Some(v) => {
+                            out.insert(
+                                a.name.clone(),
+                                a.ty.convert(v, &format!("{at}.{}", a.name))?,
+                            );
+                        }
+                        None if a.required => {
+                            return Err(format!(
+                                "{at}.{}: required by the tool's input schema",
+                                a.name
+                            ));
+                        }
+                        None => {}
+                    }
+                }
+                Ok(Value::Object(out))
+            }
+            (expected, got) => Err(format!(
+                "{at}: expected {}, got {}",
+                expected.describe(),
+                kind_of(got)
+            )),
+        }
+    }
+
+    /// Like [`Self::convert`], but straight to a Cedar value: no JSON
+    /// round trip, which was most of the cost of building a request.
+    pub fn to_expr(
+        &self,
+        value: &Value,
+        at: &str,
+    ) -> Result<cedar_policy::RestrictedExpression, String> {
+        use cedar_policy::RestrictedExpression as E;
+        match (self, value) {
+            (CedarType::String, Value::String(s)) => Ok(E::new_string(s.clone())),
+            (CedarType::Bool, Value::Bool(b)) => Ok(E::new_bool(*b)),
+            (CedarType::Long, Value::Number(n)) => match n.as_i64() {
+                Some(i) => Ok(E::new_long(i)),
+                None => Err(format!("{at}: {n} is not an integer that fits in 64 bits")),
+            },
+            (CedarType::Set(t), Value::Array(items)) => Ok(E::new_set(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| t.to_expr(v, &format!("{at}[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )),
+            (CedarType::Record(attrs), Value::Object(obj)) => {
+                let mut fields = Vec::with_capacity(attrs.len());
+                for a in attrs {
+                    match obj.get(&a.name) {
+                        Some(v) => fields.push((
+                            a.name.clone(),
+                            a.ty.to_expr(v, &format!("{at}.{}", a.name))?,
+                        )),
+                        None if a.required => {
+                            return Err(format!(
+                                "{at}.{}: required by the tool's input schema",
+                                a.name
+                            ));
+                        }
+                        None => {}
+                    }
+                }
+                E::new_record(fields).map_err(|e| format!("{at}: {e}"))
+            }
+            (expected, got) => Err(format!(
+                "{at}: expected {}, got {}",
+                expected.describe(),
+                kind_of(got)
+            )),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            CedarType::String => "a string",
+            CedarType::Long => "an integer",
+            CedarType::Bool => "a boolean",
+            CedarType::Set(_) => "an array",
+            CedarType::Record(_) => "an object",
+        }
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A registered tool, as the policy engine needs it.
+#[derive(Debug, Clone)]
+pub struct ToolAction {
+    pub name: String,
+    /// The Cedar type of `context.input` (always a record).
+    pub input: CedarType,
+}
+
+impl ToolAction {
+    /// Derives the action from a tool's input schema. A schema that is not
+    /// an object with properties yields an empty input record.
+    pub fn new(name: &str, input_schema: &Value) -> Result<Self, String> {
+        if RESERVED_ACTIONS.contains(&name) {
+            return Err(format!(
+                "tool name `{name}` is reserved for a built-in Cedar action; rename the tool"
+            ));
+        }
+        let input = match map_json_schema(input_schema) {
+            Some(t @ CedarType::Record(_)) => t,
+            _ => CedarType::Record(Vec::new()),
+        };
+        Ok(ToolAction {
+            name: name.to_string(),
+            input,
+        })
+    }
+
+    /// The schema fragment declaring this tool's action.
+    pub fn cedarschema(&self) -> String {
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "action \"{}\" in [call_tool] appliesTo {{\n  principal: Agent,\n  resource: Tool,\n  context: {{\n    common: Common,\n    input: ",
+            self.name
+        );
+        self.input.write_cedarschema(&mut s, 4);
+        s.push_str(",\n  },\n};\n");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn maps_the_supported_subset() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string"},
+                "count": {"type": "integer"},
+                "ratio": {"type": "number"},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "mode": {"enum": ["a", "b"]},
+                "either": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                "free": {"type": "object"},
+                "nested": {"type": "object", "properties": {"x": {"type": "boolean"}}, "required": ["x"]},
+            },
+            "required": ["path"],
+        });
+        let CedarType::Record(attrs) = map_json_schema(&schema).unwrap() else {
+            panic!()
+        };
+        let names: Vec<(&str, bool)> = attrs
+            .iter()
+            .map(|a| (a.name.as_str(), a.required))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("count", false),
+                ("mode", false),
+                ("nested", false),
+                ("path", true),
+                ("tags", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn conversion_drops_undeclared_and_refuses_mismatches() {
+        let t = map_json_schema(&json!({"type": "object", "properties": {"path": {"type": "string"}, "n": {"type": "integer"}}, "required": ["path"]})).unwrap();
+        assert_eq!(
+            t.convert(&json!({"path": "a", "extra": 1.5}), "input")
+                .unwrap(),
+            json!({"path": "a"})
+        );
+        assert!(
+            t.convert(&json!({"path": 3}), "input")
+                .unwrap_err()
+                .contains("input.path: expected a string")
+        );
+        assert!(
+            t.convert(&json!({}), "input")
+                .unwrap_err()
+                .contains("required")
+        );
+        assert!(t.convert(&json!({"path": "a", "n": 1.5}), "input").is_err());
+        assert!(
+            t.convert(&json!({"path": "a", "n": 18446744073709551615u64}), "input")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn reserved_names_are_refused() {
+        assert!(ToolAction::new("read_file", &json!({"type": "object"})).is_err());
+    }
+}
