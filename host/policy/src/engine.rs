@@ -105,14 +105,6 @@ impl Common {
         ])
         .unwrap_or_else(|_| unreachable!("a record with fixed, distinct keys always builds"))
     }
-
-    fn json(&self) -> Value {
-        json!({
-            "request_time": self.request_time,
-            "session_id": self.session_id,
-            "calls_in_session": self.calls_in_session,
-        })
-    }
 }
 
 /// Everything needed to decide: schema, policies, entities, index.
@@ -236,12 +228,43 @@ impl PolicyEngine {
     }
 
     /// The request for `agent` calling `tool` with `input`.
+    ///
+    /// Every part is built here with the types the schema declares for the
+    /// tool's action: `Agent`, `Tool`, `common` from `Common`, and `input`
+    /// converted against the derived Cedar type (which refuses any
+    /// mismatch). So the request is not validated against the schema
+    /// again: that cost about twice the indexed decision itself.
+    /// `tool_requests_agree_with_schema_validation` checks, through
+    /// [`Self::tool_request_checked`], that the schema accepts what this
+    /// builds.
     pub fn tool_request(
         &self,
         agent: &str,
         tool: &str,
         input: &Value,
         common: &Common,
+    ) -> Result<Request, RequestError> {
+        self.build_tool_request(agent, tool, input, common, None)
+    }
+
+    /// [`Self::tool_request`], validated against the schema.
+    pub fn tool_request_checked(
+        &self,
+        agent: &str,
+        tool: &str,
+        input: &Value,
+        common: &Common,
+    ) -> Result<Request, RequestError> {
+        self.build_tool_request(agent, tool, input, common, Some(&self.schema.schema))
+    }
+
+    fn build_tool_request(
+        &self,
+        agent: &str,
+        tool: &str,
+        input: &Value,
+        common: &Common,
+        schema: Option<&cedar_policy::Schema>,
     ) -> Result<Request, RequestError> {
         let action = self
             .tools
@@ -255,13 +278,6 @@ impl PolicyEngine {
                     tool: tool.to_string(),
                     problem,
                 })?;
-        // Every part of this request is built here with the types the
-        // schema declares for the tool's action: `Agent`, `Tool`, `common`
-        // from `Common`, and `input` already converted against the derived
-        // Cedar type (which refused any mismatch). Validating it against
-        // the schema again cost about twice the indexed decision itself;
-        // `tool_requests_agree_with_schema_validation` keeps the two paths
-        // in agreement.
         let context = Context::from_pairs([
             ("common".to_string(), common.expr()),
             ("input".to_string(), typed),
@@ -272,38 +288,9 @@ impl PolicyEngine {
             uid("Action", tool),
             uid("Tool", tool),
             context,
-            None,
+            schema,
         )
         .map_err(|e| RequestError::Invalid(e.to_string()))
-    }
-
-    /// The same request as [`Self::tool_request`], validated against the
-    /// schema: slower, used to check the fast path.
-    pub fn tool_request_checked(
-        &self,
-        agent: &str,
-        tool: &str,
-        input: &Value,
-        common: &Common,
-    ) -> Result<Request, RequestError> {
-        let action = self
-            .tools
-            .get(tool)
-            .ok_or_else(|| RequestError::UnknownTool(tool.to_string()))?;
-        let typed =
-            action
-                .input
-                .convert(input, "input")
-                .map_err(|problem| RequestError::InvalidInput {
-                    tool: tool.to_string(),
-                    problem,
-                })?;
-        self.request(
-            uid("Agent", agent),
-            uid("Action", tool),
-            uid("Tool", tool),
-            json!({ "common": common.json(), "input": typed }),
-        )
     }
 
     /// Decides a request: indexed, and fail-closed.

@@ -28,7 +28,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Nesting deeper than this is left out rather than followed.
 const MAX_DEPTH: usize = 8;
@@ -165,55 +165,11 @@ impl CedarType {
         }
     }
 
-    /// Converts `value` (a tool input) into the Cedar-typed JSON that the
-    /// context will carry: undeclared fields dropped, declared fields
-    /// checked. `at` names the position for error messages.
-    pub fn convert(&self, value: &Value, at: &str) -> Result<Value, String> {
-        match (self, value) {
-            (CedarType::String, Value::String(_)) | (CedarType::Bool, Value::Bool(_)) => {
-                Ok(value.clone())
-            }
-            (CedarType::Long, Value::Number(n)) => match n.as_i64() {
-                Some(i) => Ok(Value::from(i)),
-                None => Err(format!("{at}: {n} is not an integer that fits in 64 bits")),
-            },
-            (CedarType::Set(t), Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| t.convert(v, &format!("{at}[{i}]")))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array),
-            (CedarType::Record(attrs), Value::Object(obj)) => {
-                let mut out = Map::new();
-                for a in attrs {
-                    match obj.get(&a.name) {
-                        Some(v) => {
-                            out.insert(
-                                a.name.clone(),
-                                a.ty.convert(v, &format!("{at}.{}", a.name))?,
-                            );
-                        }
-                        None if a.required => {
-                            return Err(format!(
-                                "{at}.{}: required by the tool's input schema",
-                                a.name
-                            ));
-                        }
-                        None => {}
-                    }
-                }
-                Ok(Value::Object(out))
-            }
-            (expected, got) => Err(format!(
-                "{at}: expected {}, got {}",
-                expected.describe(),
-                kind_of(got)
-            )),
-        }
-    }
-
-    /// Like [`Self::convert`], but straight to a Cedar value: no JSON
-    /// round trip, which was most of the cost of building a request.
+    /// Converts `value` (a tool input) into the Cedar value the context
+    /// will carry: undeclared fields dropped, declared fields checked, no
+    /// coercion. `at` names the position for error messages. Built straight
+    /// into Cedar values: a JSON round trip was most of the cost of
+    /// building a request.
     pub fn to_expr(
         &self,
         value: &Value,
@@ -364,29 +320,20 @@ mod tests {
         );
     }
 
+    // That undeclared fields are dropped is shown in tests/engine.rs: the
+    // converted context passes strict schema validation.
     #[test]
-    fn conversion_drops_undeclared_and_refuses_mismatches() {
+    fn conversion_refuses_mismatches() {
         let t = map_json_schema(&json!({"type": "object", "properties": {"path": {"type": "string"}, "n": {"type": "integer"}}, "required": ["path"]})).unwrap();
-        assert_eq!(
-            t.convert(&json!({"path": "a", "extra": 1.5}), "input")
-                .unwrap(),
-            json!({"path": "a"})
-        );
         assert!(
-            t.convert(&json!({"path": 3}), "input")
-                .unwrap_err()
-                .contains("input.path: expected a string")
+            t.to_expr(&json!({"path": "a", "extra": 1.5}), "input")
+                .is_ok()
         );
-        assert!(
-            t.convert(&json!({}), "input")
-                .unwrap_err()
-                .contains("required")
-        );
-        assert!(t.convert(&json!({"path": "a", "n": 1.5}), "input").is_err());
-        assert!(
-            t.convert(&json!({"path": "a", "n": 18446744073709551615u64}), "input")
-                .is_err()
-        );
+        let err = |v: serde_json::Value| t.to_expr(&v, "input").err().unwrap_or_default();
+        assert!(err(json!({"path": 3})).contains("input.path: expected a string"));
+        assert!(err(json!({})).contains("required"));
+        assert!(err(json!({"path": "a", "n": 1.5})).contains("input.n"));
+        assert!(err(json!({"path": "a", "n": 18446744073709551615u64})).contains("64 bits"));
     }
 
     #[test]
