@@ -224,22 +224,35 @@ fn demo() -> Result<()> {
         .arg(&workspace))?;
 
     println!("\n== files: an attempt to leave the workspace is refused");
-    let status = Command::new(&corral)
-        .args(["tool", "call"])
-        .arg(tools.join("files.wasm"))
-        .args(["files_read", r#"{"path":"../../Cargo.toml"}"#])
-        .arg("--workspace")
-        .arg(&workspace)
-        .status()?;
-    println!("(exit status {status}: refused as expected)");
+    expect_denied(
+        Command::new(&corral)
+            .args(["tool", "call"])
+            .arg(tools.join("files.wasm"))
+            .args(["files_read", r#"{"path":"../../Cargo.toml"}"#])
+            .arg("--workspace")
+            .arg(&workspace),
+    )?;
 
     println!("\n== http_get: no host granted, so the request never leaves");
-    let status = Command::new(&corral)
-        .args(["tool", "call"])
-        .arg(tools.join("http-get.wasm"))
-        .args(["http_get", r#"{"url":"https://example.com/"}"#])
-        .status()?;
-    println!("(exit status {status}: denied as expected)");
+    expect_denied(
+        Command::new(&corral)
+            .args(["tool", "call"])
+            .arg(tools.join("http-get.wasm"))
+            .args(["http_get", r#"{"url":"https://example.com/"}"#]),
+    )?;
+    Ok(())
+}
+
+/// Runs a call that must be refused: exit code 3 is `corral`'s "denied".
+fn expect_denied(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{}`", show(cmd)))?;
+    if status.code() != Some(3) {
+        bail!("expected a denial (exit code 3), got {status}");
+    }
+    println!("(denied, exit code 3, as expected)");
     Ok(())
 }
 

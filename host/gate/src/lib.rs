@@ -117,12 +117,14 @@ impl Denial {
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The reason says whether a policy, the default deny or a built-in
+        // rule refused; only deciding ids are added here. The format is
+        // parsed back by guests (see the SDK), so it must stay stable.
         f.write_str(&self.reason)?;
-        if self.policy_ids.is_empty() {
-            f.write_str(" (no policy permits it)")
-        } else {
-            write!(f, " [policies: {}]", self.policy_ids.join(", "))
+        if !self.policy_ids.is_empty() {
+            write!(f, " [policies: {}]", self.policy_ids.join(", "))?;
         }
+        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ const PLACEHOLDER_CLOSE: &str = "}}";
 
 /// Per-call state of the HTTP gate; also the call's record of capability
 /// decisions (workspace decisions are recorded here too).
-pub(crate) struct HttpGuard {
+pub(crate) struct CapabilityGuard {
     caller: Caller,
     gate: Arc<dyn CapabilityGate>,
     secrets: Arc<dyn SecretStore>,
@@ -42,14 +42,14 @@ type SendFuture = Box<
         > + Send,
 >;
 
-impl HttpGuard {
+impl CapabilityGuard {
     pub(crate) fn new(
         caller: Caller,
         gate: Arc<dyn CapabilityGate>,
         secrets: Arc<dyn SecretStore>,
         deadline: Instant,
     ) -> Self {
-        HttpGuard {
+        CapabilityGuard {
             caller,
             gate,
             secrets,
@@ -172,7 +172,7 @@ fn clamp(t: Option<Duration>, max: Duration) -> Option<Duration> {
     Some(t.map_or(max, |t| t.min(max)))
 }
 
-impl WasiHttpHooks for HttpGuard {
+impl WasiHttpHooks for CapabilityGuard {
     fn send_request(
         &mut self,
         mut request: http::Request<WasiBody>,

@@ -26,7 +26,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::bindings::{ToolComponent, ToolComponentPre, types as wit_types};
 use crate::cache::ArtifactCache;
 use crate::error::{CallError, CallFailure, Limit, LoadError};
-use crate::http::HttpGuard;
+use crate::http::CapabilityGuard;
 use crate::info::{ToolInfo, validate_tool_info};
 use crate::workspace::Workspace;
 use corral_gate::{Caller, CapabilityGate, Denial, SecretStore};
@@ -391,7 +391,7 @@ pub(crate) struct CallState {
     stderr: MemoryOutputPipe,
     table: ResourceTable,
     http_ctx: WasiHttpCtx,
-    pub(crate) guard: HttpGuard,
+    pub(crate) guard: CapabilityGuard,
     pub(crate) workspace: Option<Workspace>,
     limiter: CallLimiter,
     pub(crate) logs: Vec<LogLine>,
@@ -608,7 +608,7 @@ impl ToolRuntime {
             stderr,
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
-            guard: HttpGuard::new(
+            guard: CapabilityGuard::new(
                 ctx.caller.clone(),
                 ctx.gate.clone(),
                 ctx.secrets.clone(),
