@@ -275,6 +275,19 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Guest code is held to the same bar as host code.
+    run(Command::new("cargo")
+        .current_dir(root.join("examples/tools"))
+        .args([
+            "clippy",
+            "--locked",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(target_dir().join("guest"))
+        .args(["--", "-D", "warnings"]))?;
     run(Command::new("cargo")
         .current_dir(&root)
         .args(["test", "--locked", "--workspace"]))?;
