@@ -22,6 +22,16 @@ pub struct PolicyError {
     pub message: String,
 }
 
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.policy_id.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.policy_id, self.message)
+        }
+    }
+}
+
 /// The outcome of one authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -291,6 +301,41 @@ impl PolicyEngine {
             schema,
         )
         .map_err(|e| RequestError::Invalid(e.to_string()))
+    }
+
+    /// Whether `agent` could be allowed to call `tool` for some input: a
+    /// permit's scope covers the call, and no forbid without conditions
+    /// does. Conditions are not evaluated (they depend on the input), so
+    /// this over-approximates; every call is still authorized in full. It is
+    /// what `tools/list` shows an agent.
+    pub fn may_call(&self, agent: &str, tool: &str) -> bool {
+        if !self.tools.contains_key(tool) {
+            return false;
+        }
+        let principal = uid("Agent", agent);
+        if self.entities.ancestors(&principal).is_none() {
+            return false;
+        }
+        let candidates = self.index.candidates(
+            &principal,
+            &uid("Action", tool),
+            &uid("Tool", tool),
+            &self.entities,
+        );
+        let mut permitted = false;
+        for i in candidates {
+            let Some(policy) = self.index.policy(i) else {
+                continue;
+            };
+            match policy.effect() {
+                cedar_policy::Effect::Permit => permitted = true,
+                cedar_policy::Effect::Forbid if !policy.has_non_scope_constraint() => {
+                    return false;
+                }
+                cedar_policy::Effect::Forbid => {}
+            }
+        }
+        permitted
     }
 
     /// Decides a request: indexed, and fail-closed.

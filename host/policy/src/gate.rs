@@ -22,56 +22,107 @@ impl CedarGate {
     }
 }
 
-impl CapabilityGate for CedarGate {
-    fn check(&self, caller: &Caller, capability: &Capability) -> GateDecision {
+/// One capability use put to the policies: what the audit log records.
+#[derive(Debug, Clone)]
+pub struct CapabilityDecision {
+    /// The Cedar action id: `read_file`, `write_file`, `http_request` or
+    /// `use_secret`.
+    pub action: &'static str,
+    /// The Cedar resource, as `Type::"id"`.
+    pub resource: String,
+    /// The request's context without `common`.
+    pub arguments: serde_json::Value,
+    /// The `common` context.
+    pub common: serde_json::Value,
+    /// Allowed, or why not.
+    pub gate: GateDecision,
+    /// The policies that decided (empty when the request could not be built).
+    pub policy_ids: Vec<String>,
+    pub errors: Vec<String>,
+    pub policy_set_hash: String,
+}
+
+impl CedarGate {
+    /// Decides `capability` for `caller`, keeping what was asked.
+    pub fn decide(&self, caller: &Caller, capability: &Capability) -> CapabilityDecision {
         let engine = self.store.current();
         let common = json!({
             "request_time": self.common.request_time,
             "session_id": self.common.session_id,
             "calls_in_session": self.common.calls_in_session,
         });
-        let agent = uid("Agent", &caller.agent);
-        let request = match capability {
+        let (action, resource_type, resource_id, arguments) = match capability {
             Capability::File { op, path } => {
                 let action = match op {
                     FileOp::Read | FileOp::List | FileOp::Stat => "read_file",
                     FileOp::Write | FileOp::Remove => "write_file",
                 };
-                engine.request(
-                    agent,
-                    uid("Action", action),
-                    uid("Workspace", &caller.agent),
-                    json!({ "common": common, "path": path, "tool": caller.tool }),
+                (
+                    action,
+                    "Workspace",
+                    caller.agent.as_str(),
+                    json!({ "path": path, "tool": caller.tool }),
                 )
             }
-            Capability::Http(r) => engine.request(
-                agent,
-                uid("Action", "http_request"),
-                uid("Host", &r.host),
+            Capability::Http(r) => (
+                "http_request",
+                "Host",
+                r.host.as_str(),
                 json!({
-                    "common": common, "tool": caller.tool, "method": r.method,
-                    "scheme": r.scheme, "port": i64::from(r.port), "path": r.path,
+                    "tool": caller.tool, "method": r.method, "scheme": r.scheme,
+                    "port": i64::from(r.port), "path": r.path,
                 }),
             ),
-            Capability::Secret { name, host } => engine.request(
-                agent,
-                uid("Action", "use_secret"),
-                uid("Secret", name),
-                json!({ "common": common, "tool": caller.tool, "host": host }),
+            Capability::Secret { name, host } => (
+                "use_secret",
+                "Secret",
+                name.as_str(),
+                json!({ "tool": caller.tool, "host": host }),
             ),
         };
-        let request = match request {
+        let resource = uid(resource_type, resource_id);
+        let mut context = arguments.clone();
+        if let Some(map) = context.as_object_mut() {
+            map.insert("common".into(), common.clone());
+        }
+        let mut out = CapabilityDecision {
+            action,
+            resource: resource.to_string(),
+            arguments,
+            common,
+            gate: GateDecision::Allow,
+            policy_ids: Vec::new(),
+            errors: Vec::new(),
+            policy_set_hash: engine.policy_set_hash().to_string(),
+        };
+        let request = match engine.request(
+            uid("Agent", &caller.agent),
+            uid("Action", action),
+            resource,
+            context,
+        ) {
             Ok(r) => r,
-            Err(e) => return GateDecision::Deny(Denial::new(format!("{capability}: {e}"))),
+            Err(e) => {
+                out.errors.push(e.to_string());
+                out.gate = GateDecision::Deny(Denial::new(format!("{capability}: {e}")));
+                return out;
+            }
         };
         let decision = engine.authorize(&request);
-        if decision.allowed {
-            GateDecision::Allow
-        } else {
-            GateDecision::Deny(Denial {
+        out.errors = decision.errors.iter().map(|e| e.to_string()).collect();
+        if !decision.allowed {
+            out.gate = GateDecision::Deny(Denial {
                 reason: format!("{capability}: {}", decision.explain()),
-                policy_ids: decision.policy_ids,
-            })
+                policy_ids: decision.policy_ids.clone(),
+            });
         }
+        out.policy_ids = decision.policy_ids;
+        out
+    }
+}
+
+impl CapabilityGate for CedarGate {
+    fn check(&self, caller: &Caller, capability: &Capability) -> GateDecision {
+        self.decide(caller, capability).gate
     }
 }

@@ -132,6 +132,11 @@ impl PolicyIndex {
         self.policies.is_empty()
     }
 
+    /// The policy at a candidate index.
+    pub fn policy(&self, index: u32) -> Option<&Policy> {
+        self.policies.get(index as usize)
+    }
+
     /// Indices of the policies whose scope may match, sorted, unique.
     pub fn candidates(
         &self,

@@ -24,7 +24,7 @@ pub mod store;
 pub use engine::{
     Common, Decision, EngineSources, PolicyEngine, PolicyError, RequestError, read_entities, uid,
 };
-pub use gate::CedarGate;
+pub use gate::{CapabilityDecision, CedarGate};
 pub use load::{CombinedSchema, LoadErrors, Location, Problem};
 pub use schema::{CedarType, ToolAction};
 pub use store::{PolicyStore, WatchGuard};

@@ -1,0 +1,243 @@
+//! Reading the log back: queries, tailing, verification.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, Row, ToSql};
+
+use crate::AuditError;
+use crate::record::{GENESIS_HASH, Kind, Outcome, Record};
+
+/// Which records to read. Every field narrows the selection.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub agent: Option<String>,
+    /// The action: a tool name, or `read_file`, `http_request`, …
+    pub action: Option<String>,
+    pub allowed: Option<bool>,
+    pub kind: Option<Kind>,
+    pub since_us: Option<i64>,
+    pub after_seq: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub records: u64,
+    /// The last good record's sequence number and hash: pin it elsewhere to
+    /// detect a later truncation of the log's tail.
+    pub head_seq: i64,
+    pub head_hash: String,
+    /// The first record that breaks the chain, and why.
+    pub first_bad: Option<(i64, String)>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.first_bad.is_none()
+    }
+}
+
+/// A read-only view of the log. It never blocks the writer (WAL readers
+/// see a snapshot).
+pub struct AuditReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const COLUMNS: &str = "seq, time_us, kind, agent, action, resource, arguments, redacted, session,
+    decision, policy_ids, errors, policy_hash, tool_sha256, duration_us, outcome, parent, detail,
+    prev_hash, hash";
+
+impl AuditReader {
+    pub fn open(path: &Path) -> Result<AuditReader, AuditError> {
+        if !path.exists() {
+            return Err(AuditError::Io {
+                path: path.display().to_string(),
+                message: "no such audit log; the broker creates it on first start (check --audit or corral.toml)".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| AuditError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        Ok(AuditReader {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> AuditError {
+        AuditError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Records matching `filter`, oldest first.
+    pub fn query(&self, filter: &Filter) -> Result<Vec<Record>, AuditError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM audit WHERE 1=1");
+        let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+        if let Some(agent) = &filter.agent {
+            sql.push_str(" AND agent = ?");
+            args.push(Box::new(agent.clone()));
+        }
+        if let Some(action) = &filter.action {
+            sql.push_str(" AND action = ?");
+            args.push(Box::new(action.clone()));
+        }
+        if let Some(allowed) = filter.allowed {
+            sql.push_str(" AND decision = ?");
+            args.push(Box::new(if allowed { "allow" } else { "deny" }));
+        }
+        if let Some(kind) = filter.kind {
+            sql.push_str(" AND kind = ?");
+            args.push(Box::new(kind.as_str()));
+        }
+        if let Some(since) = filter.since_us {
+            sql.push_str(" AND time_us >= ?");
+            args.push(Box::new(since));
+        }
+        if let Some(after) = filter.after_seq {
+            sql.push_str(" AND seq > ?");
+            args.push(Box::new(after));
+        }
+        sql.push_str(" ORDER BY seq");
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let params: Vec<&dyn ToSql> = args.iter().map(|b| b.as_ref()).collect();
+        let rows = stmt
+            .query_map(params.as_slice(), read_row)
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(|e| self.err(e))??);
+        }
+        Ok(out)
+    }
+
+    /// The last `n` records, oldest first.
+    pub fn last(&self, n: usize) -> Result<Vec<Record>, AuditError> {
+        let head = self.head_seq()?;
+        self.query(&Filter {
+            after_seq: Some(head.saturating_sub(n as i64)),
+            ..Filter::default()
+        })
+    }
+
+    pub fn head_seq(&self) -> Result<i64, AuditError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Walks the whole chain in order. Stops at the first bad record.
+    pub fn verify(&self) -> Result<VerifyReport, AuditError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut report = VerifyReport {
+            records: 0,
+            head_seq: 0,
+            head_hash: GENESIS_HASH.to_string(),
+            first_bad: None,
+        };
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let seq: i64 = row.get(0).map_err(|e| self.err(e))?;
+            let record = match read_row(row) {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    report.first_bad = Some((seq, format!("unreadable: {e}")));
+                    return Ok(report);
+                }
+                Err(e) => {
+                    report.first_bad = Some((seq, format!("unreadable: {e}")));
+                    return Ok(report);
+                }
+            };
+            let problem = if record.seq != report.head_seq + 1 {
+                Some(format!(
+                    "expected record {} next: {} record(s) before it were deleted",
+                    report.head_seq + 1,
+                    record.seq - report.head_seq - 1
+                ))
+            } else if record.prev_hash != report.head_hash {
+                Some(format!(
+                    "its prev_hash does not match record {}'s hash: records were reordered, deleted or replaced",
+                    report.head_seq
+                ))
+            } else if record.compute_hash() != record.hash {
+                Some("its hash does not match its contents: the record was edited".to_string())
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                report.first_bad = Some((record.seq, problem));
+                return Ok(report);
+            }
+            report.records += 1;
+            report.head_seq = record.seq;
+            report.head_hash = record.hash;
+        }
+        Ok(report)
+    }
+}
+
+fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Record, AuditError>> {
+    let kind: String = row.get(2)?;
+    let policy_ids: String = row.get(10)?;
+    let errors: String = row.get(11)?;
+    let outcome: Option<String> = row.get(15)?;
+    let seq: i64 = row.get(0)?;
+    let bad = |what: &str| AuditError::Layout {
+        path: String::new(),
+        message: format!("record {seq}: {what}"),
+    };
+    let Some(kind) = Kind::parse(&kind) else {
+        return Ok(Err(bad(&format!("unknown kind `{kind}`"))));
+    };
+    let outcome = match outcome {
+        None => None,
+        Some(o) => match Outcome::parse(&o) {
+            Some(o) => Some(o),
+            None => return Ok(Err(bad(&format!("unknown outcome `{o}`")))),
+        },
+    };
+    let Ok(policy_ids) = serde_json::from_str::<Vec<String>>(&policy_ids) else {
+        return Ok(Err(bad("policy_ids is not a JSON list of strings")));
+    };
+    let Ok(errors) = serde_json::from_str::<Vec<String>>(&errors) else {
+        return Ok(Err(bad("errors is not a JSON list of strings")));
+    };
+    Ok(Ok(Record {
+        seq,
+        time_us: row.get(1)?,
+        kind,
+        agent: row.get(3)?,
+        action: row.get(4)?,
+        resource: row.get(5)?,
+        arguments: row.get(6)?,
+        redacted: row.get(7)?,
+        session: row.get(8)?,
+        decision: row.get(9)?,
+        policy_ids,
+        errors,
+        policy_hash: row.get(12)?,
+        tool_sha256: row.get(13)?,
+        duration_us: row.get(14)?,
+        outcome,
+        parent: row.get(16)?,
+        detail: row.get(17)?,
+        prev_hash: row.get(18)?,
+        hash: row.get(19)?,
+    }))
+}

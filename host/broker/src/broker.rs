@@ -1,0 +1,386 @@
+//! The broker: one listener per agent, one MCP session per connection.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use corral_audit::AuditLog;
+use corral_gate::SecretStore;
+use corral_policy::PolicyStore;
+use corral_tools::{ToolRegistry, ToolRuntime};
+use rmcp::ServerHandler;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::frame::{FrameLimits, FrameTransport, INVALID_REQUEST};
+use crate::limits::{BrokerLimits, RateLimiter};
+use crate::session::Session;
+
+/// What can stop the broker from serving an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("agent id `{0}` is not allowed: use 1–64 characters from A–Z, a–z, 0–9, `-` and `_`")]
+    BadAgentId(String),
+    #[error("agent `{0}` is already being served")]
+    AlreadyServed(String),
+    #[error("agent `{agent}`: socket directory {path}: {message}")]
+    SocketDir {
+        agent: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("agent `{agent}`: cannot listen on {path}: {source}")]
+    Bind {
+        agent: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One agent the broker serves.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The agent's id: its Cedar principal `Agent::"<id>"`.
+    pub id: String,
+    /// The agent's workspace on the host: the only directory its tools see.
+    pub workspace: PathBuf,
+}
+
+/// Everything sessions share.
+pub(crate) struct Shared {
+    pub policies: Arc<PolicyStore>,
+    pub runtime: Arc<ToolRuntime>,
+    pub registry: Arc<ToolRegistry>,
+    pub audit: AuditLog,
+    pub secrets: Arc<dyn SecretStore>,
+    pub limits: BrokerLimits,
+}
+
+/// Per-agent state, shared by the agent's connections.
+pub(crate) struct AgentState {
+    pub id: Arc<str>,
+    pub workspace: PathBuf,
+    pub running: Semaphore,
+    pub rate: Mutex<RateLimiter>,
+    pub sessions: std::sync::atomic::AtomicU64,
+}
+
+/// Builds a [`Broker`].
+pub struct BrokerBuilder {
+    policies: Arc<PolicyStore>,
+    runtime: Arc<ToolRuntime>,
+    registry: Arc<ToolRegistry>,
+    audit: AuditLog,
+    secrets: Arc<dyn SecretStore>,
+    limits: BrokerLimits,
+    socket_root: PathBuf,
+    socket_owner: Option<(u32, u32)>,
+}
+
+impl BrokerBuilder {
+    pub fn limits(mut self, limits: BrokerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn secrets(mut self, secrets: Arc<dyn SecretStore>) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// The uid and gid that own each agent's socket directory: the user the
+    /// agent's container runs as. Default: the broker's own user.
+    pub fn socket_owner(mut self, uid: u32, gid: u32) -> Self {
+        self.socket_owner = Some((uid, gid));
+        self
+    }
+
+    pub fn build(self) -> Broker {
+        Broker {
+            shared: Arc::new(Shared {
+                policies: self.policies,
+                runtime: self.runtime,
+                registry: self.registry,
+                audit: self.audit,
+                secrets: self.secrets,
+                limits: self.limits,
+            }),
+            socket_root: self.socket_root,
+            socket_owner: self.socket_owner,
+            served: Arc::new(Mutex::new(BTreeSet::new())),
+        }
+    }
+}
+
+/// The host side of every agent's only way out.
+pub struct Broker {
+    shared: Arc<Shared>,
+    socket_root: PathBuf,
+    socket_owner: Option<(u32, u32)>,
+    served: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// A listening agent endpoint. Dropping it stops the listener, closes the
+/// agent's connections and removes the socket.
+pub struct AgentEndpoint {
+    agent: String,
+    dir: PathBuf,
+    socket: PathBuf,
+    accept: JoinHandle<()>,
+    served: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl AgentEndpoint {
+    /// The directory to bind-mount into the agent's container.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The socket inside [`Self::dir`].
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+}
+
+impl Drop for AgentEndpoint {
+    fn drop(&mut self) {
+        self.accept.abort();
+        let _ = std::fs::remove_file(&self.socket);
+        if let Ok(mut served) = self.served.lock() {
+            served.remove(&self.agent);
+        }
+    }
+}
+
+/// The socket's file name inside an agent's socket directory.
+pub const SOCKET_NAME: &str = "mcp.sock";
+
+pub(crate) fn check_agent_id(id: &str) -> Result<(), BrokerError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(BrokerError::BadAgentId(id.to_string()))
+    }
+}
+
+impl Broker {
+    /// `socket_root` holds one directory per agent; the broker creates it
+    /// (mode 0700) if missing.
+    pub fn builder(
+        policies: Arc<PolicyStore>,
+        runtime: Arc<ToolRuntime>,
+        registry: Arc<ToolRegistry>,
+        audit: AuditLog,
+        socket_root: impl Into<PathBuf>,
+    ) -> BrokerBuilder {
+        BrokerBuilder {
+            policies,
+            runtime,
+            registry,
+            audit,
+            secrets: Arc::new(corral_gate::StaticSecrets::new()),
+            limits: BrokerLimits::default(),
+            socket_root: socket_root.into(),
+            socket_owner: None,
+        }
+    }
+
+    pub fn limits(&self) -> &BrokerLimits {
+        &self.shared.limits
+    }
+
+    /// Starts serving `agent` on `<socket_root>/<id>/mcp.sock`. Must be
+    /// called inside a tokio runtime.
+    pub fn serve(&self, agent: AgentSpec) -> Result<AgentEndpoint, BrokerError> {
+        check_agent_id(&agent.id)?;
+        let dir = self.socket_root.join(&agent.id);
+        let socket = dir.join(SOCKET_NAME);
+        {
+            let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+            if !served.insert(agent.id.clone()) {
+                return Err(BrokerError::AlreadyServed(agent.id));
+            }
+        }
+        let unserve = |e| {
+            if let Ok(mut served) = self.served.lock() {
+                served.remove(&agent.id);
+            }
+            e
+        };
+        prepare_dir(&self.socket_root, &dir, &agent.id, self.socket_owner).map_err(unserve)?;
+        let listener = bind(&socket, &agent.id, self.socket_owner).map_err(unserve)?;
+        let state = Arc::new(AgentState {
+            id: Arc::from(agent.id.as_str()),
+            workspace: agent.workspace.clone(),
+            running: Semaphore::new(self.shared.limits.max_in_flight.max(1)),
+            rate: Mutex::new(RateLimiter::new(
+                self.shared.limits.rate_per_second,
+                self.shared.limits.rate_burst,
+            )),
+            sessions: Default::default(),
+        });
+        let accept = tokio::spawn(accept_loop(listener, self.shared.clone(), state));
+        tracing::info!(agent = %agent.id, socket = %socket.display(), "serving agent");
+        Ok(AgentEndpoint {
+            agent: agent.id,
+            dir,
+            socket,
+            accept,
+            served: self.served.clone(),
+        })
+    }
+}
+
+fn prepare_dir(
+    root: &Path,
+    dir: &Path,
+    agent: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<(), BrokerError> {
+    let err = |path: &Path, message: String| BrokerError::SocketDir {
+        agent: agent.to_string(),
+        path: path.to_path_buf(),
+        message,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .map_err(|e| err(root, format!("cannot create: {e}")))?;
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() || !meta.is_dir() => {
+            return Err(err(
+                dir,
+                "exists and is not a plain directory; remove it and retry".into(),
+            ));
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(dir, format!("cannot create: {e}")))?,
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| err(dir, format!("cannot set mode 0700: {e}")))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| err(dir, format!("cannot give it to uid {uid}, gid {gid}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn bind(
+    socket: &Path,
+    agent: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<UnixListener, BrokerError> {
+    let err = |source| BrokerError::Bind {
+        agent: agent.to_string(),
+        path: socket.to_path_buf(),
+        source,
+    };
+    // A socket left by an earlier broker would make bind fail; only a
+    // socket is removed, never another kind of file.
+    if let Ok(meta) = std::fs::symlink_metadata(socket) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(socket).map_err(err)?;
+        }
+    }
+    let listener = UnixListener::bind(socket).map_err(err)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(socket, Some(uid), Some(gid)).map_err(err)?;
+    }
+    Ok(listener)
+}
+
+async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, agent: Arc<AgentState>) {
+    let connections = Arc::new(Semaphore::new(shared.limits.max_connections.max(1)));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(agent = %agent.id, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(
+                stream,
+                agent.id.clone(),
+                shared.limits.max_connections,
+            ));
+            continue;
+        };
+        let session = Session::new(shared.clone(), agent.clone());
+        let limits = frame_limits(&shared.limits);
+        let id = agent.id.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, limits, session, id).await;
+            drop(permit);
+        });
+    }
+}
+
+pub(crate) fn frame_limits(limits: &BrokerLimits) -> FrameLimits {
+    FrameLimits {
+        max_frame_bytes: limits.max_frame_bytes,
+        max_unanswered: limits.max_in_flight.max(1),
+        idle_timeout: limits.idle_timeout,
+        frame_timeout: limits.frame_timeout,
+    }
+}
+
+async fn refuse(mut stream: UnixStream, agent: Arc<str>, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    tracing::warn!(%agent, max, "connection refused: too many connections");
+    let frame = serde_json::json!({
+        "jsonrpc": "2.0", "id": null,
+        "error": { "code": INVALID_REQUEST, "message": format!(
+            "agent `{agent}` already has {max} connections open to the broker; close one and retry") },
+    });
+    let _ = stream.write_all(format!("{frame}\n").as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Serves MCP on one connection with `handler` until the peer leaves or a
+/// limit ends it.
+pub(crate) async fn serve_connection<H: ServerHandler>(
+    stream: UnixStream,
+    limits: FrameLimits,
+    handler: H,
+    agent: Arc<str>,
+) {
+    let (read, write) = stream.into_split();
+    let transport = FrameTransport::new(read, write, limits, agent.clone());
+    match rmcp::serve_server(handler, transport).await {
+        Ok(running) => {
+            let _ = running.waiting().await;
+        }
+        Err(e) => tracing::debug!(%agent, error = %e, "MCP session ended before initialize"),
+    }
+}
+
+/// Serves MCP with any `handler` over the broker's own framing and limits.
+/// Benchmarks use it to measure the transport without policy or audit.
+pub async fn serve_with_limits<H: ServerHandler>(
+    stream: UnixStream,
+    limits: &BrokerLimits,
+    handler: H,
+) {
+    serve_connection(stream, frame_limits(limits), handler, Arc::from("bench")).await;
+}

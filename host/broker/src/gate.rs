@@ -1,0 +1,46 @@
+//! The capability gate a tool runs under inside the broker: Cedar decides,
+//! the audit log records, and only then does the runtime act.
+
+use corral_audit::{AuditLog, Entry, Kind};
+use corral_gate::{Caller, Capability, CapabilityGate, Denial, GateDecision};
+use corral_policy::CedarGate;
+
+pub(crate) struct AuditedGate {
+    pub cedar: CedarGate,
+    pub audit: AuditLog,
+    /// The call record this tool run belongs to.
+    pub parent: i64,
+    pub tool_sha256: String,
+}
+
+impl CapabilityGate for AuditedGate {
+    fn check(&self, caller: &Caller, capability: &Capability) -> GateDecision {
+        let d = self.cedar.decide(caller, capability);
+        let allowed = matches!(d.gate, GateDecision::Allow);
+        let mut entry = Entry::decision(
+            Kind::Capability,
+            &caller.agent,
+            d.action,
+            d.resource,
+            d.arguments,
+            d.common,
+            allowed,
+            &d.policy_set_hash,
+        );
+        entry.policy_ids = d.policy_ids;
+        entry.errors = d.errors;
+        entry.parent = Some(self.parent);
+        entry.tool_sha256 = Some(self.tool_sha256.clone());
+        if let GateDecision::Deny(denial) = &d.gate {
+            entry.detail = Some(denial.reason.clone());
+        }
+        // The runtime calls this on the thread running the tool, which may
+        // block; the effect waits for its record.
+        match self.audit.append_blocking(entry) {
+            Ok(_) => d.gate,
+            Err(e) => GateDecision::Deny(Denial::new(format!(
+                "{capability}: refused because the decision could not be recorded ({e})"
+            ))),
+        }
+    }
+}

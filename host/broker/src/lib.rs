@@ -1,0 +1,30 @@
+//! Corral's broker: every agent's only way out.
+//!
+//! Each agent gets its own Unix socket, in its own directory (mode 0700)
+//! meant to be bind-mounted into its container. The broker knows who is
+//! calling from the listener the connection arrived on: there are no
+//! tokens to steal or forge.
+//!
+//! On each socket it speaks MCP (JSON-RPC 2.0, one message per line, as in
+//! the stdio transport) through rmcp, over a framing layer of its own
+//! ([`frame`]) that enforces frame size, read deadlines and back-pressure.
+//!
+//! A `tools/call` takes this path ([`session`]):
+//! rate limit → Cedar request (agent, the tool's action, `context.input`,
+//! session counters) → decision → audit record (durable per the log's mode)
+//! → the tool runs in `corral-tools` under [`gate::AuditedGate`], which
+//! authorizes and records each file, HTTP and secret use in turn → outcome
+//! record → the MCP result. A denial is an MCP tool error result
+//! (`isError: true`) naming the agent, the tool, the deciding policies and
+//! the next step.
+
+mod broker;
+mod frame;
+mod gate;
+mod limits;
+mod session;
+
+pub use broker::{
+    AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME, serve_with_limits,
+};
+pub use limits::BrokerLimits;

@@ -1,0 +1,332 @@
+//! One MCP session: an agent's connection, and the path of a tool call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use corral_audit::{Entry, Kind, Outcome};
+use corral_gate::Caller;
+use corral_policy::{CedarGate, Common, Decision, PolicyError};
+use corral_tools::{CallContext, CallFailure, Limit};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+
+use crate::broker::{AgentState, Shared};
+use crate::gate::AuditedGate;
+
+#[derive(Clone)]
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    agent: Arc<AgentState>,
+    id: Arc<str>,
+    calls: Arc<AtomicI64>,
+}
+
+impl Session {
+    pub(crate) fn new(shared: Arc<Shared>, agent: Arc<AgentState>) -> Self {
+        let n = agent.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("{}-{}-{n}", agent.id, corral_audit::now_micros());
+        Session {
+            shared,
+            agent,
+            id: Arc::from(id),
+            calls: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// The whole path of one `tools/call`: rate limit, authorize, record,
+    /// then run. Every refusal says who, what, which policies, and what to
+    /// do next.
+    async fn call(&self, name: &str, arguments: Value) -> CallToolResult {
+        let agent = &*self.agent.id;
+        let arrived = Instant::now();
+        let deadline = arrived + self.shared.limits.call_timeout;
+
+        let limited = self
+            .agent
+            .rate
+            .lock()
+            .map(|mut r| r.try_take(arrived))
+            .unwrap_or(Ok(()));
+        if let Err(wait) = limited {
+            return refusal(
+                "rate-limited",
+                format!(
+                    "agent `{agent}` called tool `{name}` above its rate limit of {}/s (burst {}); retry in {} ms, or raise limits.rate_per_second",
+                    self.shared.limits.rate_per_second,
+                    self.shared.limits.rate_burst,
+                    wait.as_millis().max(1)
+                ),
+                &[],
+            );
+        }
+
+        let calls_in_session = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let common = Common::now(&self.id, calls_in_session);
+        let engine = self.shared.policies.current();
+        let registered = self.shared.registry.get(name);
+        let decision = match engine.tool_request(agent, name, &arguments, &common) {
+            Ok(request) if registered.is_some() => engine.authorize(&request),
+            Ok(_) => failed_request(&engine, format!("tool `{name}` is not loaded")),
+            Err(e) => failed_request(&engine, e.to_string()),
+        };
+
+        let mut entry = Entry::decision(
+            Kind::Call,
+            agent,
+            name,
+            corral_policy::uid("Tool", name).to_string(),
+            arguments.clone(),
+            common_json(&common),
+            decision.allowed,
+            &decision.policy_set_hash,
+        );
+        entry.policy_ids = decision.policy_ids.clone();
+        entry.errors = decision.errors.iter().map(PolicyError::to_string).collect();
+        entry.tool_sha256 = registered.map(|(c, _)| c.component.sha256().to_string());
+        if !decision.allowed {
+            entry.detail = Some(decision.explain());
+        }
+        let receipt = match self.shared.audit.append(entry).recorded().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(agent, tool = name, error = %e, "decision not recorded; refusing");
+                return refusal(
+                    "audit-unavailable",
+                    format!(
+                        "agent `{agent}`, tool `{name}`: not run because its decision could not be recorded ({e}); an operator must check the audit log's disk"
+                    ),
+                    &[],
+                );
+            }
+        };
+
+        if !decision.allowed {
+            let next = if decision.errors.is_empty() {
+                "ask a policy author for a permit, or run `corral policy check` with this request to see why"
+            } else {
+                "fix the request or the failing policy; `corral policy check` shows the evaluation"
+            };
+            return refusal(
+                "denied",
+                format!(
+                    "denied: agent `{agent}` may not call tool `{name}`: {} (audit record {}); next step: {next}",
+                    decision.explain(),
+                    receipt.seq
+                ),
+                &decision.policy_ids,
+            );
+        }
+        let Some((component, _)) = registered else {
+            unreachable!("an allowed decision needs a loaded tool")
+        };
+
+        let outcome = self
+            .run(
+                name,
+                &arguments,
+                component.clone(),
+                common,
+                receipt.seq,
+                deadline,
+            )
+            .await;
+        let (result, kind, detail) = outcome;
+        let mut record = Entry::decision(
+            Kind::Outcome,
+            agent,
+            name,
+            corral_policy::uid("Tool", name).to_string(),
+            Value::Object(Default::default()),
+            Value::Object(Default::default()),
+            true,
+            &decision.policy_set_hash,
+        );
+        record.allowed = None;
+        record.outcome = Some(kind);
+        record.parent = Some(receipt.seq);
+        record.duration_us = Some(arrived.elapsed().as_micros() as i64);
+        record.tool_sha256 = Some(component.component.sha256().to_string());
+        record.detail = detail;
+        self.shared.audit.append_detached(record);
+        result
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        arguments: &Value,
+        component: Arc<corral_tools::RegisteredComponent>,
+        common: Common,
+        parent: i64,
+        deadline: Instant,
+    ) -> (CallToolResult, Outcome, Option<String>) {
+        let agent = self.agent.id.clone();
+        let timeout = |what: &str| {
+            let text = format!(
+                "agent `{agent}`, tool `{name}`: timed out {what} after the broker's limit of {:?}; retry later or raise limits.call_timeout",
+                self.shared.limits.call_timeout
+            );
+            (
+                refusal("timed-out", text.clone(), &[]),
+                Outcome::Timeout,
+                Some(text),
+            )
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let permit = match tokio::time::timeout(remaining, self.agent.running.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return timeout("waiting for a free slot"),
+            Err(_) => return timeout("waiting for one of the agent's other calls to finish"),
+        };
+        let mut limits = self.shared.runtime.default_limits();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        limits.wall_time = limits.wall_time.min(remaining);
+        let gate = AuditedGate {
+            cedar: CedarGate::new(self.shared.policies.clone(), common),
+            audit: self.shared.audit.clone(),
+            parent,
+            tool_sha256: component.component.sha256().to_string(),
+        };
+        let ctx = CallContext {
+            caller: Caller {
+                agent: agent.to_string(),
+                tool: name.to_string(),
+            },
+            workspace: Some(self.agent.workspace.clone()),
+            gate: Arc::new(gate),
+            secrets: self.shared.secrets.clone(),
+            limits: Some(limits),
+        };
+        let runtime = self.shared.runtime.clone();
+        let input = arguments.to_string();
+        let tool = name.to_string();
+        let joined = tokio::task::spawn_blocking(move || {
+            runtime.call(&component.component, &tool, &input, &ctx)
+        })
+        .await;
+        drop(permit);
+        match joined {
+            Ok(Ok(out)) => {
+                let structured = serde_json::from_str::<Value>(&out.output)
+                    .ok()
+                    .filter(Value::is_object);
+                let mut result = CallToolResult::success(vec![ContentBlock::text(out.output)]);
+                result.structured_content = structured;
+                (result, Outcome::Ok, None)
+            }
+            Ok(Err(report)) => {
+                let failure = &report.error.failure;
+                let kind = match failure {
+                    CallFailure::LimitExceeded(Limit::WallTime { .. })
+                    | CallFailure::TimedOut(_) => Outcome::Timeout,
+                    _ => Outcome::Error,
+                };
+                let ids = match failure {
+                    CallFailure::Denied(d) => d.policy_ids.clone(),
+                    _ => Vec::new(),
+                };
+                let text = report.error.to_string();
+                (
+                    refusal(report.error.class(), text.clone(), &ids),
+                    kind,
+                    Some(text),
+                )
+            }
+            Err(e) => {
+                let text = format!(
+                    "agent `{agent}`, tool `{name}`: the call crashed the worker thread ({e}); the broker carries on, report this as a bug"
+                );
+                (
+                    refusal("host-error", text.clone(), &[]),
+                    Outcome::Error,
+                    Some(text),
+                )
+            }
+        }
+    }
+}
+
+fn common_json(common: &Common) -> Value {
+    json!({
+        "request_time": common.request_time,
+        "session_id": common.session_id,
+        "calls_in_session": common.calls_in_session,
+    })
+}
+
+/// A deny decision for a request that could not be put to Cedar.
+fn failed_request(engine: &corral_policy::PolicyEngine, message: String) -> Decision {
+    Decision {
+        allowed: false,
+        policy_ids: Vec::new(),
+        errors: vec![PolicyError {
+            policy_id: String::new(),
+            message,
+        }],
+        policy_set_hash: engine.policy_set_hash().to_string(),
+    }
+}
+
+/// An MCP tool error result (`isError: true`): one line for people, and
+/// the same facts structured for programs.
+fn refusal(class: &str, message: String, policy_ids: &[String]) -> CallToolResult {
+    let mut result = CallToolResult::error(vec![ContentBlock::text(message.clone())]);
+    result.structured_content = Some(json!({
+        "error": class,
+        "message": message,
+        "policy_ids": policy_ids,
+    }));
+    result
+}
+
+impl ServerHandler for Session {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("corral-broker", env!("CARGO_PKG_VERSION")))
+            .with_instructions(format!(
+                "Corral broker for agent `{}`. Every tool call is authorized by Cedar policy and recorded before it runs.",
+                self.agent.id
+            ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let engine = self.shared.policies.current();
+        let tools = self
+            .shared
+            .registry
+            .tools()
+            .filter(|(info, _)| engine.may_call(&self.agent.id, &info.name))
+            .map(|(info, _)| {
+                let schema = match &info.input_schema {
+                    Value::Object(map) => map.clone(),
+                    _ => Default::default(),
+                };
+                let mut tool = Tool::new(info.name.clone(), info.description.clone(), schema);
+                if let Some(Value::Object(out)) = &info.output_schema {
+                    tool = tool.with_raw_output_schema(Arc::new(out.clone()));
+                }
+                tool
+            })
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        Ok(self.call(&request.name, arguments).await.into())
+    }
+}
