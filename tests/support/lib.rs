@@ -1,6 +1,9 @@
 //! Helpers shared by Corral's integration tests: where the example
 //! components are, and a loopback HTTP server that records what reached it.
 
+pub mod broker;
+pub mod mcp;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -96,28 +96,19 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A decision record with the fields every decision has.
-    pub fn decision(
-        kind: Kind,
-        agent: &str,
-        action: &str,
-        resource: String,
-        arguments: serde_json::Value,
-        session: serde_json::Value,
-        allowed: bool,
-        policy_hash: &str,
-    ) -> Entry {
+    /// A record with only its subject set; the caller fills in the rest.
+    pub fn new(kind: Kind, agent: &str, action: &str, resource: impl Into<String>) -> Entry {
         Entry {
             kind,
             agent: agent.to_string(),
             action: action.to_string(),
-            resource,
-            arguments,
-            session,
-            allowed: Some(allowed),
+            resource: resource.into(),
+            arguments: serde_json::Value::Object(Default::default()),
+            session: serde_json::Value::Object(Default::default()),
+            allowed: None,
             policy_ids: Vec::new(),
             errors: Vec::new(),
-            policy_hash: policy_hash.to_string(),
+            policy_hash: String::new(),
             tool_sha256: None,
             duration_us: None,
             outcome: None,

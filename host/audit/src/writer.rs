@@ -15,19 +15,14 @@ use crate::redact::Redactor;
 use crate::time::now_micros;
 
 /// When a decision counts as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Fsynced before the ticket resolves.
+    #[default]
     Strict,
     /// In the write-ahead log before the ticket resolves; fsynced within
     /// `window`.
     Batched { window: Duration },
-}
-
-impl Default for Durability {
-    fn default() -> Self {
-        Durability::Strict
-    }
 }
 
 /// How to open the log.

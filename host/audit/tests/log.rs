@@ -9,16 +9,11 @@ use corral_audit::{
 use serde_json::json;
 
 fn call(agent: &str, tool: &str, allowed: bool, n: i64) -> Entry {
-    let mut e = Entry::decision(
-        Kind::Call,
-        agent,
-        tool,
-        format!("Tool::\"{tool}\""),
-        json!({"n": n, "api_token": "sk-live-123"}),
-        json!({"session_id": "s1", "calls_in_session": n}),
-        allowed,
-        "policyhash",
-    );
+    let mut e = Entry::new(Kind::Call, agent, tool, format!("Tool::\"{tool}\""));
+    e.arguments = json!({"n": n, "api_token": "sk-live-123"});
+    e.session = json!({"session_id": "s1", "calls_in_session": n});
+    e.allowed = Some(allowed);
+    e.policy_hash = "policyhash".into();
     e.policy_ids = vec![if allowed { "allow-echo" } else { "deny-all" }.to_string()];
     e.tool_sha256 = Some("abc".into());
     e
@@ -103,17 +98,7 @@ fn filters_select_by_agent_decision_kind_and_sequence() {
     let path = dir.path().join("audit.db");
     let log = AuditLog::open(AuditConfig::new(&path)).unwrap();
     fill(&log, 30);
-    let mut outcome = Entry::decision(
-        Kind::Outcome,
-        "alice",
-        "echo",
-        "Tool::\"echo\"".into(),
-        json!({}),
-        json!({}),
-        true,
-        "h",
-    );
-    outcome.allowed = None;
+    let mut outcome = Entry::new(Kind::Outcome, "alice", "echo", "Tool::\"echo\"");
     outcome.outcome = Some(Outcome::Timeout);
     outcome.parent = Some(1);
     log.append_blocking(outcome).unwrap();

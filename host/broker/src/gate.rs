@@ -17,16 +17,11 @@ impl CapabilityGate for AuditedGate {
     fn check(&self, caller: &Caller, capability: &Capability) -> GateDecision {
         let d = self.cedar.decide(caller, capability);
         let allowed = matches!(d.gate, GateDecision::Allow);
-        let mut entry = Entry::decision(
-            Kind::Capability,
-            &caller.agent,
-            d.action,
-            d.resource,
-            d.arguments,
-            d.common,
-            allowed,
-            &d.policy_set_hash,
-        );
+        let mut entry = Entry::new(Kind::Capability, &caller.agent, d.action, d.resource);
+        entry.arguments = d.arguments;
+        entry.session = d.common;
+        entry.allowed = Some(allowed);
+        entry.policy_hash = d.policy_set_hash;
         entry.policy_ids = d.policy_ids;
         entry.errors = d.errors;
         entry.parent = Some(self.parent);

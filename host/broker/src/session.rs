@@ -76,16 +76,16 @@ impl Session {
             Err(e) => failed_request(&engine, e.to_string()),
         };
 
-        let mut entry = Entry::decision(
+        let mut entry = Entry::new(
             Kind::Call,
             agent,
             name,
             corral_policy::uid("Tool", name).to_string(),
-            arguments.clone(),
-            common_json(&common),
-            decision.allowed,
-            &decision.policy_set_hash,
         );
+        entry.arguments = arguments.clone();
+        entry.session = common_json(&common);
+        entry.allowed = Some(decision.allowed);
+        entry.policy_hash = decision.policy_set_hash.clone();
         entry.policy_ids = decision.policy_ids.clone();
         entry.errors = decision.errors.iter().map(PolicyError::to_string).collect();
         entry.tool_sha256 = registered.map(|(c, _)| c.component.sha256().to_string());
@@ -137,17 +137,13 @@ impl Session {
             )
             .await;
         let (result, kind, detail) = outcome;
-        let mut record = Entry::decision(
+        let mut record = Entry::new(
             Kind::Outcome,
             agent,
             name,
             corral_policy::uid("Tool", name).to_string(),
-            Value::Object(Default::default()),
-            Value::Object(Default::default()),
-            true,
-            &decision.policy_set_hash,
         );
-        record.allowed = None;
+        record.policy_hash = decision.policy_set_hash.clone();
         record.outcome = Some(kind);
         record.parent = Some(receipt.seq);
         record.duration_us = Some(arrived.elapsed().as_micros() as i64);

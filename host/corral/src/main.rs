@@ -11,7 +11,10 @@ use corral_tools::{
     AllowList, ArtifactCache, CallContext, CallFailure, Caller, Limits, StaticSecrets, ToolRuntime,
 };
 
+mod audit_cmd;
+mod broker_cmd;
 mod policy_cmd;
+mod replay;
 
 /// Exit codes, so scripts can tell outcomes apart without parsing text.
 mod exit {
@@ -44,6 +47,11 @@ enum Command {
     /// Validate, format, test, check and print Cedar policies.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCmd),
+    /// Query, follow, export and verify the decision log.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCmd),
+    /// Serve agents' MCP sockets: authorize, record, then run each tool call.
+    Broker(broker_cmd::BrokerArgs),
 }
 
 #[derive(Subcommand)]
@@ -125,10 +133,16 @@ fn main() -> ExitCode {
 }
 
 fn runtime(args: &RuntimeArgs, limits: Limits) -> Result<ToolRuntime> {
+    if args.no_cache {
+        return Ok(ToolRuntime::builder().default_limits(limits).build()?);
+    }
+    runtime_with_cache(limits)
+}
+
+/// A runtime with the on-disk artifact cache, when it is usable.
+pub(crate) fn runtime_with_cache(limits: Limits) -> Result<ToolRuntime> {
     let mut builder = ToolRuntime::builder().default_limits(limits);
-    if !args.no_cache
-        && let Some(dir) = ArtifactCache::default_dir()
-    {
+    if let Some(dir) = ArtifactCache::default_dir() {
         // A cache we may not use is a warning, not a failure: it only costs
         // compile time.
         match ArtifactCache::open(&dir) {
@@ -148,6 +162,8 @@ fn load(rt: &ToolRuntime, file: &PathBuf) -> Result<corral_tools::LoadedComponen
 fn run(command: Command) -> Result<u8> {
     match command {
         Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Audit(cmd) => audit_cmd::run(cmd),
+        Command::Broker(args) => broker_cmd::run(args),
         Command::Tool(ToolCmd::Inspect {
             file,
             json,

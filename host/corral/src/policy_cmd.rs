@@ -55,6 +55,27 @@ pub enum PolicyCmd {
         #[command(flatten)]
         src: Sources,
     },
+    /// Re-decide recorded requests under a candidate policy directory and
+    /// list every decision that would flip.
+    Replay {
+        /// The candidate policy directory (its schema and entities are used
+        /// when present, else the current ones).
+        #[arg(long)]
+        candidate: PathBuf,
+        /// Only records younger than this: 90s, 15m, 1h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// One JSON object per flip; the summary goes to stderr.
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when anything would flip (for CI).
+        #[arg(long)]
+        fail_on_flip: bool,
+        #[command(flatten)]
+        log: crate::audit_cmd::AuditPath,
+        #[command(flatten)]
+        src: Sources,
+    },
     /// Print the combined schema: the base file plus every tool's action.
     Schema {
         #[command(flatten)]
@@ -153,6 +174,21 @@ pub fn run(cmd: PolicyCmd) -> Result<u8> {
             Ok(0)
         }
         PolicyCmd::Fmt { check, src } => fmt(&src.dir, check),
+        PolicyCmd::Replay {
+            candidate,
+            since,
+            json,
+            fail_on_flip,
+            log,
+            src,
+        } => crate::replay::replay(
+            &src.engine_sources()?,
+            &candidate,
+            &log.path,
+            crate::audit_cmd::since_micros(since.as_deref())?,
+            json,
+            fail_on_flip,
+        ),
         PolicyCmd::Check {
             agent,
             action,

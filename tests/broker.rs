@@ -1,0 +1,383 @@
+//! The broker end to end: real sockets, real policies, real components, a
+//! real SQLite audit log. Each test drives it with the raw MCP client.
+
+use std::os::unix::fs::PermissionsExt;
+
+use corral_audit::{Kind, Outcome};
+use corral_tests::broker::{BrokerOptions, TestBroker};
+use corral_tests::mcp::{McpClient, is_error, result_text};
+use corral_tests::{LoopbackServer, component_path};
+use serde_json::{Value, json};
+
+fn sha(name: &str) -> String {
+    corral_tools::file_sha256(&component_path(name)).unwrap()
+}
+
+#[test]
+fn initialize_negotiates_the_protocol_version() {
+    let b = TestBroker::start(BrokerOptions::default());
+    for version in ["2025-11-25", "2025-06-18", "2024-11-05"] {
+        let mut c = McpClient::connect(&b.socket("assistant")).unwrap();
+        let init = c.initialize(version);
+        assert_eq!(init["result"]["protocolVersion"], version, "{init}");
+        assert_eq!(init["result"]["serverInfo"]["name"], "corral-broker");
+        assert!(
+            init["result"]["capabilities"]["tools"].is_object(),
+            "{init}"
+        );
+        let pong = c.request("ping", json!({}));
+        assert_eq!(pong["result"], json!({}), "{pong}");
+    }
+}
+
+#[test]
+fn tools_list_shows_only_what_policy_could_allow() {
+    let b = TestBroker::start(BrokerOptions::default());
+    // `http-get-for-assistants` permits http_get only for Team::"assistants".
+    assert_eq!(
+        b.client("assistant").list_tools(),
+        [
+            "echo",
+            "files_list",
+            "files_read",
+            "files_write",
+            "http_get"
+        ]
+    );
+    assert_eq!(
+        b.client("reporter").list_tools(),
+        ["echo", "files_list", "files_read", "files_write"]
+    );
+}
+
+#[test]
+fn an_unconditional_forbid_hides_a_tool() {
+    let b = TestBroker::start(BrokerOptions {
+        extra_policy: Some(
+            r#"@id("no-echo-for-reporter")
+forbid (principal == Agent::"reporter", action == Action::"echo", resource);"#
+                .into(),
+        ),
+        ..BrokerOptions::default()
+    });
+    assert!(
+        !b.client("reporter")
+            .list_tools()
+            .contains(&"echo".to_string())
+    );
+    assert!(
+        b.client("assistant")
+            .list_tools()
+            .contains(&"echo".to_string())
+    );
+}
+
+#[test]
+fn an_allowed_call_runs_and_its_records_are_exact() {
+    let mut b = TestBroker::start(BrokerOptions::default());
+    let hash = b.policies.current().policy_set_hash().to_string();
+    let mut c = b.client("assistant");
+    let result = c.call_tool("echo", json!({"message": "hi"}));
+    assert!(!is_error(&result), "{result}");
+    let out: Value = serde_json::from_str(&result_text(&result)).unwrap();
+    assert_eq!(out["message"], "hi", "{result}");
+    assert_eq!(result["structuredContent"]["message"], "hi");
+    drop(c);
+    b.stop();
+
+    let records = b.records();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let call = &records[0];
+    assert_eq!(call.seq, 1);
+    assert_eq!(call.kind, Kind::Call);
+    assert_eq!(call.agent, "assistant");
+    assert_eq!(call.action, "echo");
+    assert_eq!(call.resource, r#"Tool::"echo""#);
+    assert_eq!(
+        serde_json::from_str::<Value>(&call.arguments).unwrap(),
+        json!({"message": "hi"})
+    );
+    assert!(!call.redacted);
+    assert_eq!(call.decision.as_deref(), Some("allow"));
+    assert_eq!(call.policy_ids, ["echo-for-all-agents"]);
+    assert!(call.errors.is_empty());
+    assert_eq!(call.policy_hash, hash);
+    assert_eq!(call.tool_sha256.as_deref(), Some(sha("echo").as_str()));
+    let session: Value = serde_json::from_str(&call.session).unwrap();
+    assert_eq!(session["calls_in_session"], 1);
+    assert!(
+        session["session_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("assistant-")
+    );
+
+    let outcome = &records[1];
+    assert_eq!(outcome.kind, Kind::Outcome);
+    assert_eq!(outcome.parent, Some(1));
+    assert_eq!(outcome.outcome, Some(Outcome::Ok));
+    assert_eq!(outcome.decision, None);
+    assert!(outcome.duration_us.unwrap() > 0);
+    assert_eq!(outcome.prev_hash, call.hash);
+}
+
+#[test]
+fn a_denied_call_is_an_error_result_and_never_runs() {
+    let server = LoopbackServer::start("fetched");
+    let mut b = TestBroker::start(BrokerOptions::default());
+    let mut c = b.client("reporter");
+    let result = c.call_tool("http_get", json!({"url": server.url("/x")}));
+    assert!(is_error(&result), "{result}");
+    let text = result_text(&result);
+    assert!(
+        text.starts_with("denied: agent `reporter` may not call tool `http_get`"),
+        "{text}"
+    );
+    assert!(text.contains("next step"), "{text}");
+    assert_eq!(result["structuredContent"]["error"], "denied");
+    assert_eq!(server.connections(), 0, "a denied tool must not run");
+
+    // Allowed tool, input outside the permit: files_write only under notes/.
+    let result = c.call_tool("files_write", json!({"path": "top.txt", "content": "x"}));
+    assert!(is_error(&result), "{result}");
+    assert!(!b.workspace("reporter").join("top.txt").exists());
+    drop(c);
+    b.stop();
+
+    let records = b.records();
+    assert_eq!(
+        records.len(),
+        2,
+        "denials have no outcome records: {records:#?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.kind == Kind::Call && r.decision.as_deref() == Some("deny"))
+    );
+    assert_eq!(records[0].action, "http_get");
+    assert!(
+        records[0].policy_ids.is_empty(),
+        "default deny: no policy decided"
+    );
+    assert!(
+        records[0].detail.as_deref().unwrap().contains("no permit"),
+        "{:?}",
+        records[0].detail
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&records[1].arguments).unwrap(),
+        json!({"path": "top.txt", "content": "x"})
+    );
+}
+
+#[test]
+fn a_forbid_names_its_policy_in_the_result() {
+    let b = TestBroker::start(BrokerOptions {
+        extra_policy: Some(
+            r#"@id("no-shouting")
+forbid (principal, action == Action::"echo", resource)
+when { context.input has message && context.input.message like "*!*" };"#
+                .into(),
+        ),
+        ..BrokerOptions::default()
+    });
+    let mut c = b.client("assistant");
+    let result = c.call_tool("echo", json!({"message": "hey!"}));
+    assert!(is_error(&result));
+    assert_eq!(
+        result["structuredContent"]["policy_ids"],
+        json!(["no-shouting"])
+    );
+    assert!(result_text(&result).contains("no-shouting"), "{result}");
+    assert!(!is_error(&c.call_tool("echo", json!({"message": "hey"}))));
+}
+
+#[test]
+fn capability_uses_inside_a_tool_are_authorized_and_recorded() {
+    let mut b = TestBroker::start(BrokerOptions::default());
+    let mut c = b.client("assistant");
+    let ok = c.call_tool(
+        "files_write",
+        json!({"path": "notes/a.txt", "content": "hello"}),
+    );
+    assert!(!is_error(&ok), "{ok}");
+    assert_eq!(
+        std::fs::read_to_string(b.workspace("assistant").join("notes/a.txt")).unwrap(),
+        "hello"
+    );
+    // The call is permitted (notes/*), the write is not: no-dotfile-writes.
+    let denied = c.call_tool(
+        "files_write",
+        json!({"path": "notes/.env", "content": "X=1"}),
+    );
+    assert!(is_error(&denied), "{denied}");
+    assert!(
+        result_text(&denied).contains("no-dotfile-writes"),
+        "{denied}"
+    );
+    assert!(!b.workspace("assistant").join("notes/.env").exists());
+    drop(c);
+    b.stop();
+
+    let records = b.records();
+    let kinds: Vec<_> = records
+        .iter()
+        .map(|r| (r.seq, r.kind, r.action.as_str(), r.decision.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, Kind::Call, "files_write", Some("allow".into())),
+            (2, Kind::Capability, "write_file", Some("allow".into())),
+            (3, Kind::Outcome, "files_write", None),
+            (4, Kind::Call, "files_write", Some("allow".into())),
+            (5, Kind::Capability, "write_file", Some("deny".into())),
+            (6, Kind::Outcome, "files_write", None),
+        ],
+        "{records:#?}"
+    );
+    let cap = &records[1];
+    assert_eq!(cap.resource, r#"Workspace::"assistant""#);
+    assert_eq!(cap.parent, Some(1));
+    assert_eq!(cap.policy_ids, ["workspace-only"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&cap.arguments).unwrap(),
+        json!({"path": "notes/a.txt", "tool": "files_write"})
+    );
+    assert_eq!(records[4].policy_ids, ["no-dotfile-writes"]);
+    assert_eq!(records[4].parent, Some(4));
+    assert_eq!(records[5].outcome, Some(Outcome::Error));
+}
+
+#[test]
+fn http_and_secret_uses_are_recorded_without_the_secret() {
+    // The loopback host is not in any host group, so the request is denied
+    // before any connection: the record names the host and the policy gap.
+    let server = LoopbackServer::start("ok");
+    let mut b = TestBroker::start(BrokerOptions::default());
+    let mut c = b.client("assistant");
+    let result = c.call_tool("http_get", json!({"url": server.url("/data"), "headers": {"Authorization": "Bearer {{secret:github_token}}"}}));
+    assert!(is_error(&result), "{result}");
+    assert_eq!(server.connections(), 0);
+    drop(c);
+    b.stop();
+    let records = b.records();
+    let http = records
+        .iter()
+        .find(|r| r.action == "http_request")
+        .expect("an http_request record");
+    assert_eq!(http.kind, Kind::Capability);
+    assert_eq!(http.decision.as_deref(), Some("deny"));
+    assert_eq!(http.resource, r#"Host::"127.0.0.1""#);
+    let args: Value = serde_json::from_str(&http.arguments).unwrap();
+    assert_eq!(args["method"], "GET");
+    assert_eq!(args["path"], "/data");
+    // The call's own record has the header under a secret-looking key.
+    let call = &records[0];
+    assert!(call.redacted);
+    assert!(!call.arguments.contains("{{secret"), "{}", call.arguments);
+}
+
+#[test]
+fn identity_comes_from_the_socket_not_from_anything_the_client_says() {
+    let mut b = TestBroker::start(BrokerOptions::default());
+    let mut c = McpClient::connect(&b.socket("reporter")).unwrap();
+    let init = c.request(
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "assistant", "version": "1"}}),
+    );
+    assert!(init.get("result").is_some());
+    c.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let r = c.request("tools/call", json!({"name": "http_get", "arguments": {"url": "https://api.github.com/"}, "_meta": {"agent": "assistant"}}));
+    assert!(is_error(&r["result"]), "{r}");
+    drop(c);
+    b.stop();
+    assert_eq!(b.records()[0].agent, "reporter");
+}
+
+#[test]
+fn socket_directories_are_private_and_per_agent() {
+    let b = TestBroker::start(BrokerOptions::default());
+    let a = b.endpoint("assistant");
+    let r = b.endpoint("reporter");
+    assert_ne!(a.dir(), r.dir());
+    assert_eq!(
+        std::fs::metadata(a.dir()).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(a.socket()).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(a.socket().parent(), Some(a.dir()));
+}
+
+#[test]
+fn bad_agent_ids_and_double_serving_are_refused() {
+    let b = TestBroker::start(BrokerOptions {
+        agents: vec!["assistant"],
+        ..BrokerOptions::default()
+    });
+    let e = b
+        .serve_more("../etc")
+        .err()
+        .expect("a path-like id is refused");
+    assert!(e.to_string().contains("`../etc` is not allowed"), "{e}");
+    let e = b
+        .serve_more("assistant")
+        .err()
+        .expect("serving twice is refused");
+    assert!(e.to_string().contains("already being served"), "{e}");
+    // Once an endpoint is gone, the agent can be served again.
+    let again = b.serve_more("reporter").unwrap();
+    drop(again);
+    assert!(b.serve_more("reporter").is_ok());
+}
+
+#[test]
+fn an_agent_missing_from_the_entities_is_denied_everything() {
+    let mut b = TestBroker::start(BrokerOptions {
+        agents: vec!["assistant", "stranger"],
+        ..BrokerOptions::default()
+    });
+    let mut c = b.client("stranger");
+    assert!(c.list_tools().is_empty());
+    let r = c.call_tool("echo", json!({"message": "hi"}));
+    assert!(is_error(&r), "{r}");
+    drop(c);
+    b.stop();
+    let rec = &b.records()[0];
+    assert_eq!(rec.decision.as_deref(), Some("deny"));
+    assert!(
+        rec.errors[0].contains("unknown principal"),
+        "{:?}",
+        rec.errors
+    );
+}
+
+#[test]
+fn the_session_counter_lets_policy_cap_calls() {
+    let b = TestBroker::start(BrokerOptions {
+        extra_policy: Some(
+            r#"@id("three-echoes-per-session")
+forbid (principal, action == Action::"echo", resource)
+when { context.common.calls_in_session > 3 };"#
+                .into(),
+        ),
+        ..BrokerOptions::default()
+    });
+    let mut c = b.client("assistant");
+    for _ in 0..3 {
+        assert!(!is_error(&c.call_tool("echo", json!({"message": "x"}))));
+    }
+    let fourth = c.call_tool("echo", json!({"message": "x"}));
+    assert!(is_error(&fourth));
+    assert_eq!(
+        fourth["structuredContent"]["policy_ids"],
+        json!(["three-echoes-per-session"])
+    );
+    // A new session starts counting again.
+    let mut c2 = b.client("assistant");
+    assert!(!is_error(&c2.call_tool("echo", json!({"message": "x"}))));
+}
