@@ -47,6 +47,9 @@ pub struct BrokerArgs {
     /// Tool calls running at once per agent.
     #[arg(long, default_value_t = 8)]
     max_in_flight: usize,
+    /// Connections each agent may hold open at once.
+    #[arg(long, default_value_t = 4)]
+    max_connections: usize,
     /// Per-call timeout in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     call_timeout_ms: u64,
@@ -131,6 +134,7 @@ pub fn run(args: BrokerArgs) -> Result<u8> {
         rate_per_second: args.rate,
         rate_burst: args.burst,
         max_in_flight: args.max_in_flight,
+        max_connections: args.max_connections,
         call_timeout: Duration::from_millis(args.call_timeout_ms),
         ..BrokerLimits::default()
     };

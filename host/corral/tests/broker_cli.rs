@@ -1,0 +1,490 @@
+//! `corral broker`, `corral audit` and `corral policy replay` as a user and
+//! an auditor would run them: a real broker process, real sockets, the
+//! `sqlite3` CLI for tampering, and kill -9 for crashes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use corral_audit::{AuditReader, Filter, Kind};
+use corral_tests::broker::copy_policies;
+use corral_tests::component_path;
+use corral_tests::mcp::{McpClient, is_error};
+use serde_json::{Value, json};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        copy_policies(&env.path("policies"));
+        env
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn audit(&self) -> String {
+        self.path("audit.db").display().to_string()
+    }
+
+    fn corral(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .env_remove("RUST_LOG")
+            .env_remove("CORRAL_AUDIT")
+            .output()
+            .expect("run corral")
+    }
+
+    /// Starts `corral broker` and waits for its `ready` line.
+    fn broker(&self, extra: &[&str]) -> Broker {
+        let mut args: Vec<String> = [
+            "broker",
+            "--agent",
+            "assistant=ws/assistant",
+            "--agent",
+            "reporter=ws/reporter",
+            "--policies",
+            "policies",
+            "--socket-dir",
+            "run",
+            "--audit",
+            "audit.db",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for t in ["echo", "files", "http-get"] {
+            args.push("--tool".into());
+            args.push(component_path(t).display().to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(&args)
+            .current_dir(self.dir.path())
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start corral broker");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut sockets = Vec::new();
+        loop {
+            let line = lines.next().expect("broker exited before `ready`").unwrap();
+            if line == "ready" {
+                break;
+            }
+            let parts: Vec<&str> = line.split(' ').collect();
+            assert_eq!(parts[0], "agent", "unexpected line {line:?}");
+            sockets.push((parts[1].to_string(), self.dir.path().join(parts[3])));
+        }
+        Broker { child, sockets }
+    }
+}
+
+struct Broker {
+    child: Child,
+    sockets: Vec<(String, PathBuf)>,
+}
+
+impl Broker {
+    fn socket(&self, agent: &str) -> &Path {
+        &self.sockets.iter().find(|(a, _)| a == agent).unwrap().1
+    }
+
+    /// SIGTERM, and wait: the writer drains on the way out.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "broker exited with {status}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn audit_commands_show_and_verify_what_the_broker_recorded() {
+    let env = Env::new();
+    let broker = env.broker(&[]);
+    let mut a = McpClient::ready(broker.socket("assistant"));
+    let mut r = McpClient::ready(broker.socket("reporter"));
+    assert!(!is_error(&a.call_tool("echo", json!({"message": "one"}))));
+    assert!(is_error(&r.call_tool(
+        "http_get",
+        json!({"url": "https://api.github.com/"})
+    )));
+    assert!(!is_error(&a.call_tool(
+        "files_write",
+        json!({"path": "notes/n.txt", "content": "x"})
+    )));
+    drop((a, r));
+    broker.stop();
+
+    // call, outcome, call(deny), call, capability, outcome
+    let out = env.corral(&["audit", "verify", "--audit", &env.audit()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with("ok: 6 records"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = env.corral(&[
+        "audit",
+        "query",
+        "--audit",
+        &env.audit(),
+        "--agent",
+        "reporter",
+        "--decision",
+        "deny",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["action"], "http_get");
+    assert_eq!(rows[0]["decision"], "deny");
+
+    let out = env.corral(&[
+        "audit",
+        "query",
+        "--audit",
+        &env.audit(),
+        "--tool",
+        "echo",
+        "--since",
+        "1h",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap()
+            .contains("allow [echo-for-all-agents]"),
+        "{stdout}"
+    );
+
+    let out = env.corral(&["audit", "tail", "-n", "2", "--audit", &env.audit()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        stdout.lines().next().unwrap().starts_with("#5 "),
+        "{stdout}"
+    );
+
+    let out = env.corral(&["audit", "export", "--jsonl", "--audit", &env.audit()]);
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[5]["prev_hash"], lines[4]["hash"]);
+
+    let out = env.corral(&["audit", "query", "--audit", &env.audit(), "--since", "soon"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--since"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An auditor's worst case: someone with write access edits a decision
+    // with the sqlite3 CLI, after removing the guard triggers.
+    let tamper = Command::new("sqlite3")
+        .arg(env.path("audit.db"))
+        .arg("DROP TRIGGER audit_no_update; UPDATE audit SET decision = 'allow' WHERE seq = 3;")
+        .output()
+        .expect("the sqlite3 CLI (installed by `cargo xtask setup`)");
+    assert!(tamper.status.success(), "{}", text(&tamper.stderr));
+    let out = env.corral(&["audit", "verify", "--audit", &env.audit()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("TAMPERED: record #3: its hash does not match its contents"),
+        "{stdout}"
+    );
+
+    let missing = env.corral(&["audit", "verify", "--audit", "nope.db"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("no such audit log"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn replay_lists_exactly_the_decisions_an_edit_flips() {
+    let env = Env::new();
+    let broker = env.broker(&[]);
+    let mut a = McpClient::ready(broker.socket("assistant"));
+    let mut r = McpClient::ready(broker.socket("reporter"));
+    assert!(!is_error(&a.call_tool("echo", json!({"message": "a"}))));
+    assert!(!is_error(&r.call_tool("echo", json!({"message": "r"}))));
+    assert!(!is_error(&a.call_tool(
+        "files_write",
+        json!({"path": "notes/a.txt", "content": "x"})
+    )));
+    assert!(is_error(&a.call_tool(
+        "files_write",
+        json!({"path": "top.txt", "content": "x"})
+    )));
+    assert!(is_error(&r.call_tool(
+        "http_get",
+        json!({"url": "https://api.github.com/"})
+    )));
+    drop((a, r));
+    broker.stop();
+
+    // The candidate: echo only for the assistants team, and writes
+    // anywhere. Exactly two recorded decisions change.
+    let cand = env.path("candidate");
+    copy_policies(&cand);
+    let text_in = std::fs::read_to_string(cand.join("corral.cedar")).unwrap();
+    let edited = text_in
+        .replace(
+            "@id(\"echo-for-all-agents\")\npermit (\n  principal is Agent,",
+            "@id(\"echo-for-assistants\")\npermit (\n  principal in Team::\"assistants\",",
+        )
+        .replace(
+            "when { context.input.path like \"notes/*\" };",
+            "when { true };",
+        );
+    assert_ne!(edited, text_in);
+    assert!(edited.contains("echo-for-assistants") && edited.contains("when { true };"));
+    std::fs::write(cand.join("corral.cedar"), edited).unwrap();
+
+    let mut args = vec![
+        "policy",
+        "replay",
+        "--candidate",
+        "candidate",
+        "--dir",
+        "policies",
+        "--audit",
+        "audit.db",
+        "--json",
+    ];
+    let tools: Vec<String> = ["echo", "files", "http-get"]
+        .iter()
+        .map(|t| component_path(t).display().to_string())
+        .collect();
+    for t in &tools {
+        args.push("--tool");
+        args.push(t);
+    }
+    let out = env.corral(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let flips: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(flips.len(), 2, "{}", text(&out.stdout));
+    assert_eq!(flips[0]["agent"], "reporter");
+    assert_eq!(flips[0]["action"], "echo");
+    assert_eq!(
+        flips[0]["current"],
+        json!({"decision": "allow", "policy_ids": ["echo-for-all-agents"]})
+    );
+    assert_eq!(
+        flips[0]["candidate"],
+        json!({"decision": "deny", "policy_ids": []})
+    );
+    assert_eq!(flips[1]["action"], "files_write");
+    assert_eq!(flips[1]["arguments"]["path"], "top.txt");
+    assert_eq!(flips[1]["current"]["decision"], "deny");
+    assert_eq!(
+        flips[1]["candidate"],
+        json!({"decision": "allow", "policy_ids": ["files-write-notes-only"]})
+    );
+    let summary = text(&out.stderr);
+    assert!(
+        summary.contains("would flip (1 allow→deny, 1 deny→allow)"),
+        "{summary}"
+    );
+    assert!(summary.contains("2 would flip"), "{summary}");
+
+    // Human output and the CI switch.
+    args.retain(|a| *a != "--json");
+    args.push("--fail-on-flip");
+    let out = env.corral(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FLIP allow→deny"), "{stdout}");
+    assert!(
+        stdout.contains("candidate: deny by no policy applies"),
+        "{stdout}"
+    );
+
+    // A broken candidate is refused, naming where.
+    std::fs::write(
+        cand.join("broken.cedar"),
+        "permit (principal, action, resource) when { nope };",
+    )
+    .unwrap();
+    let out = env.corral(&args);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("candidate policies"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// kill -9 in the middle of 10,000 calls; every file a tool wrote has its
+/// decision rows, and the chain verifies after a restart.
+#[test]
+fn kill_9_during_load_loses_no_decision() {
+    let env = Env::new();
+    let fast = [
+        "--rate",
+        "1000000",
+        "--burst",
+        "1000000",
+        "--max-connections",
+        "16",
+    ];
+    let broker = env.broker(&fast);
+    let socket = broker.socket("assistant").to_path_buf();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|t| {
+            let (socket, answered, stop) = (socket.clone(), answered.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let Ok(mut c) = McpClient::connect(&socket) else { return };
+                if c.initialize("2025-11-25").get("result").is_none() {
+                    return;
+                }
+                c.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+                for i in 0..1250 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    c.start("tools/call", json!({"name": "files_write", "arguments": {"path": format!("notes/{t}-{i}.txt"), "content": "x"}}));
+                    // One call in flight per client: the next message is its answer.
+                    match c.read_message() {
+                        Some(msg) => {
+                            assert!(!is_error(&msg["result"]), "{msg}");
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    while answered.load(Ordering::Relaxed) < 2_000 && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut broker = broker;
+    broker.child.kill().unwrap(); // SIGKILL
+    broker.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join()
+            .expect("a client saw something other than success or the kill");
+    }
+    let done = answered.load(Ordering::Relaxed);
+    assert!(done >= 2_000, "only {done} calls answered before the kill");
+    assert!(done < 10_000, "the load finished before the kill");
+    drop(broker);
+
+    // Restart on the same log: the chain continues.
+    let broker = env.broker(&fast);
+    let mut c = McpClient::ready(broker.socket("assistant"));
+    assert!(!is_error(
+        &c.call_tool("echo", json!({"message": "after the crash"}))
+    ));
+    drop(c);
+    broker.stop();
+
+    let out = env.corral(&["audit", "verify", "--audit", &env.audit()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+
+    let reader = AuditReader::open(&env.path("audit.db")).unwrap();
+    let records = reader.query(&Filter::default()).unwrap();
+    let path_of = |r: &corral_audit::Record| -> String {
+        serde_json::from_str::<Value>(&r.arguments).unwrap()["path"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let allowed_calls: std::collections::HashSet<String> = records
+        .iter()
+        .filter(|r| {
+            r.kind == Kind::Call
+                && r.action == "files_write"
+                && r.decision.as_deref() == Some("allow")
+        })
+        .map(path_of)
+        .collect();
+    let allowed_writes: std::collections::HashSet<String> = records
+        .iter()
+        .filter(|r| {
+            r.kind == Kind::Capability
+                && r.action == "write_file"
+                && r.decision.as_deref() == Some("allow")
+        })
+        .map(path_of)
+        .collect();
+    let written: Vec<String> = std::fs::read_dir(env.path("ws/assistant/notes"))
+        .unwrap()
+        .map(|e| format!("notes/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    assert!(
+        written.len() >= done,
+        "{} files for {done} answered calls",
+        written.len()
+    );
+    for file in &written {
+        assert!(
+            allowed_calls.contains(file),
+            "{file} was written without a call decision on record"
+        );
+        assert!(
+            allowed_writes.contains(file),
+            "{file} was written without a write_file decision on record"
+        );
+    }
+    eprintln!(
+        "kill -9 after {done} answered calls: {} files written, {} records, chain intact",
+        written.len(),
+        records.len()
+    );
+}
