@@ -381,3 +381,79 @@ when { context.common.calls_in_session > 3 };"#
     let mut c2 = b.client("assistant");
     assert!(!is_error(&c2.call_tool("echo", json!({"message": "x"}))));
 }
+
+#[test]
+fn an_allowed_request_reaches_its_host_with_the_secret_filled_in_on_the_host() {
+    let server = LoopbackServer::start("fetched");
+    let mut b = TestBroker::start(BrokerOptions {
+        extra_policy: Some(
+            r#"@id("assistants-to-loopback")
+permit (principal in Team::"assistants", action == Action::"http_request", resource == Host::"127.0.0.1");
+@id("token-to-loopback")
+permit (principal in Team::"assistants", action == Action::"use_secret", resource == Secret::"github_token")
+when { context.host == "127.0.0.1" };"#
+                .into(),
+        ),
+        secrets: corral_tools::StaticSecrets::new().with("github_token", "s3cr3t-value"),
+        ..BrokerOptions::default()
+    });
+    let mut c = b.client("assistant");
+    let r = c.call_tool(
+        "http_get",
+        json!({"url": server.url("/data"), "headers": {"x-token": "Bearer {{secret:github_token}}"}}),
+    );
+    assert!(!is_error(&r), "{r}");
+    assert_eq!(r["structuredContent"]["status"], 200, "{r}");
+    assert_eq!(r["structuredContent"]["body"], "fetched");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-token"), Some("Bearer s3cr3t-value"));
+    drop(c);
+    b.stop();
+
+    let records = b.records();
+    let summary: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.kind,
+                r.action.as_str(),
+                r.decision.clone(),
+                r.policy_ids.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                Kind::Call,
+                "http_get",
+                Some("allow".into()),
+                vec!["http-get-for-assistants".to_string()]
+            ),
+            (
+                Kind::Capability,
+                "http_request",
+                Some("allow".into()),
+                vec!["assistants-to-loopback".to_string()]
+            ),
+            (
+                Kind::Capability,
+                "use_secret",
+                Some("allow".into()),
+                vec!["token-to-loopback".to_string()]
+            ),
+            (Kind::Outcome, "http_get", None, vec![]),
+        ],
+        "{records:#?}"
+    );
+    for file in [b.audit_path.clone(), b.audit_path.with_extension("db-wal")] {
+        let raw = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !raw.windows(12).any(|w| w == b"s3cr3t-value"),
+            "the secret reached {}",
+            file.display()
+        );
+    }
+}

@@ -17,6 +17,8 @@ pub struct BrokerOptions {
     pub extra_policy: Option<String>,
     pub agents: Vec<&'static str>,
     pub secrets: StaticSecrets,
+    /// More Cedar entities (JSON, the entities.json format) to add.
+    pub extra_entities: Vec<serde_json::Value>,
 }
 
 impl Default for BrokerOptions {
@@ -27,6 +29,7 @@ impl Default for BrokerOptions {
             extra_policy: None,
             agents: vec!["assistant", "reporter"],
             secrets: StaticSecrets::new(),
+            extra_entities: Vec::new(),
         }
     }
 }
@@ -88,7 +91,13 @@ impl TestBroker {
                 schema_file: policy_dir.join("schema.cedarschema"),
                 policy_dir: policy_dir.clone(),
                 tools: actions,
-                entities: read_entities(&policy_dir.join("entities.json")).unwrap(),
+                entities: {
+                    let mut all = read_entities(&policy_dir.join("entities.json")).unwrap();
+                    if let Some(list) = all.as_array_mut() {
+                        list.extend(options.extra_entities.iter().cloned());
+                    }
+                    all
+                },
             })
             .unwrap_or_else(|e| panic!("test policies do not load: {e}")),
         );

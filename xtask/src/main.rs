@@ -240,6 +240,96 @@ fn demo() -> Result<()> {
             .arg(tools.join("http-get.wasm"))
             .args(["http_get", r#"{"url":"https://example.com/"}"#]),
     )?;
+    broker_demo(&corral, &tools)
+}
+
+/// The broker with the starter policies: two agents, allowed and denied
+/// calls over their sockets, then the audit trail and its verification.
+fn broker_demo(corral: &Path, tools: &Path) -> Result<()> {
+    use std::io::BufRead;
+    let dir = target_dir().join("demo-broker");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let audit = dir.join("audit.db");
+    println!("\n== corral broker: one MCP socket per agent, policies from policies/");
+    let mut cmd = Command::new(corral);
+    cmd.arg("broker")
+        .args([
+            "--agent",
+            "assistant=ws/assistant",
+            "--agent",
+            "reporter=ws/reporter",
+        ])
+        .arg("--policies")
+        .arg(root().join("policies"))
+        .args(["--socket-dir", "run", "--audit", "audit.db"]);
+    for t in ["echo", "files", "http-get"] {
+        cmd.arg("--tool").arg(tools.join(format!("{t}.wasm")));
+    }
+    eprintln!("xtask: $ {}", show(&cmd));
+    let mut child = cmd
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("could not start `corral broker`")?;
+    let stdout = child.stdout.take().context("broker stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line == "ready" => break,
+            Some(Ok(line)) => println!("{line}"),
+            _ => {
+                let _ = child.kill();
+                bail!("`corral broker` exited before it was ready");
+            }
+        }
+    }
+    let socket = |agent: &str| dir.join("run").join(agent).join("mcp.sock");
+    let result = (|| -> Result<()> {
+        println!("\n== reporter's tools (http_get is not listed: no policy permits it)");
+        run(Command::new(corral)
+            .args(["mcp", "tools", "--socket"])
+            .arg(socket("reporter")))?;
+        println!("\n== assistant: echo, and a note written inside its workspace");
+        run(Command::new(corral)
+            .args(["mcp", "call", "--socket"])
+            .arg(socket("assistant"))
+            .args(["echo", r#"{"message":"hello through the broker"}"#]))?;
+        run(Command::new(corral)
+            .args(["mcp", "call", "--socket"])
+            .arg(socket("assistant"))
+            .args([
+                "files_write",
+                r#"{"path":"notes/plan.md","content":"1. ship"}"#,
+            ]))?;
+        println!("\n== assistant: the call is permitted, the dotfile write inside it is not");
+        expect_denied(
+            Command::new(corral)
+                .args(["mcp", "call", "--socket"])
+                .arg(socket("assistant"))
+                .args([
+                    "files_write",
+                    r#"{"path":"notes/.env","content":"TOKEN=1"}"#,
+                ]),
+        )?;
+        println!("\n== reporter: http_get is refused before the tool runs");
+        expect_denied(
+            Command::new(corral)
+                .args(["mcp", "call", "--socket"])
+                .arg(socket("reporter"))
+                .args(["http_get", r#"{"url":"https://api.github.com/"}"#]),
+        )
+    })();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    result?;
+    println!("\n== the audit trail: every decision, before anything ran");
+    run(Command::new(corral)
+        .args(["audit", "tail", "-n", "20", "--audit"])
+        .arg(&audit))?;
+    run(Command::new(corral)
+        .args(["audit", "verify", "--audit"])
+        .arg(&audit))?;
     Ok(())
 }
 

@@ -7,15 +7,18 @@
 //! hash, so [`AuditReader::verify`] finds an edited, deleted or reordered
 //! record and names the first bad one.
 //!
-//! One dedicated writer thread owns the only write connection and commits
-//! whatever has queued up as one transaction (group commit). Two durability
-//! modes ([`Durability`]):
+//! One write connection, behind a lock. Whichever appending thread finds
+//! it free commits everything queued as one transaction (leader/follower
+//! group commit): alone, an append commits on its own thread without a
+//! hand-off; under load, one commit (and one fsync) covers every append
+//! that arrived while the previous one ran. Two durability modes
+//! ([`Durability`]):
 //!
 //! - `Strict` (the default): the commit that holds a decision is fsynced
-//!   before its [`Ticket`] resolves. The broker waits for the ticket before
-//!   it runs the tool, so no side effect can happen without its decision
-//!   surviving a crash or power loss.
-//! - `Batched { window }`: the ticket resolves once the decision is
+//!   before the append returns. The broker waits for it before it runs the
+//!   tool, so no side effect can happen without its decision surviving a
+//!   crash or power loss.
+//! - `Batched { window }`: the append returns once the decision is
 //!   committed to the write-ahead log (it survives the broker being killed),
 //!   and the log is fsynced within `window`. What a power loss or kernel
 //!   crash can lose: decisions committed in the last `window` before it,

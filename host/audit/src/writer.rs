@@ -2,9 +2,10 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
@@ -33,8 +34,6 @@ pub struct AuditConfig {
     pub redactor: Redactor,
     /// Most records committed in one transaction.
     pub max_batch: usize,
-    /// Entries waiting for the writer before `append` pushes back.
-    pub queue_capacity: usize,
 }
 
 impl AuditConfig {
@@ -44,7 +43,6 @@ impl AuditConfig {
             durability: Durability::Strict,
             redactor: Redactor::default(),
             max_batch: 2048,
-            queue_capacity: 65_536,
         }
     }
 
@@ -66,29 +64,45 @@ pub struct Receipt {
     pub hash: String,
 }
 
+type Outcome = Result<Receipt, String>;
+
 /// Resolves when the entry is recorded.
-pub struct Ticket(oneshot::Receiver<Result<Receipt, String>>);
+pub struct Ticket(oneshot::Receiver<Outcome>);
 
 impl Ticket {
     pub async fn recorded(self) -> Result<Receipt, AuditError> {
         match self.0.await {
             Ok(Ok(receipt)) => Ok(receipt),
             Ok(Err(e)) => Err(AuditError::WriterStopped(e)),
-            Err(_) => Err(AuditError::WriterStopped("the writer thread exited".into())),
+            Err(_) => Err(AuditError::WriterStopped("the log was closed".into())),
         }
     }
 }
 
-type Outcome = Result<Receipt, String>;
+/// A reply a blocked thread waits on.
+#[derive(Default)]
+struct Slot {
+    outcome: Mutex<Option<Outcome>>,
+    ready: Condvar,
+}
 
-/// Where the writer reports a commit.
+impl Slot {
+    fn wait(&self) -> Outcome {
+        let mut guard = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(outcome) = guard.take() {
+                return outcome;
+            }
+            guard = self.ready.wait(guard).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Where a commit is reported.
 enum Reply {
     None,
     Async(oneshot::Sender<Outcome>),
-    /// For threads that may sit inside a runtime they do not own (a tool's
-    /// HTTP hook runs inside wasmtime-wasi's `block_on`), where tokio's
-    /// `blocking_recv` would panic.
-    Sync(mpsc::SyncSender<Outcome>),
+    Sync(Arc<Slot>),
 }
 
 impl Reply {
@@ -98,8 +112,9 @@ impl Reply {
             Reply::Async(tx) => {
                 let _ = tx.send(outcome);
             }
-            Reply::Sync(tx) => {
-                let _ = tx.send(outcome);
+            Reply::Sync(slot) => {
+                *slot.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                slot.ready.notify_one();
             }
         }
     }
@@ -107,105 +122,245 @@ impl Reply {
 
 type Job = (Entry, Reply);
 
-/// The handle the broker appends through. Cloning is cheap; the writer
-/// thread stops when the last handle is dropped, after committing and
-/// syncing everything queued.
+/// The handle the broker appends through. Cloning is cheap. When the last
+/// handle is dropped, everything queued is committed and synced.
+///
+/// Commits are made by whichever appending thread finds the writer free
+/// (leader/follower group commit): an uncontended append commits on its
+/// own thread with no hand-off, and appends that arrive while a commit is
+/// running are committed together by the next leader. A background thread
+/// commits entries queued without a waiting caller and, in batched mode,
+/// fsyncs the write-ahead log within the window.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: SyncSender<Job>,
-    path: PathBuf,
-    _thread: std::sync::Arc<WriterThread>,
+    inner: Arc<Inner>,
+    _lifetime: Arc<Lifetime>,
 }
 
-struct WriterThread(std::sync::Mutex<Option<JoinHandle<()>>>);
+struct Inner {
+    path: PathBuf,
+    durability: Durability,
+    redactor: Redactor,
+    max_batch: usize,
+    queue: Mutex<Vec<Job>>,
+    writer: Mutex<Writer>,
+    /// Batched mode: commits not yet fsynced.
+    dirty: AtomicBool,
+    shutdown: Mutex<bool>,
+    wake: Condvar,
+}
 
-impl Drop for WriterThread {
+/// Owned by the `AuditLog` handles only: when the last goes, the
+/// background thread is told to finish and is joined.
+struct Lifetime {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Lifetime {
     fn drop(&mut self) {
-        // The channel closes when the last `AuditLog` goes; joining makes
-        // sure the final batch is committed before the process moves on.
-        if let Some(handle) = self.0.lock().ok().and_then(|mut h| h.take()) {
+        *self
+            .inner
+            .shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
+        self.inner.wake.notify_all();
+        if let Some(handle) = self.thread.lock().ok().and_then(|mut h| h.take()) {
             let _ = handle.join();
         }
     }
 }
 
 impl AuditLog {
-    /// Opens (creating if needed) the log and starts its writer.
+    /// Opens (creating if needed) the log.
     pub fn open(config: AuditConfig) -> Result<AuditLog, AuditError> {
         let conn = open_writer(&config.path, config.durability)?;
         let (seq, hash) = chain_head(&conn, &config.path)?;
-        let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
-        let path = config.path.clone();
-        let mut writer = Writer {
-            conn,
+        let inner = Arc::new(Inner {
             path: config.path.clone(),
-            wal: None,
-            config,
-            last_seq: seq,
-            last_hash: hash,
-        };
-        let handle = std::thread::Builder::new()
+            durability: config.durability,
+            redactor: config.redactor,
+            max_batch: config.max_batch.max(1),
+            queue: Mutex::new(Vec::new()),
+            writer: Mutex::new(Writer {
+                conn,
+                path: config.path.clone(),
+                last_seq: seq,
+                last_hash: hash,
+            }),
+            dirty: AtomicBool::new(false),
+            shutdown: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let background = inner.clone();
+        let thread = std::thread::Builder::new()
             .name("corral-audit".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || background.run_background())
             .map_err(|e| AuditError::Io {
-                path: path.display().to_string(),
-                message: format!("cannot start the writer thread: {e}"),
+                path: config.path.display().to_string(),
+                message: format!("cannot start the audit thread: {e}"),
             })?;
         Ok(AuditLog {
-            tx,
-            path,
-            _thread: std::sync::Arc::new(WriterThread(std::sync::Mutex::new(Some(handle)))),
+            _lifetime: Arc::new(Lifetime {
+                inner: inner.clone(),
+                thread: Mutex::new(Some(thread)),
+            }),
+            inner,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
-    /// Queues `entry`; the ticket resolves when it is recorded.
+    /// Queues `entry` for the background thread; the ticket resolves when
+    /// it is recorded. For async callers that must not block.
     pub fn append(&self, entry: Entry) -> Ticket {
         let (tx, rx) = oneshot::channel();
-        if !self.enqueue((entry, Reply::Async(tx))) {
-            return stopped_ticket();
-        }
+        self.inner.push((entry, Reply::Async(tx)));
+        self.inner.wake.notify_one();
         Ticket(rx)
     }
 
-    /// Appends `entry` and blocks the calling thread until it is recorded.
-    /// Safe on any thread that may block, inside a runtime or not.
+    /// Appends `entry` and returns once it is recorded, committing on this
+    /// thread when no other commit is running. Blocks: call it from a
+    /// thread that may block (inside `block_in_place`, `spawn_blocking`,
+    /// or a tool's host call), never directly on an async worker.
     pub fn append_blocking(&self, entry: Entry) -> Result<Receipt, AuditError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        if !self.enqueue((entry, Reply::Sync(tx))) {
-            return Err(AuditError::WriterStopped("the writer thread exited".into()));
-        }
-        match rx.recv() {
-            Ok(Ok(receipt)) => Ok(receipt),
-            Ok(Err(e)) => Err(AuditError::WriterStopped(e)),
-            Err(_) => Err(AuditError::WriterStopped("the writer thread exited".into())),
-        }
+        let slot = Arc::new(Slot::default());
+        self.inner.push((entry, Reply::Sync(slot.clone())));
+        self.inner.lead();
+        slot.wait().map_err(AuditError::WriterStopped)
     }
 
-    /// Queues `entry` without waiting for it: for outcome records, whose
-    /// loss in a crash loses no decision.
+    /// Queues `entry` without waiting: for outcome records, which follow a
+    /// decision already recorded. Committed with the next commit, or by the
+    /// background thread within its tick.
     pub fn append_detached(&self, entry: Entry) {
-        self.enqueue((entry, Reply::None));
-    }
-
-    fn enqueue(&self, job: Job) -> bool {
-        match self.tx.try_send(job) {
-            Ok(()) => true,
-            // A full queue means the disk is behind; waiting here is the
-            // back-pressure that keeps memory bounded.
-            Err(TrySendError::Full(job)) => self.tx.send(job).is_ok(),
-            Err(TrySendError::Disconnected(_)) => false,
-        }
+        self.inner.push((entry, Reply::None));
     }
 }
 
-fn stopped_ticket() -> Ticket {
-    let (tx, rx) = oneshot::channel();
-    let _ = tx.send(Err("the writer thread exited".into()));
-    Ticket(rx)
+/// How often the background thread looks for unattended entries.
+const TICK: Duration = Duration::from_millis(5);
+
+/// WAL size at which the background thread checkpoints.
+const CHECKPOINT_BYTES: u64 = 8 << 20;
+
+impl Inner {
+    fn push(&self, job: Job) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(job);
+    }
+
+    /// Commits queued entries if no one else is; returns when the queue was
+    /// seen empty after letting go of the writer, so an entry queued before
+    /// this call is committed by this thread or by the leader it found.
+    fn lead(&self) {
+        loop {
+            let Ok(mut writer) = self.writer.try_lock() else {
+                // The current leader drains the queue before it lets go,
+                // and looks again after: our entry is in its hands.
+                return;
+            };
+            loop {
+                let batch: Vec<Job> = {
+                    let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    if q.is_empty() {
+                        break;
+                    }
+                    let n = q.len().min(self.max_batch);
+                    q.drain(..n).collect()
+                };
+                let entries: Vec<&Entry> = batch.iter().map(|(e, _)| e).collect();
+                match writer.commit(&entries, &self.redactor) {
+                    Ok(receipts) => {
+                        if matches!(self.durability, Durability::Batched { .. }) {
+                            self.dirty.store(true, Ordering::Release);
+                        }
+                        for ((_, reply), receipt) in batch.into_iter().zip(receipts) {
+                            reply.send(Ok(receipt));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit commit failed; refusing the queued decisions");
+                        let message = e.to_string();
+                        for (_, reply) in batch {
+                            reply.send(Err(message.clone()));
+                        }
+                        writer.reload_head();
+                    }
+                }
+            }
+            drop(writer);
+            if self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Copies the WAL back into the database once it has grown, on this
+    /// thread's own connection: a checkpoint fsyncs the database file, and
+    /// left to SQLite's automatic checkpoint it would land inside some
+    /// appender's commit.
+    fn checkpoint(&self, conn: &mut Option<Connection>) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if size < CHECKPOINT_BYTES {
+            return;
+        }
+        if conn.is_none() {
+            *conn = Connection::open(&self.path).ok();
+        }
+        if let Some(c) = conn.as_ref()
+            && let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "audit checkpoint failed; will retry");
+        }
+    }
+
+    fn run_background(&self) {
+        let mut wal: Option<File> = None;
+        let mut checkpointer: Option<Connection> = None;
+        let window = match self.durability {
+            Durability::Batched { window } => window.min(TICK),
+            Durability::Strict => TICK,
+        };
+        loop {
+            let stopping = {
+                let guard = self.shutdown.lock().unwrap_or_else(|p| p.into_inner());
+                let (guard, _) = self
+                    .wake
+                    .wait_timeout(guard, window)
+                    .unwrap_or_else(|p| p.into_inner());
+                *guard
+            };
+            self.lead();
+            // Cleared before the fsync, so a commit that lands during it
+            // marks the log dirty again for the next tick. The fsync runs
+            // on its own descriptor, without the writer lock: commits go on
+            // while it flushes.
+            if self.dirty.swap(false, Ordering::AcqRel) {
+                sync_wal(&self.path, &mut wal);
+            }
+            self.checkpoint(&mut checkpointer);
+            if stopping {
+                self.lead();
+                if self.dirty.swap(false, Ordering::AcqRel) {
+                    sync_wal(&self.path, &mut wal);
+                }
+                return;
+            }
+        }
+    }
 }
 
 pub(crate) const SCHEMA: &str = "
@@ -274,6 +429,9 @@ fn open_writer(path: &Path, durability: Durability) -> Result<Connection, AuditE
     };
     conn.pragma_update(None, "synchronous", sync)
         .map_err(&err)?;
+    // Checkpoints run on the background thread (`Inner::checkpoint`).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(&err)?;
     conn.execute_batch(SCHEMA).map_err(&err)?;
     Ok(conn)
 }
@@ -297,80 +455,16 @@ fn chain_head(conn: &Connection, path: &Path) -> Result<(i64, String), AuditErro
 struct Writer {
     conn: Connection,
     path: PathBuf,
-    /// The WAL file, opened once it exists, for the batched mode's fsync.
-    wal: Option<File>,
-    config: AuditConfig,
     last_seq: i64,
     last_hash: String,
 }
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<Job>) {
-        let mut batch: Vec<Job> = Vec::with_capacity(self.config.max_batch);
-        // In batched mode: when the oldest unsynced commit must be synced.
-        let mut sync_due: Option<Instant> = None;
-        loop {
-            let first = match sync_due {
-                None => match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
-                },
-                Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                    Ok(job) => job,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync_wal();
-                        sync_due = None;
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-            };
-            batch.push(first);
-            while batch.len() < self.config.max_batch {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            let result = self.commit(&batch);
-            match result {
-                Ok(receipts) => {
-                    if let Durability::Batched { window } = self.config.durability {
-                        let now = Instant::now();
-                        match sync_due {
-                            Some(due) if due <= now => {
-                                self.sync_wal();
-                                sync_due = None;
-                            }
-                            Some(_) => {}
-                            None => sync_due = Some(now + window),
-                        }
-                    }
-                    for ((_, reply), receipt) in batch.drain(..).zip(receipts) {
-                        reply.send(Ok(receipt));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "audit commit failed; refusing the queued decisions");
-                    let message = e.to_string();
-                    for (_, reply) in batch.drain(..) {
-                        reply.send(Err(message.clone()));
-                    }
-                    // The chain head may be stale if the failure was partial;
-                    // reread it so the next commit links correctly.
-                    if let Ok((seq, hash)) = chain_head(&self.conn, &self.path) {
-                        self.last_seq = seq;
-                        self.last_hash = hash;
-                    }
-                }
-            }
-        }
-        if sync_due.is_some() {
-            self.sync_wal();
-        }
-    }
-
-    fn commit(&mut self, batch: &[Job]) -> Result<Vec<Receipt>, AuditError> {
+    fn commit(
+        &mut self,
+        batch: &[&Entry],
+        redactor: &Redactor,
+    ) -> Result<Vec<Receipt>, AuditError> {
         let err = sqlite_err(&self.path);
         let tx = self.conn.transaction().map_err(&err)?;
         let mut receipts = Vec::with_capacity(batch.len());
@@ -386,9 +480,9 @@ impl Writer {
                 )
                 .map_err(&err)?;
             let time_us = now_micros();
-            for (entry, _) in batch {
+            for entry in batch {
                 seq += 1;
-                let record = seal(&self.config.redactor, entry, seq, time_us, prev);
+                let record = seal(redactor, entry, seq, time_us, prev);
                 insert
                     .execute(params![
                         record.seq,
@@ -425,6 +519,27 @@ impl Writer {
         self.last_hash = prev;
         Ok(receipts)
     }
+
+    /// After a failed commit the in-memory head may be ahead of the disk.
+    fn reload_head(&mut self) {
+        if let Ok((seq, hash)) = chain_head(&self.conn, &self.path) {
+            self.last_seq = seq;
+            self.last_hash = hash;
+        }
+    }
+}
+
+/// fsync applies to the file, not the descriptor: syncing a read-only
+/// handle of our own flushes what SQLite's connection wrote.
+fn sync_wal(path: &Path, wal: &mut Option<File>) {
+    if wal.is_none() {
+        let mut name = path.to_path_buf().into_os_string();
+        name.push("-wal");
+        *wal = File::open(&name).ok();
+    }
+    if let Some(Err(e)) = wal.as_ref().map(File::sync_data) {
+        tracing::error!(error = %e, path = %path.display(), "fsync of the audit WAL failed");
+    }
 }
 
 fn seal(redactor: &Redactor, entry: &Entry, seq: i64, time_us: i64, prev_hash: String) -> Record {
@@ -456,22 +571,6 @@ fn seal(redactor: &Redactor, entry: &Entry, seq: i64, time_us: i64, prev_hash: S
     };
     record.hash = record.compute_hash();
     record
-}
-
-impl Writer {
-    fn sync_wal(&mut self) {
-        if self.wal.is_none() {
-            let mut wal = self.path.clone().into_os_string();
-            wal.push("-wal");
-            self.wal = File::open(&wal).ok();
-        }
-        // fsync applies to the file, not the descriptor: syncing our own
-        // read-only handle flushes what SQLite's connection wrote.
-        let synced = self.wal.as_ref().map(File::sync_data);
-        if let Some(Err(e)) = synced {
-            tracing::error!(error = %e, path = %self.path.display(), "fsync of the audit WAL failed");
-        }
-    }
 }
 
 pub(crate) fn json_list(items: &[String]) -> String {

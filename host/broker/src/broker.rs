@@ -63,7 +63,7 @@ pub(crate) struct Shared {
 pub(crate) struct AgentState {
     pub id: Arc<str>,
     pub workspace: PathBuf,
-    pub running: Semaphore,
+    pub running: Arc<Semaphore>,
     pub rate: Mutex<RateLimiter>,
     pub sessions: std::sync::atomic::AtomicU64,
 }
@@ -224,7 +224,7 @@ impl Broker {
         let state = Arc::new(AgentState {
             id: Arc::from(agent.id.as_str()),
             workspace: agent.workspace.clone(),
-            running: Semaphore::new(self.shared.limits.max_in_flight.max(1)),
+            running: Arc::new(Semaphore::new(self.shared.limits.max_in_flight.max(1))),
             rate: Mutex::new(RateLimiter::new(
                 self.shared.limits.rate_per_second,
                 self.shared.limits.rate_burst,

@@ -39,11 +39,12 @@ impl Session {
         }
     }
 
-    /// The whole path of one `tools/call`: rate limit, authorize, record,
-    /// then run. Every refusal says who, what, which policies, and what to
-    /// do next.
+    /// The whole path of one `tools/call`: rate limit, a slot, then —
+    /// on one thread that may block, with no hand-off in between — the
+    /// decision, its record, the tool run and the outcome record. Every
+    /// refusal says who, what, which policies, and what to do next.
     async fn call(&self, name: &str, arguments: Value) -> CallToolResult {
-        let agent = &*self.agent.id;
+        let agent = self.agent.id.clone();
         let arrived = Instant::now();
         let deadline = arrived + self.shared.limits.call_timeout;
 
@@ -65,7 +66,49 @@ impl Session {
                 &[],
             );
         }
+        let permit = match tokio::time::timeout(
+            self.shared.limits.call_timeout,
+            self.agent.running.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return refusal(
+                    "timed-out",
+                    format!(
+                        "agent `{agent}`, tool `{name}`: not started: the agent's {} other calls did not finish within {:?}; retry later or raise limits.max_in_flight",
+                        self.shared.limits.max_in_flight, self.shared.limits.call_timeout
+                    ),
+                    &[],
+                );
+            }
+        };
+        let this = self.clone();
+        let tool = name.to_string();
+        run_blocking(move || {
+            let result = this.decide_and_run(&tool, arguments, arrived, deadline);
+            drop(permit);
+            result
+        })
+        .await
+        .unwrap_or_else(|panic| {
+            refusal(
+                "host-error",
+                format!("agent `{agent}`, tool `{name}`: the broker hit a bug running this call ({panic}); nothing else was affected; please report it"),
+                &[],
+            )
+        })
+    }
 
+    fn decide_and_run(
+        &self,
+        name: &str,
+        arguments: Value,
+        arrived: Instant,
+        deadline: Instant,
+    ) -> CallToolResult {
+        let agent = &*self.agent.id;
         let calls_in_session = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let common = Common::now(&self.id, calls_in_session);
         let engine = self.shared.policies.current();
@@ -76,13 +119,8 @@ impl Session {
             Err(e) => failed_request(&engine, e.to_string()),
         };
 
-        let mut entry = Entry::new(
-            Kind::Call,
-            agent,
-            name,
-            corral_policy::uid("Tool", name).to_string(),
-        );
-        entry.arguments = arguments.clone();
+        let resource = corral_policy::uid("Tool", name).to_string();
+        let mut entry = Entry::new(Kind::Call, agent, name, resource.clone());
         entry.session = common_json(&common);
         entry.allowed = Some(decision.allowed);
         entry.policy_hash = decision.policy_set_hash.clone();
@@ -92,7 +130,9 @@ impl Session {
         if !decision.allowed {
             entry.detail = Some(decision.explain());
         }
-        let receipt = match self.shared.audit.append(entry).recorded().await {
+        let input = arguments.to_string();
+        entry.arguments = arguments;
+        let receipt = match self.shared.audit.append_blocking(entry) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(agent, tool = name, error = %e, "decision not recorded; refusing");
@@ -126,24 +166,10 @@ impl Session {
             unreachable!("an allowed decision needs a loaded tool")
         };
 
-        let outcome = self
-            .run(
-                name,
-                &arguments,
-                component.clone(),
-                common,
-                receipt.seq,
-                deadline,
-            )
-            .await;
-        let (result, kind, detail) = outcome;
-        let mut record = Entry::new(
-            Kind::Outcome,
-            agent,
-            name,
-            corral_policy::uid("Tool", name).to_string(),
-        );
-        record.policy_hash = decision.policy_set_hash.clone();
+        let (result, kind, detail) =
+            self.run(name, &input, component, common, receipt.seq, deadline);
+        let mut record = Entry::new(Kind::Outcome, agent, name, resource);
+        record.policy_hash = decision.policy_set_hash;
         record.outcome = Some(kind);
         record.parent = Some(receipt.seq);
         record.duration_us = Some(arrived.elapsed().as_micros() as i64);
@@ -153,35 +179,30 @@ impl Session {
         result
     }
 
-    async fn run(
+    /// Runs an allowed call on this thread, under the audited gate.
+    fn run(
         &self,
         name: &str,
-        arguments: &Value,
-        component: Arc<corral_tools::RegisteredComponent>,
+        input: &str,
+        component: &corral_tools::RegisteredComponent,
         common: Common,
         parent: i64,
         deadline: Instant,
     ) -> (CallToolResult, Outcome, Option<String>) {
-        let agent = self.agent.id.clone();
-        let timeout = |what: &str| {
+        let agent = &*self.agent.id;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
             let text = format!(
-                "agent `{agent}`, tool `{name}`: timed out {what} after the broker's limit of {:?}; retry later or raise limits.call_timeout",
+                "agent `{agent}`, tool `{name}`: timed out before it could start, after the broker's limit of {:?}; retry later or raise limits.call_timeout",
                 self.shared.limits.call_timeout
             );
-            (
+            return (
                 refusal("timed-out", text.clone(), &[]),
                 Outcome::Timeout,
                 Some(text),
-            )
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let permit = match tokio::time::timeout(remaining, self.agent.running.acquire()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return timeout("waiting for a free slot"),
-            Err(_) => return timeout("waiting for one of the agent's other calls to finish"),
-        };
+            );
+        }
         let mut limits = self.shared.runtime.default_limits();
-        let remaining = deadline.saturating_duration_since(Instant::now());
         limits.wall_time = limits.wall_time.min(remaining);
         let gate = AuditedGate {
             cedar: CedarGate::new(self.shared.policies.clone(), common),
@@ -199,16 +220,12 @@ impl Session {
             secrets: self.shared.secrets.clone(),
             limits: Some(limits),
         };
-        let runtime = self.shared.runtime.clone();
-        let input = arguments.to_string();
-        let tool = name.to_string();
-        let joined = tokio::task::spawn_blocking(move || {
-            runtime.call(&component.component, &tool, &input, &ctx)
-        })
-        .await;
-        drop(permit);
-        match joined {
-            Ok(Ok(out)) => {
+        match self
+            .shared
+            .runtime
+            .call(&component.component, name, input, &ctx)
+        {
+            Ok(out) => {
                 let structured = serde_json::from_str::<Value>(&out.output)
                     .ok()
                     .filter(Value::is_object);
@@ -216,7 +233,7 @@ impl Session {
                 result.structured_content = structured;
                 (result, Outcome::Ok, None)
             }
-            Ok(Err(report)) => {
+            Err(report) => {
                 let failure = &report.error.failure;
                 let kind = match failure {
                     CallFailure::LimitExceeded(Limit::WallTime { .. })
@@ -234,17 +251,30 @@ impl Session {
                     Some(text),
                 )
             }
-            Err(e) => {
-                let text = format!(
-                    "agent `{agent}`, tool `{name}`: the call crashed the worker thread ({e}); the broker carries on, report this as a bug"
-                );
-                (
-                    refusal("host-error", text.clone(), &[]),
-                    Outcome::Error,
-                    Some(text),
-                )
-            }
         }
+    }
+}
+
+/// Runs blocking work without starving the runtime: in place on a
+/// multi-threaded runtime (the worker hands its other tasks to a sibling,
+/// and the call pays no thread hand-off), on the blocking pool otherwise.
+/// A panic is caught and returned as text.
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let guarded = move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into())
+        })
+    };
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(guarded),
+        _ => tokio::task::spawn_blocking(guarded)
+            .await
+            .unwrap_or_else(|e| Err(e.to_string())),
     }
 }
 

@@ -13,6 +13,7 @@ use corral_tools::{
 
 mod audit_cmd;
 mod broker_cmd;
+mod mcp_cmd;
 mod policy_cmd;
 mod replay;
 
@@ -52,6 +53,9 @@ enum Command {
     Audit(audit_cmd::AuditCmd),
     /// Serve agents' MCP sockets: authorize, record, then run each tool call.
     Broker(broker_cmd::BrokerArgs),
+    /// Talk to a broker socket as its agent would.
+    #[command(subcommand)]
+    Mcp(mcp_cmd::McpCmd),
 }
 
 #[derive(Subcommand)]
@@ -164,6 +168,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Broker(args) => broker_cmd::run(args),
+        Command::Mcp(cmd) => mcp_cmd::run(cmd),
         Command::Tool(ToolCmd::Inspect {
             file,
             json,
@@ -252,6 +257,11 @@ fn run(command: Command) -> Result<u8> {
                         eprintln!("[tool {}] {}", line.level, line.message);
                     }
                     eprintln!("error: {}", report.error);
+                    if matches!(report.error.failure, CallFailure::Denied(_)) {
+                        eprintln!(
+                            "hint: `corral tool call` grants only its flags: --workspace, --allow-host, --secret"
+                        );
+                    }
                     Ok(match report.error.failure {
                         CallFailure::Denied(_) => exit::DENIED,
                         CallFailure::InvalidInput(_) | CallFailure::UnknownTool => {

@@ -160,7 +160,7 @@ impl fmt::Display for CallError {
             }
             CallFailure::Denied(d) => write!(
                 f,
-                "denied: {d}; if this should be allowed, grant it in policy (or with --allow-host / --workspace / --secret for `corral tool call`)"
+                "denied: {d}; if this should be allowed, ask a policy author to grant it"
             ),
             CallFailure::Failed(m) => write!(f, "failed: {m}"),
             CallFailure::TimedOut(m) => write!(f, "timed out: {m}"),
