@@ -457,3 +457,28 @@ when { context.host == "127.0.0.1" };"#
         );
     }
 }
+
+#[test]
+fn socket_directories_belong_to_the_container_user() {
+    use std::os::unix::fs::MetadataExt;
+    // The tests run as root here (as CI does), which chown requires.
+    let b = TestBroker::start(BrokerOptions {
+        socket_owner: Some((10001, 10002)),
+        ..BrokerOptions::default()
+    });
+    let e = b.endpoint("reporter");
+    for path in [e.dir(), e.socket()] {
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (10001, 10002),
+            "{}",
+            path.display()
+        );
+    }
+    // The broker still serves it.
+    assert!(!is_error(
+        &b.client("reporter")
+            .call_tool("echo", json!({"message": "x"}))
+    ));
+}

@@ -220,3 +220,58 @@ permit (principal == Agent::"reporter", action == Action::"spin", resource);"#
         .count();
     assert_eq!(timeouts, 2);
 }
+
+#[test]
+fn garbage_never_hurts_the_broker() {
+    let b = TestBroker::start(BrokerOptions::default());
+    let mut c = b.client("reporter");
+    // A fixed xorshift stream: random bytes, broken UTF-8, deep nesting,
+    // half-valid JSON-RPC. Each line must get an answer or be a
+    // notification; none may end the session.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let shapes: [&dyn Fn(u64) -> Vec<u8>; 5] = [
+        &|n| {
+            let noise = (0..(n % 200)).map(|i| ((n >> (i % 56)) as u8) | 1);
+            std::iter::once(b'#')
+                .chain(noise.filter(|b| *b != b'\n'))
+                .collect()
+        },
+        &|_| vec![0xff, 0xfe, b'{', 0xc3, 0x28],
+        &|n| {
+            format!(
+                "{}{}",
+                "[".repeat(1 + (n % 5000) as usize),
+                "]".repeat(1 + (n % 5000) as usize)
+            )
+            .into_bytes()
+        },
+        &|n| {
+            format!(r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":{n}}}}}"#)
+                .into_bytes()
+        },
+        &|n| {
+            format!(r#"{{"jsonrpc":"2.0","id":"{n}","method":"tools/call","params":{{"name":"echo","arguments":[{n}]}}}}"#).into_bytes()
+        },
+    ];
+    for _ in 0..300 {
+        let n = next();
+        let mut frame = shapes[(n % 5) as usize](n);
+        frame.push(b'\n');
+        c.send_raw(&frame).unwrap();
+        let answer = c
+            .read_message()
+            .expect("the broker answered or kept the session");
+        assert!(
+            answer.get("error").is_some() || answer.get("result").is_some(),
+            "{answer}"
+        );
+    }
+    assert_eq!(c.request("ping", json!({}))["result"], json!({}));
+    bystander_is_fine(&b);
+}

@@ -19,6 +19,7 @@ pub struct BrokerOptions {
     pub secrets: StaticSecrets,
     /// More Cedar entities (JSON, the entities.json format) to add.
     pub extra_entities: Vec<serde_json::Value>,
+    pub socket_owner: Option<(u32, u32)>,
 }
 
 impl Default for BrokerOptions {
@@ -30,6 +31,7 @@ impl Default for BrokerOptions {
             agents: vec!["assistant", "reporter"],
             secrets: StaticSecrets::new(),
             extra_entities: Vec::new(),
+            socket_owner: None,
         }
     }
 }
@@ -110,7 +112,7 @@ impl TestBroker {
             .build()
             .unwrap();
         let _enter = rt.enter();
-        let broker = Broker::builder(
+        let mut builder = Broker::builder(
             policies.clone(),
             runtime,
             registry,
@@ -118,8 +120,11 @@ impl TestBroker {
             dir.path().join("run"),
         )
         .limits(options.limits)
-        .secrets(Arc::new(options.secrets))
-        .build();
+        .secrets(Arc::new(options.secrets));
+        if let Some((uid, gid)) = options.socket_owner {
+            builder = builder.socket_owner(uid, gid);
+        }
+        let broker = builder.build();
         let endpoints = options
             .agents
             .iter()

@@ -29,6 +29,10 @@ pub struct BrokerArgs {
     /// Where each agent's socket directory is created.
     #[arg(long, default_value = ".corral/run")]
     socket_dir: PathBuf,
+    /// UID:GID to own each agent's socket directory and socket: the user
+    /// the agent's container runs as. Default: the broker's own user.
+    #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
+    socket_owner: Option<(u32, u32)>,
     #[command(flatten)]
     audit: AuditPath,
     /// strict: fsync each decision before its tool runs. batched: decisions
@@ -59,6 +63,17 @@ pub struct BrokerArgs {
 enum DurabilityArg {
     Strict,
     Batched,
+}
+
+fn parse_owner(spec: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = spec
+        .split_once(':')
+        .ok_or_else(|| format!("`{spec}`: write UID:GID, e.g. 10001:10001"))?;
+    let num = |s: &str, what: &str| {
+        s.parse::<u32>()
+            .map_err(|_| format!("`{spec}`: {what} `{s}` is not a number"))
+    };
+    Ok((num(uid, "uid")?, num(gid, "gid")?))
 }
 
 fn parse_tool(spec: &str) -> Result<ToolSource> {
@@ -148,9 +163,12 @@ pub fn run(args: BrokerArgs) -> Result<u8> {
             .watch()
             .map_err(|e| tracing::warn!("policy hot reload is off: {e}"))
             .ok();
-        let broker = Broker::builder(store, runtime, registry, audit, &args.socket_dir)
-            .limits(limits)
-            .build();
+        let mut builder =
+            Broker::builder(store, runtime, registry, audit, &args.socket_dir).limits(limits);
+        if let Some((uid, gid)) = args.socket_owner {
+            builder = builder.socket_owner(uid, gid);
+        }
+        let broker = builder.build();
         let mut endpoints = Vec::new();
         for agent in agents {
             let endpoint = broker.serve(agent)?;

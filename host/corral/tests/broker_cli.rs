@@ -488,3 +488,41 @@ fn kill_9_during_load_loses_no_decision() {
         records.len()
     );
 }
+
+#[test]
+fn audit_tail_follow_prints_new_records_as_they_land() {
+    let env = Env::new();
+    let broker = env.broker(&[]);
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["audit", "tail", "-f", "-n", "0", "--audit", "audit.db"])
+        .current_dir(env.dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = McpClient::ready(broker.socket("reporter"));
+    assert!(is_error(&c.call_tool(
+        "http_get",
+        json!({"url": "https://api.github.com/"})
+    )));
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("tail -f printed the new record");
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert!(line.starts_with("#1 "), "{line}");
+    assert!(
+        line.contains("reporter http_get") && line.contains(" deny "),
+        "{line}"
+    );
+    drop(c);
+    broker.stop();
+}
