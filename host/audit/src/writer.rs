@@ -244,6 +244,10 @@ impl AuditLog {
 /// How often the background thread looks for unattended entries.
 const TICK: Duration = Duration::from_millis(5);
 
+/// How long the background thread sleeps when it has nothing to do; an
+/// entry appended without a waiting caller is committed within this.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
 /// WAL size at which the background thread checkpoints.
 const CHECKPOINT_BYTES: u64 = 8 << 20;
 
@@ -277,8 +281,12 @@ impl Inner {
                 let entries: Vec<&Entry> = batch.iter().map(|(e, _)| e).collect();
                 match writer.commit(&entries, &self.redactor) {
                     Ok(receipts) => {
-                        if matches!(self.durability, Durability::Batched { .. }) {
-                            self.dirty.store(true, Ordering::Release);
+                        // The first unsynced commit starts the window: wake the
+                        // background thread, which may be in its idle sleep.
+                        if matches!(self.durability, Durability::Batched { .. })
+                            && !self.dirty.swap(true, Ordering::AcqRel)
+                        {
+                            self.wake.notify_one();
                         }
                         for ((_, reply), receipt) in batch.into_iter().zip(receipts) {
                             reply.send(Ok(receipt));
@@ -335,13 +343,26 @@ impl Inner {
             Durability::Strict => TICK,
         };
         loop {
+            // Tick while there is work to finish; otherwise sleep long and
+            // let an async append or shutdown wake us.
+            let busy = self.dirty.load(Ordering::Acquire)
+                || !self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty();
             let stopping = {
                 let guard = self.shutdown.lock().unwrap_or_else(|p| p.into_inner());
-                let (guard, _) = self
-                    .wake
-                    .wait_timeout(guard, window)
-                    .unwrap_or_else(|p| p.into_inner());
-                *guard
+                if *guard {
+                    true
+                } else {
+                    let wait = if busy { window } else { IDLE_TICK };
+                    let (guard, _) = self
+                        .wake
+                        .wait_timeout(guard, wait)
+                        .unwrap_or_else(|p| p.into_inner());
+                    *guard
+                }
             };
             self.lead();
             // Cleared before the fsync, so a commit that lands during it

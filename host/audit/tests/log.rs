@@ -236,3 +236,23 @@ fn reader_names_a_missing_log() {
         .unwrap();
     assert!(err.to_string().contains("no such audit log"), "{err}");
 }
+
+#[test]
+fn a_detached_entry_is_committed_without_another_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+    log.append_detached(call("alice", "echo", true, 1));
+    let reader = AuditReader::open(&path).unwrap();
+    let started = std::time::Instant::now();
+    while reader.head_seq().unwrap() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never committed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Kept open on purpose: the background thread, not the final flush,
+    // committed it.
+    drop(log);
+}
