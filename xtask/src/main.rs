@@ -135,7 +135,38 @@ fn setup() -> Result<()> {
         run(&mut apt(&["update", "-qq"]))?;
         run(apt(&["install", "-y", "-qq", "--no-install-recommends"]).args(&missing))?;
     }
-    Ok(())
+    python_sdk()
+}
+
+/// The official MCP Python SDK, pinned, in a venv under `target/py`: the
+/// interop test drives the broker with it as a real third-party client.
+const MCP_PYTHON_SDK: &str = "mcp==2.3.0";
+
+fn python_sdk() -> Result<()> {
+    let venv = target_dir().join("py");
+    let python = venv.join("bin").join("python");
+    let have = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('mcp'))",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if MCP_PYTHON_SDK.ends_with(&format!("=={have}")) && !have.is_empty() {
+        return Ok(());
+    }
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        MCP_PYTHON_SDK,
+    ]))
 }
 
 fn is_root() -> bool {

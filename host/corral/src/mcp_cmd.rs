@@ -20,6 +20,12 @@ pub enum McpCmd {
         #[arg(long)]
         socket: PathBuf,
     },
+    /// Bridge stdin/stdout to SOCKET, so an MCP client configured with a
+    /// stdio server command talks to the broker unchanged.
+    Bridge {
+        #[arg(long)]
+        socket: PathBuf,
+    },
     /// Call one tool as the agent behind SOCKET; print its result.
     ///
     /// Exit codes: 0 success, 1 the tool failed, 3 denied.
@@ -91,8 +97,38 @@ impl Client {
     }
 }
 
+/// Copies bytes both ways until the broker closes the connection. Frames
+/// pass through untouched: the broker does all the checking.
+fn bridge(socket: &Path) -> Result<u8> {
+    let stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot connect to {}; is `corral broker` serving this agent?",
+            socket.display()
+        )
+    })?;
+    let mut to_broker = stream.try_clone()?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_broker);
+        // The client closed stdin: let the broker see the end of input.
+        let _ = to_broker.shutdown(std::net::Shutdown::Write);
+    });
+    let mut from_broker = stream;
+    let mut out = std::io::stdout().lock();
+    // Flush per read so a response is never held back in a buffer.
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut from_broker, &mut buf)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+    }
+}
+
 pub fn run(cmd: McpCmd) -> Result<u8> {
     match cmd {
+        McpCmd::Bridge { socket } => bridge(&socket),
         McpCmd::Tools { socket } => {
             let mut c = Client::connect(&socket)?;
             let resp = c.request("tools/list", json!({}))?;

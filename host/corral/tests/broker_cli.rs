@@ -526,3 +526,68 @@ fn audit_tail_follow_prints_new_records_as_they_land() {
     drop(c);
     broker.stop();
 }
+
+/// The official MCP Python SDK (pinned in `xtask`, installed by `cargo
+/// xtask setup` into `target/py`), configured as for any stdio server with
+/// `corral mcp bridge` as the command.
+#[test]
+fn the_official_python_sdk_works_through_the_bridge() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| corral_tests::repo_root().join("target"));
+    let python = target.join("py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `cargo xtask setup` (it installs the MCP Python SDK)",
+        python.display()
+    );
+    let env = Env::new();
+    let broker = env.broker(&[]);
+    let script = corral_tests::repo_root().join("tests/python/mcp_sdk_client.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_corral"))
+        .arg(broker.socket("assistant"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["protocol"], "2025-11-25");
+    assert_eq!(seen["server"], "corral-broker");
+    assert_eq!(
+        seen["tools"],
+        json!([
+            "echo",
+            "files_list",
+            "files_read",
+            "files_write",
+            "http_get"
+        ])
+    );
+    assert_eq!(seen["ok"]["is_error"], false);
+    assert_eq!(
+        seen["ok"]["structured"],
+        json!({"message": "from the python sdk"})
+    );
+    assert_eq!(seen["denied"]["is_error"], true);
+    assert!(
+        seen["denied"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("denied: agent `assistant`")
+    );
+    broker.stop();
+    let reader = AuditReader::open(&env.path("audit.db")).unwrap();
+    let calls = reader
+        .query(&Filter {
+            kind: Some(Kind::Call),
+            ..Filter::default()
+        })
+        .unwrap();
+    assert_eq!(calls.len(), 2);
+}
