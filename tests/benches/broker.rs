@@ -78,6 +78,20 @@ fn bare_fsync(dir: &Path) -> Latency {
     latency(samples)
 }
 
+/// A call with no workspace, no grants and no policy.
+fn bare_context() -> CallContext {
+    CallContext {
+        caller: Caller {
+            agent: "bench".into(),
+            tool: "echo".into(),
+        },
+        workspace: None,
+        gate: Arc::new(AllowList::new()),
+        secrets: Arc::new(StaticSecrets::new()),
+        limits: None,
+    }
+}
+
 /// Echo through the same runtime and framing, with nothing in between.
 #[derive(Clone)]
 struct BareEcho {
@@ -98,19 +112,7 @@ impl ServerHandler for BareEcho {
         let input = Value::Object(request.arguments.unwrap_or_default()).to_string();
 
         let (runtime, echo) = (self.runtime.clone(), self.echo.clone());
-        let work = move || {
-            let ctx = CallContext {
-                caller: Caller {
-                    agent: "bench".into(),
-                    tool: "echo".into(),
-                },
-                workspace: None,
-                gate: Arc::new(AllowList::new()),
-                secrets: Arc::new(StaticSecrets::new()),
-                limits: None,
-            };
-            runtime.call(&echo, "echo", &input, &ctx)
-        };
+        let work = move || runtime.call(&echo, "echo", &input, &bare_context());
         // The same hand-off the broker makes: the call runs in place on
         // the worker (`block_in_place`), so the difference between the two
         // is policy and audit alone.
@@ -197,16 +199,7 @@ fn direct_echo() -> Latency {
     let echo = runtime
         .load(&std::fs::read(component_path("echo")).unwrap())
         .unwrap();
-    let ctx = CallContext {
-        caller: Caller {
-            agent: "bench".into(),
-            tool: "echo".into(),
-        },
-        workspace: None,
-        gate: Arc::new(AllowList::new()),
-        secrets: Arc::new(StaticSecrets::new()),
-        limits: None,
-    };
+    let ctx = bare_context();
     let input = r#"{"message":"hello"}"#;
     for _ in 0..scale(3_000) {
         runtime.call(&echo, "echo", input, &ctx).unwrap();
