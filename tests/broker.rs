@@ -482,3 +482,25 @@ fn socket_directories_belong_to_the_container_user() {
             .call_tool("echo", json!({"message": "x"}))
     ));
 }
+
+#[test]
+fn unknown_tools_and_bad_input_are_refused_and_recorded_with_their_class() {
+    let mut b = TestBroker::start(BrokerOptions::default());
+    let mut c = b.client("assistant");
+    let r = c.call_tool("no_such_tool", json!({}));
+    assert!(is_error(&r));
+    assert_eq!(r["structuredContent"]["error"], "unknown-tool", "{r}");
+    assert!(result_text(&r).contains("tools/list"), "{r}");
+    let r = c.call_tool("files_write", json!({"path": 7, "content": "x"}));
+    assert!(is_error(&r));
+    assert_eq!(r["structuredContent"]["error"], "invalid-input", "{r}");
+    drop(c);
+    b.stop();
+    let records = b.records();
+    assert_eq!(records.len(), 2);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.decision.as_deref() == Some("deny") && !r.errors.is_empty())
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use corral_audit::{Entry, Kind, Outcome};
 use corral_gate::Caller;
-use corral_policy::{CedarGate, Common, Decision, PolicyError};
+use corral_policy::{CedarGate, Common, Decision, PolicyError, RequestError};
 use corral_tools::{CallContext, CallFailure, Limit};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -113,10 +113,21 @@ impl Session {
         let common = Common::now(&self.id, calls_in_session);
         let engine = self.shared.policies.current();
         let registered = self.shared.registry.get(name);
-        let decision = match engine.tool_request(agent, name, &arguments, &common) {
-            Ok(request) if registered.is_some() => engine.authorize(&request),
-            Ok(_) => failed_request(&engine, format!("tool `{name}` is not loaded")),
-            Err(e) => failed_request(&engine, e.to_string()),
+        // A request that cannot be put to Cedar is denied and recorded like
+        // any other; the class tells the client whether to fix its input.
+        let (decision, class) = match engine.tool_request(agent, name, &arguments, &common) {
+            Ok(request) if registered.is_some() => (engine.authorize(&request), "denied"),
+            Ok(_) => (
+                failed_request(&engine, format!("tool `{name}` is not loaded")),
+                "unknown-tool",
+            ),
+            Err(e @ RequestError::UnknownTool(_)) => {
+                (failed_request(&engine, e.to_string()), "unknown-tool")
+            }
+            Err(e @ RequestError::InvalidInput { .. }) => {
+                (failed_request(&engine, e.to_string()), "invalid-input")
+            }
+            Err(e) => (failed_request(&engine, e.to_string()), "denied"),
         };
 
         let resource = corral_policy::uid("Tool", name).to_string();
@@ -147,13 +158,20 @@ impl Session {
         };
 
         if !decision.allowed {
-            let next = if decision.errors.is_empty() {
-                "ask a policy author for a permit, or run `corral policy check` with this request to see why"
-            } else {
-                "fix the request or the failing policy; `corral policy check` shows the evaluation"
+            let next = match class {
+                "unknown-tool" => "`tools/list` shows the tools this agent may call",
+                "invalid-input" => {
+                    "fix the arguments to match the tool's input schema (`tools/list`)"
+                }
+                _ if decision.errors.is_empty() => {
+                    "ask a policy author for a permit, or run `corral policy check` with this request to see why"
+                }
+                _ => {
+                    "fix the request or the failing policy; `corral policy check` shows the evaluation"
+                }
             };
             return refusal(
-                "denied",
+                class,
                 format!(
                     "denied: agent `{agent}` may not call tool `{name}`: {} (audit record {}); next step: {next}",
                     decision.explain(),

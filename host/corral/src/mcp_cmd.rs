@@ -28,7 +28,8 @@ pub enum McpCmd {
     },
     /// Call one tool as the agent behind SOCKET; print its result.
     ///
-    /// Exit codes: 0 success, 1 the tool failed, 3 denied.
+    /// Exit codes: 0 success, 1 the tool failed, 3 denied, 4 invalid input
+    /// or unknown tool, 5 a limit was exceeded.
     Call {
         #[arg(long)]
         socket: PathBuf,
@@ -163,10 +164,11 @@ pub fn run(cmd: McpCmd) -> Result<u8> {
             let text = result["content"][0]["text"].as_str().unwrap_or_default();
             if result["isError"] == json!(true) {
                 eprintln!("{text}");
-                return Ok(if result["structuredContent"]["error"] == "denied" {
-                    exit::DENIED
-                } else {
-                    exit::FAILED
+                return Ok(match result["structuredContent"]["error"].as_str() {
+                    Some("denied") => exit::DENIED,
+                    Some("invalid-input" | "unknown-tool") => exit::INVALID_INPUT,
+                    Some(c) if c.starts_with("limit") => exit::LIMIT,
+                    _ => exit::FAILED,
                 });
             }
             println!("{text}");
