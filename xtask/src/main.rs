@@ -27,6 +27,8 @@ enum Cmd {
     Setup,
     /// Build the example tools (wasm32-wasip2) into target/tools/.
     BuildTools,
+    /// Build the static in-container agent binary (x86_64-unknown-linux-musl).
+    BuildAgent,
     /// Build everything and run the example tools through `corral tool call`.
     Demo,
     /// Run the whole test suite: setup, tool build, fmt, clippy, tests.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => setup(),
         Cmd::BuildTools => setup().and_then(|()| build_tools()),
+        Cmd::BuildAgent => setup().and_then(|()| build_agent().map(|_| ())),
         Cmd::Demo => demo(),
         Cmd::Ci => ci(),
     };
@@ -209,6 +212,55 @@ fn build_tools() -> Result<()> {
     }
     eprintln!("xtask: tool components are in {}", out_dir.display());
     Ok(())
+}
+
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// Builds `corral-agent` for musl and checks that it is static: a `FROM
+/// scratch` image has no dynamic loader to run anything else.
+fn build_agent() -> Result<PathBuf> {
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--locked",
+        "--release",
+        "-p",
+        "corral-agent",
+        "--target",
+        MUSL,
+    ]))?;
+    let binary = target_dir().join(MUSL).join("release").join("corral-agent");
+    let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    if elf_interpreter(&bytes).context("the agent binary is not a 64-bit ELF")? {
+        bail!(
+            "{} asks for a dynamic loader (PT_INTERP); it must be static",
+            binary.display()
+        );
+    }
+    println!(
+        "xtask: static agent binary: {} ({} bytes)",
+        binary.display(),
+        bytes.len()
+    );
+    Ok(binary)
+}
+
+/// Whether a little-endian ELF64 file has a PT_INTERP program header.
+fn elf_interpreter(elf: &[u8]) -> Option<bool> {
+    if elf.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
+    let phoff = u64::from_le_bytes(elf.get(0x20..0x28)?.try_into().ok()?) as usize;
+    let (size, count) = (u16_at(0x36)? as usize, u16_at(0x38)? as usize);
+    const PT_INTERP: u32 = 3;
+    for i in 0..count {
+        let at = phoff + i * size;
+        let kind = u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?);
+        if kind == PT_INTERP {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 fn cargo_build_cli() -> Result<PathBuf> {
@@ -412,6 +464,8 @@ fn ci() -> Result<()> {
     run(Command::new("cargo")
         .current_dir(&root)
         .args(["test", "--locked", "--workspace"]))?;
+    // The agent image's binary must build static for musl.
+    build_agent()?;
     // The policy author's view: the starter policies validate, are
     // formatted, and their tests pass, through the real CLI.
     let corral = cargo_build_cli()?;
@@ -440,4 +494,17 @@ fn ci() -> Result<()> {
         .args(&test_files)
         .args(&tools))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elf_interpreter;
+
+    #[test]
+    fn a_dynamic_binary_has_an_interpreter() {
+        // Every Debian system's ls is dynamically linked.
+        let ls = std::fs::read("/bin/ls").expect("/bin/ls");
+        assert_eq!(elf_interpreter(&ls), Some(true));
+        assert_eq!(elf_interpreter(b"#!/bin/sh\n"), None);
+    }
 }

@@ -17,14 +17,9 @@ mod mcp_cmd;
 mod policy_cmd;
 mod replay;
 
-/// Exit codes, so scripts can tell outcomes apart without parsing text.
-mod exit {
-    pub const FAILED: u8 = 1;
-    // 2 is clap's usage error.
-    pub const DENIED: u8 = 3;
-    pub const INVALID_INPUT: u8 = 4;
-    pub const LIMIT: u8 = 5;
-}
+/// Exit codes, so scripts can tell outcomes apart without parsing text; one
+/// table for `corral` and `corral-agent`.
+use corral_agent::exit;
 
 #[derive(Parser)]
 #[command(
