@@ -461,11 +461,12 @@ fn ci() -> Result<()> {
         ])
         .arg(target_dir().join("guest"))
         .args(["--", "-D", "warnings"]))?;
+    // The agent image's binary must build static for musl; the sandbox
+    // tests put it in a real image.
+    build_agent()?;
     run(Command::new("cargo")
         .current_dir(&root)
         .args(["test", "--locked", "--workspace"]))?;
-    // The agent image's binary must build static for musl.
-    build_agent()?;
     // The policy author's view: the starter policies validate, are
     // formatted, and their tests pass, through the real CLI.
     let corral = cargo_build_cli()?;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use corral_agent::{Client, ClientError, DEFAULT_SOCKET, bridge, exit};
 
+mod selftest;
+
 #[derive(Parser)]
 #[command(
     name = "corral-agent",
@@ -27,6 +29,14 @@ enum Command {
     Mcp,
     /// List the tools this agent may call.
     Tools,
+    /// Try what a compromised agent would (network, host files, the root
+    /// filesystem, privileges, other sockets, the pids limit) and report;
+    /// exit 1 if anything got through. `memory` runs the memory bomb alone.
+    Selftest {
+        /// One probe: network, dns, root-filesystem, host-paths,
+        /// other-sockets, identity, pids, or memory.
+        probe: Option<String>,
+    },
     /// Call a tool and print its output.
     ///
     /// Exit codes: 0 success, 1 failure, 3 denied, 4 invalid input or
@@ -45,6 +55,7 @@ fn run(cli: Cli) -> Result<u8, ClientError> {
             bridge(&cli.socket, std::io::stdin(), std::io::stdout().lock())?;
             Ok(exit::OK)
         }
+        Command::Selftest { probe } => Ok(selftest::run(probe.as_deref())),
         Command::Tools => {
             for (name, description) in Client::connect(&cli.socket)?.list_tools()? {
                 println!("{name:<14} {description}");

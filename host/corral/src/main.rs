@@ -13,6 +13,7 @@ use corral_tools::{
 
 mod audit_cmd;
 mod broker_cmd;
+mod image_cmd;
 mod mcp_cmd;
 mod policy_cmd;
 mod replay;
@@ -48,6 +49,9 @@ enum Command {
     Audit(audit_cmd::AuditCmd),
     /// Serve agents' MCP sockets: authorize, record, then run each tool call.
     Broker(broker_cmd::BrokerArgs),
+    /// Build the agent image through the Docker Engine API.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCmd),
     /// Talk to a broker socket as its agent would.
     #[command(subcommand)]
     Mcp(mcp_cmd::McpCmd),
@@ -164,6 +168,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Broker(args) => broker_cmd::run(args),
         Command::Mcp(cmd) => mcp_cmd::run(cmd),
+        Command::Image(cmd) => image_cmd::run(cmd),
         Command::Tool(ToolCmd::Inspect {
             file,
             json,

@@ -357,3 +357,35 @@ fn policy_errors_name_file_and_line_and_fail() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn image_build_prints_the_content_tag_and_is_idempotent() {
+    let cache = tempfile::tempdir().unwrap();
+    let root = corral_tests::repo_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target.join("x86_64-unknown-linux-musl/release/corral-agent");
+    assert!(binary.exists(), "run `cargo xtask build-agent` first");
+    let args = [
+        "image",
+        "build",
+        "--dir",
+        &root.join("agent-image").display().to_string(),
+        "--binary",
+        &binary.display().to_string(),
+    ]
+    .map(|s| s.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = corral(&args, cache.path());
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let tag = text(&first.stdout).trim().to_string();
+    assert!(tag.starts_with("corral-agent:"), "{tag}");
+    let second = corral(&args, cache.path());
+    assert_eq!(text(&second.stdout).trim(), tag);
+    assert!(
+        text(&second.stderr).contains("is up to date"),
+        "{}",
+        text(&second.stderr)
+    );
+}

@@ -1,0 +1,164 @@
+//! `corral-agent selftest`: tries, from inside the container, what a
+//! compromised agent would try, and reports each attempt. Exit code 0 means
+//! every attempt was blocked. The sandbox tests run it in real containers;
+//! an operator can run it to check a deployment.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// One attempt: `Ok(what stopped it)` or `Err(what got through)`.
+type Attempt = Result<String, String>;
+type Probe = fn() -> Attempt;
+
+fn network() -> Attempt {
+    // Public DNS, the default Docker bridge gateway, and loopback: with no
+    // network there is no route to the first two and nothing listens on
+    // the third.
+    for addr in ["1.1.1.1:53", "172.17.0.1:2375", "127.0.0.1:2375"] {
+        let addr: SocketAddr = addr.parse().map_err(|e| format!("{e}"))?;
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+            return Err(format!("connected to {addr}"));
+        }
+    }
+    Ok("no TCP connection could be made".into())
+}
+
+fn dns() -> Attempt {
+    match ("example.com", 443).to_socket_addrs() {
+        Ok(mut addrs) => match addrs.next() {
+            Some(a) => Err(format!("resolved example.com to {a}")),
+            None => Ok("example.com resolved to nothing".into()),
+        },
+        Err(e) => Ok(format!("name lookup failed: {e}")),
+    }
+}
+
+fn root_filesystem() -> Attempt {
+    for path in ["/probe", "/etc/probe", "/usr/local/bin/probe"] {
+        if std::fs::File::create(path).is_ok() {
+            return Err(format!("wrote {path}"));
+        }
+    }
+    Ok("the root filesystem is read-only".into())
+}
+
+fn host_paths() -> Attempt {
+    for path in [
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/root",
+        "/home",
+        "/etc/shadow",
+        "/proc/1/root/etc/shadow",
+    ] {
+        if std::fs::symlink_metadata(path).is_ok() && std::fs::read(path).is_ok() {
+            return Err(format!("{path} is readable"));
+        }
+    }
+    Ok("no host path is visible".into())
+}
+
+fn other_sockets() -> Attempt {
+    let entries: Vec<String> = std::fs::read_dir("/run/corral")
+        .map_err(|e| format!("/run/corral: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    if entries != ["mcp.sock"] {
+        return Err(format!(
+            "/run/corral holds {entries:?}, not only this agent's socket"
+        ));
+    }
+    if std::fs::read_dir("/run/corral/..")
+        .is_ok_and(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name() != "corral"))
+    {
+        return Err("/run holds other entries".into());
+    }
+    Ok("only this agent's socket is mounted".into())
+}
+
+fn status_field(name: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+}
+
+fn identity() -> Attempt {
+    let uid = status_field("Uid:").ok_or("no Uid in /proc/self/status")?;
+    // real, effective, saved, filesystem
+    let uid = uid.split_whitespace().collect::<Vec<_>>().join("/");
+    if uid.split('/').any(|u| u == "0") {
+        return Err(format!("running as root (Uid: {uid})"));
+    }
+    for field in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        let caps = status_field(field).ok_or(format!("no {field}"))?;
+        if u64::from_str_radix(&caps, 16).map_err(|e| e.to_string())? != 0 {
+            return Err(format!("{field} {caps}"));
+        }
+    }
+    let nnp = status_field("NoNewPrivs:").unwrap_or_default();
+    if nnp != "1" {
+        return Err(format!("NoNewPrivs is {nnp:?}"));
+    }
+    Ok(format!("uid {uid}, no capabilities, no new privileges"))
+}
+
+fn threads() -> Attempt {
+    // Threads count against the pids limit like processes; a scratch image
+    // has nothing else to fork. Stop at 4096, far above any sane limit.
+    let mut spawned = Vec::new();
+    for _ in 0..4096 {
+        match std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| std::thread::sleep(Duration::from_secs(3)))
+        {
+            Ok(h) => spawned.push(h),
+            Err(e) => {
+                let n = spawned.len();
+                drop(spawned);
+                return Ok(format!("stopped after {n} threads: {e}"));
+            }
+        }
+    }
+    Err("spawned 4096 threads".into())
+}
+
+/// Runs every probe except the memory bomb; `memory` runs that alone,
+/// since the kernel ends the process when it works.
+pub fn run(which: Option<&str>) -> u8 {
+    if which == Some("memory") {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            // Touch every page so the memory is really used.
+            hoard.push(vec![1u8; 16 << 20]);
+            if hoard.len().is_multiple_of(64) {
+                println!("holding {} MiB", hoard.len() * 16);
+                let _ = std::io::stdout().flush();
+            }
+        }
+    }
+    let probes: [(&str, Probe); 7] = [
+        ("network", network),
+        ("dns", dns),
+        ("root-filesystem", root_filesystem),
+        ("host-paths", host_paths),
+        ("other-sockets", other_sockets),
+        ("identity", identity),
+        ("pids", threads),
+    ];
+    let mut escaped = 0;
+    for (name, probe) in probes {
+        if which.is_some_and(|w| w != name) {
+            continue;
+        }
+        match probe() {
+            Ok(why) => println!("blocked {name}: {why}"),
+            Err(what) => {
+                escaped += 1;
+                println!("ESCAPED {name}: {what}");
+            }
+        }
+    }
+    u8::from(escaped > 0)
+}

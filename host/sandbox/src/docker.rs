@@ -1,0 +1,192 @@
+//! bollard, with errors that name the agent and the next step.
+
+use bollard::query_parameters::{
+    CreateContainerOptions, LogsOptions, RemoveContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+
+use crate::spec::ContainerSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "the Docker engine is not reachable ({0}); start it, or check that /var/run/docker.sock exists and is readable"
+    )]
+    Unreachable(String),
+    #[error("agent `{agent}`: the engine refused to {action}: {message}")]
+    Engine {
+        agent: String,
+        action: &'static str,
+        message: String,
+    },
+    #[error("agent image: {0}")]
+    Image(String),
+}
+
+/// How a run-to-completion container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exited {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+    /// Whether the kernel's OOM killer ended it (the memory limit held).
+    pub oom_killed: bool,
+}
+
+/// A connection to the engine, version-negotiated (this machine's engine
+/// speaks API 1.41; bollard defaults to a newer one).
+#[derive(Clone)]
+pub struct Docker {
+    pub(crate) inner: bollard::Docker,
+}
+
+impl Docker {
+    pub async fn connect() -> Result<Docker, SandboxError> {
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
+        Ok(Docker { inner: docker })
+    }
+
+    fn engine(
+        agent: &str,
+        action: &'static str,
+    ) -> impl Fn(bollard::errors::Error) -> SandboxError {
+        let agent = agent.to_string();
+        move |e| SandboxError::Engine {
+            agent: agent.clone(),
+            action,
+            message: e.to_string(),
+        }
+    }
+
+    /// Creates the agent's container; returns its id. Any hardening option
+    /// the engine rejects fails this call: a weaker container is never
+    /// started in its place.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, SandboxError> {
+        let created = self
+            .inner
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(spec.name()),
+                    ..CreateContainerOptions::default()
+                }),
+                spec.body(),
+            )
+            .await
+            .map_err(Self::engine(&spec.agent, "create its container"))?;
+        for warning in &created.warnings {
+            tracing::warn!(agent = %spec.agent, %warning, "engine warning on create");
+        }
+        Ok(created.id)
+    }
+
+    pub async fn start(&self, agent: &str, id: &str) -> Result<(), SandboxError> {
+        self.inner
+            .start_container(id, None)
+            .await
+            .map_err(Self::engine(agent, "start its container"))
+    }
+
+    /// Waits for the container to exit and collects its output.
+    pub async fn wait(&self, agent: &str, id: &str) -> Result<Exited, SandboxError> {
+        let mut waits = self.inner.wait_container(id, None::<WaitContainerOptions>);
+        let code = match waits.next().await {
+            Some(Ok(r)) => r.status_code,
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(e)) => return Err(Self::engine(agent, "wait for its container")(e)),
+            None => -1,
+        };
+        let (stdout, stderr) = self.output(agent, id).await?;
+        Ok(Exited {
+            code,
+            stdout,
+            stderr,
+            oom_killed: self.oom_killed(agent, id).await?,
+        })
+    }
+
+    /// Everything the container has written so far.
+    pub async fn output(&self, agent: &str, id: &str) -> Result<(String, String), SandboxError> {
+        let mut logs = self.inner.logs(
+            id,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..LogsOptions::default()
+            }),
+        );
+        let (mut out, mut err) = (String::new(), String::new());
+        while let Some(chunk) = logs.next().await {
+            match chunk.map_err(Self::engine(agent, "read its logs"))? {
+                bollard::container::LogOutput::StdOut { message } => {
+                    out.push_str(&String::from_utf8_lossy(&message))
+                }
+                bollard::container::LogOutput::StdErr { message } => {
+                    err.push_str(&String::from_utf8_lossy(&message))
+                }
+                _ => {}
+            }
+        }
+        Ok((out, err))
+    }
+
+    pub async fn oom_killed(&self, agent: &str, id: &str) -> Result<bool, SandboxError> {
+        let inspected = self
+            .inner
+            .inspect_container(id, None)
+            .await
+            .map_err(Self::engine(agent, "inspect its container"))?;
+        Ok(inspected.state.and_then(|s| s.oom_killed).unwrap_or(false))
+    }
+
+    /// The image's user and entrypoint.
+    pub async fn image_config(&self, tag: &str) -> Result<(String, Vec<String>), SandboxError> {
+        let image = self
+            .inner
+            .inspect_image(tag)
+            .await
+            .map_err(|e| SandboxError::Image(format!("{tag}: {e}")))?;
+        let config = image.config.unwrap_or_default();
+        Ok((
+            config.user.unwrap_or_default(),
+            config.entrypoint.unwrap_or_default(),
+        ))
+    }
+
+    /// Removes a container by name if one exists (a leftover of an earlier
+    /// run); absent is fine.
+    pub async fn remove_named(&self, name: &str) {
+        let _ = self
+            .inner
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..RemoveContainerOptions::default()
+                }),
+            )
+            .await;
+    }
+
+    pub async fn remove(&self, agent: &str, id: &str) -> Result<(), SandboxError> {
+        self.inner
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..RemoveContainerOptions::default()
+                }),
+            )
+            .await
+            .map_err(Self::engine(agent, "remove its container"))
+    }
+}

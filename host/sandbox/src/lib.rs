@@ -1,0 +1,25 @@
+//! Agent containers on the Docker Engine API.
+//!
+//! [`AgentImage`] builds the default agent image from `agent-image/`
+//! (a tar build context sent to the engine; no registry needed), tagged by
+//! the context's digest. [`Docker`] wraps bollard with errors that say what
+//! to do, and [`ContainerSpec`] is the hardened shape of every agent
+//! container: no network, read-only root, no capabilities, no new
+//! privileges, a non-root user, memory/CPU/pids limits, a small `/tmp`,
+//! and exactly two mounts — the workspace and the broker-socket directory.
+//!
+//! Built so far: the image, the hardened create/start/wait/logs/remove
+//! path and its tests against the real engine. The lifecycle (idle stop,
+//! restart with backoff, reconcile by label), policy-checked extra mounts
+//! and `corral agents` come next (issue 5).
+
+mod docker;
+mod image;
+mod spec;
+
+pub use docker::{Docker, Exited, SandboxError};
+pub use image::{AgentImage, IMAGE_REPO};
+pub use spec::{ContainerSpec, Limits, SOCKET_DIR_IN_CONTAINER, WORKSPACE_IN_CONTAINER};
+
+/// The label every Corral container carries, with the agent id as value.
+pub const AGENT_LABEL: &str = "corral.agent";
