@@ -1,8 +1,13 @@
 //! bollard, with errors that name the agent and the next step.
 
+use std::collections::HashMap;
+
 use bollard::query_parameters::{
-    CreateContainerOptions, LogsOptions, RemoveContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
 };
+
+use crate::backend::ContainerInfo;
 use futures_util::StreamExt;
 
 use crate::spec::ContainerSpec;
@@ -140,12 +145,70 @@ impl Docker {
     }
 
     pub async fn oom_killed(&self, agent: &str, id: &str) -> Result<bool, SandboxError> {
-        let inspected = self
+        Ok(self.inspect(agent, id).await?.oom_killed)
+    }
+
+    pub async fn inspect(&self, agent: &str, id: &str) -> Result<ContainerInfo, SandboxError> {
+        let c = self
             .inner
             .inspect_container(id, None)
             .await
             .map_err(Self::engine(agent, "inspect its container"))?;
-        Ok(inspected.state.and_then(|s| s.oom_killed).unwrap_or(false))
+        let state = c.state.unwrap_or_default();
+        let config = c.config.unwrap_or_default();
+        Ok(ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            agent: config
+                .labels
+                .and_then(|l| l.get(crate::AGENT_LABEL).cloned())
+                .unwrap_or_default(),
+            image: config.image.unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+        })
+    }
+
+    /// Every container labelled `corral.agent`, running or not.
+    pub async fn list(&self) -> Result<Vec<ContainerInfo>, SandboxError> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![crate::AGENT_LABEL.to_string()]);
+        let found = self
+            .inner
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..ListContainersOptions::default()
+            }))
+            .await
+            .map_err(Self::engine("*", "list agent containers"))?;
+        Ok(found
+            .into_iter()
+            .map(|c| ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                agent: c
+                    .labels
+                    .and_then(|l| l.get(crate::AGENT_LABEL).cloned())
+                    .unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                running: c.state.is_some_and(|s| s.to_string() == "running"),
+                exit_code: None,
+                oom_killed: false,
+            })
+            .collect())
+    }
+
+    pub async fn stop(&self, agent: &str, id: &str, grace_secs: i32) -> Result<(), SandboxError> {
+        self.inner
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(grace_secs),
+                    ..StopContainerOptions::default()
+                }),
+            )
+            .await
+            .map_err(Self::engine(agent, "stop its container"))
     }
 
     /// The image's user and entrypoint.

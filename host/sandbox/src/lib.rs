@@ -8,15 +8,18 @@
 //! privileges, a non-root user, memory/CPU/pids limits, a small `/tmp`,
 //! and exactly two mounts — the workspace and the broker-socket directory.
 //!
-//! Built so far: the image, the hardened create/start/wait/logs/remove
-//! path and its tests against the real engine. The lifecycle (idle stop,
-//! restart with backoff, reconcile by label), policy-checked extra mounts
-//! and `corral agents` come next (issue 5).
+//! [`ContainerBackend`] is what the rest of Corral needs from an engine;
+//! [`Docker`] implements it. Built so far: the image, the hardened
+//! container and the backend, with tests against the real engine. The
+//! lifecycle (idle stop, restart with backoff, reconcile by label),
+//! policy-checked extra mounts and `corral agents` come next (issue 5).
 
+mod backend;
 mod docker;
 mod image;
 mod spec;
 
+pub use backend::{ContainerBackend, ContainerInfo};
 pub use docker::{Docker, Exited, SandboxError};
 pub use image::{AgentImage, IMAGE_REPO};
 pub use spec::{ContainerSpec, Limits, SOCKET_DIR_IN_CONTAINER, WORKSPACE_IN_CONTAINER};

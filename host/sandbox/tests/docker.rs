@@ -199,3 +199,42 @@ fn a_memory_bomb_is_stopped_and_the_host_keeps_serving() {
         .call_tool("echo", serde_json::json!({"message": "still serving"}));
     assert_eq!(r["isError"], false, "{r}");
 }
+
+#[test]
+fn the_backend_finds_containers_by_label() {
+    use corral_sandbox::ContainerBackend;
+    let b = broker();
+    rt().block_on(async {
+        let docker = docker().await;
+        let spec = ContainerSpec {
+            agent: "reporter".into(),
+            image: build(&docker).await,
+            workspace: b.workspace("reporter"),
+            socket_dir: b.endpoint("reporter").dir().to_path_buf(),
+            user: format!("{AGENT_UID}:{AGENT_UID}"),
+            limits: Limits::default(),
+            command: vec!["tools".into()],
+        };
+        // A distinct name: the echo test may run at the same time.
+        let spec = ContainerSpec {
+            agent: "reporter-listed".into(),
+            ..spec
+        };
+        docker.remove_named(&spec.name()).await;
+        let id = ContainerBackend::create(&docker, &spec).await.unwrap();
+        let listed = ContainerBackend::list(&docker).await.unwrap();
+        let mine = listed.iter().find(|c| c.id == id).expect("listed by label");
+        assert_eq!(mine.agent, "reporter-listed");
+        assert!(!mine.running);
+        let info = ContainerBackend::inspect(&docker, "reporter-listed", &id)
+            .await
+            .unwrap();
+        assert_eq!(info.agent, "reporter-listed");
+        assert_eq!(info.image, spec.image);
+        ContainerBackend::remove(&docker, "reporter-listed", &id)
+            .await
+            .unwrap();
+        let listed = ContainerBackend::list(&docker).await.unwrap();
+        assert!(listed.iter().all(|c| c.id != id));
+    });
+}
