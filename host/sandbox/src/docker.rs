@@ -26,6 +26,14 @@ pub enum SandboxError {
     },
     #[error("agent image: {0}")]
     Image(String),
+    #[error(
+        "agent `{agent}` was not started: the engine did not apply {option} ({why}); Corral never runs a weaker container — fix the engine's support for it"
+    )]
+    Hardening {
+        agent: String,
+        option: &'static str,
+        why: String,
+    },
 }
 
 /// How a run-to-completion container ended.
@@ -87,8 +95,21 @@ impl Docker {
             )
             .await
             .map_err(Self::engine(&spec.agent, "create its container"))?;
-        for warning in &created.warnings {
-            tracing::warn!(agent = %spec.agent, %warning, "engine warning on create");
+        let inspected = self
+            .inner
+            .inspect_container(&created.id, None)
+            .await
+            .map_err(Self::engine(&spec.agent, "inspect its new container"))?;
+        let host = inspected.host_config.unwrap_or_default();
+        let user = inspected.config.and_then(|c| c.user);
+        if let Err((option, why)) = spec.check_applied(&host, user.as_deref(), &created.warnings) {
+            // Never leave a weaker container behind.
+            let _ = self.remove(&spec.agent, &created.id).await;
+            return Err(SandboxError::Hardening {
+                agent: spec.agent.clone(),
+                option,
+                why,
+            });
         }
         Ok(created.id)
     }
