@@ -338,6 +338,42 @@ impl PolicyEngine {
         permitted
     }
 
+    /// Decides whether `agent`'s container may mount `host_path` (already
+    /// canonicalized and screened by the sandbox), writable or not.
+    pub fn decide_mount(
+        &self,
+        agent: &str,
+        host_path: &str,
+        writable: bool,
+        common: &Common,
+    ) -> Decision {
+        let request = self.request(
+            uid("Agent", agent),
+            uid("Action", "mount"),
+            uid("HostPath", host_path),
+            serde_json::json!({
+                "common": {
+                    "request_time": common.request_time,
+                    "session_id": common.session_id,
+                    "calls_in_session": common.calls_in_session,
+                },
+                "writable": writable,
+            }),
+        );
+        match request {
+            Ok(r) => self.authorize(&r),
+            Err(e) => Decision {
+                allowed: false,
+                policy_ids: Vec::new(),
+                errors: vec![PolicyError {
+                    policy_id: String::new(),
+                    message: e.to_string(),
+                }],
+                policy_set_hash: self.policies.hash.clone(),
+            },
+        }
+    }
+
     /// Decides a request: indexed, and fail-closed.
     pub fn authorize(&self, request: &Request) -> Decision {
         // Cedar can allow a principal that is missing from the store when a

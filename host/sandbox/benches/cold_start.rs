@@ -63,6 +63,7 @@ fn main() {
         command: ["call", "echo", r#"{"message":"cold"}"#]
             .map(String::from)
             .to_vec(),
+        extra_mounts: Vec::new(),
     };
     let cold: Vec<Duration> = (0..RUNS)
         .map(|_| {

@@ -17,11 +17,13 @@
 mod backend;
 mod docker;
 mod image;
+mod mounts;
 mod spec;
 
 pub use backend::{ContainerBackend, ContainerInfo};
 pub use docker::{Docker, Exited, SandboxError};
 pub use image::{AgentImage, IMAGE_REPO};
+pub use mounts::{BLOCKED_NAMES, ExtraMount, MountError, screen as screen_mount};
 pub use spec::{ContainerSpec, Limits, SOCKET_DIR_IN_CONTAINER, WORKSPACE_IN_CONTAINER};
 
 /// The label every Corral container carries, with the agent id as value.

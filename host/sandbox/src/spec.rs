@@ -46,6 +46,8 @@ pub struct ContainerSpec {
     pub limits: Limits,
     /// Arguments to `corral-agent`.
     pub command: Vec<String>,
+    /// Screened (`screen_mount`) and granted by a Cedar `mount` decision.
+    pub extra_mounts: Vec<crate::ExtraMount>,
 }
 
 impl ContainerSpec {
@@ -165,10 +167,15 @@ impl ContainerSpec {
                 pids_limit: Some(self.limits.pids),
                 ipc_mode: Some("private".into()),
                 tmpfs: Some(tmpfs),
-                binds: Some(vec![
-                    format!("{}:{WORKSPACE_IN_CONTAINER}:rw", self.workspace.display()),
-                    format!("{}:{SOCKET_DIR_IN_CONTAINER}:rw", self.socket_dir.display()),
-                ]),
+                binds: Some(
+                    [
+                        format!("{}:{WORKSPACE_IN_CONTAINER}:rw", self.workspace.display()),
+                        format!("{}:{SOCKET_DIR_IN_CONTAINER}:rw", self.socket_dir.display()),
+                    ]
+                    .into_iter()
+                    .chain(self.extra_mounts.iter().map(crate::ExtraMount::bind))
+                    .collect(),
+                ),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -189,6 +196,7 @@ mod tests {
             user: "10001:10001".into(),
             limits: Limits::default(),
             command: vec![],
+            extra_mounts: vec![],
         }
     }
 

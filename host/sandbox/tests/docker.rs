@@ -80,6 +80,7 @@ async fn run(
         user: format!("{AGENT_UID}:{AGENT_UID}"),
         limits,
         command: command.iter().map(|s| s.to_string()).collect(),
+        extra_mounts: Vec::new(),
     };
     docker.remove_named(&spec.name()).await;
     let id = docker.create(&spec).await.unwrap();
@@ -214,6 +215,7 @@ fn the_backend_finds_containers_by_label() {
             user: format!("{AGENT_UID}:{AGENT_UID}"),
             limits: Limits::default(),
             command: vec!["tools".into()],
+            extra_mounts: Vec::new(),
         };
         // A distinct name: the echo test may run at the same time.
         let spec = ContainerSpec {
