@@ -9,20 +9,23 @@
 //! and exactly two mounts — the workspace and the broker-socket directory.
 //!
 //! [`ContainerBackend`] is what the rest of Corral needs from an engine;
-//! [`Docker`] implements it. Built so far: the image, the hardened
-//! container and the backend, with tests against the real engine. The
-//! lifecycle (idle stop, restart with backoff, reconcile by label),
-//! policy-checked extra mounts and `corral agents` come next (issue 5).
+//! [`Docker`] implements it. [`Supervisor`] keeps each agent's container
+//! in the state it should be in (start on demand, stop when idle, restart
+//! with backoff after a crash, reconcile by label after a host restart).
+//! Extra mounts are screened here ([`screen_mount`]) and decided by Cedar's
+//! `mount` action.
 
 mod backend;
 mod docker;
 mod image;
+mod lifecycle;
 mod mounts;
 mod spec;
 
 pub use backend::{ContainerBackend, ContainerInfo};
 pub use docker::{Docker, Exited, SandboxError};
 pub use image::{AgentImage, IMAGE_REPO};
+pub use lifecycle::{Event, LifecyclePolicy, Supervisor};
 pub use mounts::{BLOCKED_NAMES, ExtraMount, MountError, screen as screen_mount};
 pub use spec::{ContainerSpec, Limits, SOCKET_DIR_IN_CONTAINER, WORKSPACE_IN_CONTAINER};
 
