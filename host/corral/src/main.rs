@@ -11,6 +11,7 @@ use corral_tools::{
     AllowList, ArtifactCache, CallContext, CallFailure, Caller, Limits, StaticSecrets, ToolRuntime,
 };
 
+mod agents_cmd;
 mod audit_cmd;
 mod broker_cmd;
 mod image_cmd;
@@ -49,6 +50,9 @@ enum Command {
     Audit(audit_cmd::AuditCmd),
     /// Serve agents' MCP sockets: authorize, record, then run each tool call.
     Broker(broker_cmd::BrokerArgs),
+    /// List, stop and read the logs of agent containers.
+    #[command(subcommand)]
+    Agents(agents_cmd::AgentsCmd),
     /// Build the agent image through the Docker Engine API.
     #[command(subcommand)]
     Image(image_cmd::ImageCmd),
@@ -169,6 +173,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Broker(args) => broker_cmd::run(args),
         Command::Mcp(cmd) => mcp_cmd::run(cmd),
         Command::Image(cmd) => image_cmd::run(cmd),
+        Command::Agents(cmd) => agents_cmd::run(cmd),
         Command::Tool(ToolCmd::Inspect {
             file,
             json,

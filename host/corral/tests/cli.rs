@@ -389,3 +389,69 @@ fn image_build_prints_the_content_tag_and_is_idempotent() {
         text(&second.stderr)
     );
 }
+
+#[test]
+fn agents_ls_logs_and_stop_see_labelled_containers() {
+    use corral_sandbox::{AgentImage, ContainerSpec, Docker, Limits};
+    let cache = tempfile::tempdir().unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let root = corral_tests::repo_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = "cli-agents-test";
+    rt.block_on(async {
+        let docker = Docker::connect()
+            .await
+            .expect("these tests need the Docker engine");
+        let image = AgentImage {
+            dir: root.join("agent-image"),
+            binary: target.join("x86_64-unknown-linux-musl/release/corral-agent"),
+        };
+        let spec = ContainerSpec {
+            agent: agent.into(),
+            image: image.build(&docker, |_| {}).await.unwrap(),
+            workspace: dirs.path().to_path_buf(),
+            socket_dir: dirs.path().to_path_buf(),
+            user: "10001:10001".into(),
+            limits: Limits::default(),
+            command: vec!["--version".into()],
+            extra_mounts: vec![],
+        };
+        docker.remove_named(&spec.name()).await;
+        let id = docker.create(&spec).await.unwrap();
+        docker.start(agent, &id).await.unwrap();
+        docker.wait(agent, &id).await.unwrap();
+    });
+    let ls = corral(&["agents", "ls"], cache.path());
+    assert!(ls.status.success(), "{}", text(&ls.stderr));
+    let line = text(&ls.stdout)
+        .lines()
+        .find(|l| l.starts_with(agent))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("not listed: {}", text(&ls.stdout)));
+    assert!(
+        line.contains("stopped") && line.contains("corral-agent:"),
+        "{line}"
+    );
+    let logs = corral(&["agents", "logs", agent], cache.path());
+    assert!(
+        text(&logs.stdout).starts_with("corral-agent "),
+        "{}",
+        text(&logs.stdout)
+    );
+    let stop = corral(&["agents", "stop", agent], cache.path());
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    let ls = corral(&["agents", "ls"], cache.path());
+    assert!(!text(&ls.stdout).contains(agent));
+    let missing = corral(&["agents", "logs", agent], cache.path());
+    assert!(
+        text(&missing.stderr).contains("has no container"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
