@@ -345,7 +345,9 @@ fn broker_demo(corral: &Path, tools: &Path) -> Result<()> {
         ])
         .arg("--policies")
         .arg(root().join("policies"))
-        .args(["--socket-dir", "run", "--audit", "audit.db"]);
+        .args(["--socket-dir", "run", "--audit", "audit.db"])
+        // The agent containers' user owns its socket directory.
+        .args(["--socket-owner", "10001:10001"]);
     for t in ["echo", "files", "http-get"] {
         cmd.arg("--tool").arg(tools.join(format!("{t}.wasm")));
     }
@@ -401,7 +403,8 @@ fn broker_demo(corral: &Path, tools: &Path) -> Result<()> {
                 .args(["mcp", "call", "--socket"])
                 .arg(socket("reporter"))
                 .args(["http_get", r#"{"url":"https://api.github.com/"}"#]),
-        )
+        )?;
+        container_demo(corral, &dir)
     })();
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
@@ -414,6 +417,52 @@ fn broker_demo(corral: &Path, tools: &Path) -> Result<()> {
         .args(["audit", "verify", "--audit"])
         .arg(&audit))?;
     Ok(())
+}
+
+/// The reporter agent in its own hardened container: the image, one tool
+/// call through the broker from inside, and the container's self-test of
+/// its confinement.
+fn container_demo(corral: &Path, dir: &Path) -> Result<()> {
+    println!("\n== the agent image: FROM scratch, one static binary, built through the Engine API");
+    let binary = build_agent()?;
+    let mut build = Command::new(corral);
+    build
+        .args(["image", "build", "--dir"])
+        .arg(root().join("agent-image"))
+        .arg("--binary")
+        .arg(&binary);
+    eprintln!("xtask: $ {}", show(&build));
+    let out = build
+        .output()
+        .context("could not start `corral image build`")?;
+    if !out.status.success() {
+        bail!(
+            "`corral image build` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    println!("{tag}");
+    let agent_run = |args: &[&str]| {
+        let mut c = Command::new(corral);
+        c.args(["agents", "run", "reporter", "--workspace"])
+            .arg(dir.join("ws/reporter"))
+            .arg("--socket-dir")
+            .arg(dir.join("run/reporter"))
+            .args(["--image", &tag, "--"])
+            .args(args);
+        c
+    };
+    println!(
+        "\n== reporter, inside its container (no network, read-only root, no capabilities): echo through the broker"
+    );
+    run(&mut agent_run(&[
+        "call",
+        "echo",
+        r#"{"message":"from inside a container"}"#,
+    ]))?;
+    println!("\n== reporter's container tries to get out");
+    run(&mut agent_run(&["selftest"]))
 }
 
 /// Runs a call that must be refused: exit code 3 is `corral`'s "denied".

@@ -69,6 +69,9 @@ impl Outcome {
 /// and redacts `arguments`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
+    /// When it happened (set by [`Entry::new`]), not when it was committed:
+    /// an outcome may be committed a little after it is queued.
+    pub time_us: i64,
     pub kind: Kind,
     pub agent: String,
     /// The Cedar action id: the tool name for a call, `read_file`,
@@ -99,6 +102,7 @@ impl Entry {
     /// A record with only its subject set; the caller fills in the rest.
     pub fn new(kind: Kind, agent: &str, action: &str, resource: impl Into<String>) -> Entry {
         Entry {
+            time_us: crate::time::now_micros(),
             kind,
             agent: agent.to_string(),
             action: action.to_string(),

@@ -13,7 +13,6 @@ use tokio::sync::oneshot;
 use crate::AuditError;
 use crate::record::{Entry, GENESIS_HASH, Record};
 use crate::redact::Redactor;
-use crate::time::now_micros;
 
 /// When a decision counts as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -500,10 +499,9 @@ impl Writer {
                      ?16, ?17, ?18, ?19, ?20)",
                 )
                 .map_err(&err)?;
-            let time_us = now_micros();
             for entry in batch {
                 seq += 1;
-                let record = seal(redactor, entry, seq, time_us, prev);
+                let record = seal(redactor, entry, seq, prev);
                 insert
                     .execute(params![
                         record.seq,
@@ -563,12 +561,12 @@ fn sync_wal(path: &Path, wal: &mut Option<File>) {
     }
 }
 
-fn seal(redactor: &Redactor, entry: &Entry, seq: i64, time_us: i64, prev_hash: String) -> Record {
+fn seal(redactor: &Redactor, entry: &Entry, seq: i64, prev_hash: String) -> Record {
     let (arguments, redacted) = redactor.redact(&entry.arguments);
     let (session, session_redacted) = redactor.redact(&entry.session);
     let mut record = Record {
         seq,
-        time_us,
+        time_us: entry.time_us,
         kind: entry.kind,
         agent: entry.agent.clone(),
         action: entry.action.clone(),

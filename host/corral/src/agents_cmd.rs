@@ -1,8 +1,10 @@
 //! `corral agents …`: the agent containers the engine holds.
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use corral_sandbox::{ContainerBackend, Docker};
+use corral_sandbox::{ContainerBackend, ContainerSpec, Docker, Limits};
 
 #[derive(Subcommand)]
 pub enum AgentsCmd {
@@ -17,6 +19,27 @@ pub enum AgentsCmd {
     },
     /// Print an agent container's output.
     Logs { agent: String },
+    /// Run `corral-agent ARGS…` once in a hardened container for AGENT,
+    /// print its output, and remove the container. Exits with its code.
+    Run {
+        agent: String,
+        /// The agent's workspace on the host.
+        #[arg(long)]
+        workspace: PathBuf,
+        /// The agent's broker-socket directory (`corral broker
+        /// --socket-dir`/AGENT), owned by the container user.
+        #[arg(long)]
+        socket_dir: PathBuf,
+        /// The image (`corral image build` prints it).
+        #[arg(long)]
+        image: String,
+        /// UID:GID the container runs as; must own the socket directory.
+        #[arg(long, default_value = "10001:10001")]
+        user: String,
+        /// Arguments to `corral-agent`.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 pub fn run(cmd: AgentsCmd) -> Result<u8> {
@@ -55,6 +78,44 @@ pub fn run(cmd: AgentsCmd) -> Result<u8> {
                 ContainerBackend::remove(&docker, &agent, &c.id).await?;
                 println!("stopped and removed agent `{agent}`'s container");
                 Ok(0)
+            }
+            AgentsCmd::Run {
+                agent,
+                workspace,
+                socket_dir,
+                image,
+                user,
+                args,
+            } => {
+                let canonical = |p: &PathBuf, what: &str| {
+                    p.canonicalize()
+                        .with_context(|| format!("--{what} {}", p.display()))
+                };
+                let spec = ContainerSpec {
+                    agent: agent.clone(),
+                    image,
+                    workspace: canonical(&workspace, "workspace")?,
+                    socket_dir: canonical(&socket_dir, "socket-dir")?,
+                    user,
+                    limits: Limits::default(),
+                    command: args,
+                    extra_mounts: Vec::new(),
+                };
+                docker.remove_named(&spec.name()).await;
+                let id = docker.create(&spec).await?;
+                let result = async {
+                    docker.start(&agent, &id).await?;
+                    docker.wait(&agent, &id).await
+                }
+                .await;
+                let _ = docker.remove(&agent, &id).await;
+                let exited = result?;
+                print!("{}", exited.stdout);
+                eprint!("{}", exited.stderr);
+                if exited.oom_killed {
+                    eprintln!("agent `{agent}`'s container was stopped by its memory limit");
+                }
+                Ok(u8::try_from(exited.code).unwrap_or(1))
             }
             AgentsCmd::Logs { agent } => {
                 let c = find(&agent, &docker.list().await?)?;

@@ -455,3 +455,68 @@ fn agents_ls_logs_and_stop_see_labelled_containers() {
         text(&missing.stderr)
     );
 }
+
+#[test]
+fn agents_run_passes_through_output_and_exit_code() {
+    use corral_sandbox::{AgentImage, Docker};
+    let cache = tempfile::tempdir().unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let root = corral_tests::repo_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let tag = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let docker = Docker::connect()
+                .await
+                .expect("these tests need the Docker engine");
+            AgentImage {
+                dir: root.join("agent-image"),
+                binary: target.join("x86_64-unknown-linux-musl/release/corral-agent"),
+            }
+            .build(&docker, |_| {})
+            .await
+            .unwrap()
+        });
+    let d = dirs.path().display().to_string();
+    let base = [
+        "agents",
+        "run",
+        "cli-run-test",
+        "--workspace",
+        &d,
+        "--socket-dir",
+        &d,
+        "--image",
+        &tag,
+        "--",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let run = |extra: &[&str]| {
+        let args = with(extra);
+        corral(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            cache.path(),
+        )
+    };
+    let out = run(&["selftest", "root-filesystem"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("blocked root-filesystem"),
+        "{}",
+        text(&out.stdout)
+    );
+    // No broker serves this directory: the agent's error comes through.
+    let out = run(&["call", "echo", "{}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot connect to the broker"),
+        "{}",
+        text(&out.stderr)
+    );
+}
