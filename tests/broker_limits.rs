@@ -225,6 +225,7 @@ permit (principal == Agent::"reporter", action == Action::"spin", resource);"#
 fn garbage_never_hurts_the_broker() {
     let b = TestBroker::start(BrokerOptions::default());
     let mut c = b.client("reporter");
+    c.set_read_timeout(std::time::Duration::from_secs(10));
     // A fixed xorshift stream: random bytes, broken UTF-8, deep nesting,
     // half-valid JSON-RPC. Each line must get an answer or be a
     // notification; none may end the session.
@@ -264,9 +265,12 @@ fn garbage_never_hurts_the_broker() {
         let mut frame = shapes[(n % 5) as usize](n);
         frame.push(b'\n');
         c.send_raw(&frame).unwrap();
-        let answer = c
-            .read_message()
-            .expect("the broker answered or kept the session");
+        let answer = c.read_message().unwrap_or_else(|| {
+            panic!(
+                "no answer to frame {:?}",
+                String::from_utf8_lossy(&frame[..frame.len().min(300)])
+            )
+        });
         assert!(
             answer.get("error").is_some() || answer.get("result").is_some(),
             "{answer}"

@@ -17,7 +17,7 @@ use rmcp::transport::Transport;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 /// JSON-RPC's reserved error codes.
@@ -42,7 +42,12 @@ struct Unanswered {
 
 pub(crate) struct FrameTransport {
     read: BufReader<OwnedReadHalf>,
-    write: Arc<Mutex<OwnedWriteHalf>>,
+    /// Frames for the writer task. Nothing in `receive` may await a write:
+    /// rmcp drops the `receive` future whenever another branch of its
+    /// `select!` wins, and an await there could lose an answer or cut one
+    /// in half. Queueing is synchronous; the writer task writes whole
+    /// frames in order.
+    out: Option<mpsc::Sender<Vec<u8>>>,
     limits: FrameLimits,
     line: Vec<u8>,
     /// Discarding the rest of an oversized frame.
@@ -66,9 +71,11 @@ impl FrameTransport {
         limits: FrameLimits,
         agent: Arc<str>,
     ) -> Self {
+        let (out, frames) = mpsc::channel(OUTPUT_FRAMES);
+        tokio::spawn(write_frames(write, frames));
         FrameTransport {
             read: BufReader::with_capacity(16 * 1024, read),
-            write: Arc::new(Mutex::new(write)),
+            out: Some(out),
             limits,
             line: Vec::new(),
             discarding: false,
@@ -78,8 +85,10 @@ impl FrameTransport {
         }
     }
 
-    /// Writes a JSON-RPC error that rmcp never saw the request for.
-    async fn send_error(&self, id: Value, code: i64, message: String) -> bool {
+    /// Queues a JSON-RPC error for a frame rmcp never saw. False when the
+    /// connection must end: it is closed, or the agent leaves so many
+    /// answers unread that the queue is full.
+    fn queue_error(&self, id: Value, code: i64, message: String) -> bool {
         let frame = json!({
             "jsonrpc": "2.0",
             "id": id,
@@ -87,8 +96,14 @@ impl FrameTransport {
         });
         let mut bytes = frame.to_string().into_bytes();
         bytes.push(b'\n');
-        let mut w = self.write.lock().await;
-        w.write_all(&bytes).await.is_ok() && w.flush().await.is_ok()
+        match self.out.as_ref().map(|o| o.try_send(bytes)) {
+            Some(Ok(())) => true,
+            Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                tracing::warn!(agent = %self.agent, "closing: the agent does not read its answers");
+                false
+            }
+            _ => false,
+        }
     }
 
     /// Reads one frame into `self.line`. Cancel-safe: rmcp polls `receive`
@@ -160,7 +175,7 @@ impl Transport<RoleServer> for FrameTransport {
         &mut self,
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let write = self.write.clone();
+        let out = self.out.clone();
         let unanswered = self.unanswered.clone();
         async move {
             let answers_a_request = matches!(
@@ -169,12 +184,11 @@ impl Transport<RoleServer> for FrameTransport {
             );
             let mut bytes = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
             bytes.push(b'\n');
-            let result = {
-                let mut w = write.lock().await;
-                match w.write_all(&bytes).await {
-                    Ok(()) => w.flush().await,
-                    Err(e) => Err(e),
-                }
+            let closed =
+                || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection closed");
+            let result = match out {
+                Some(out) => out.send(bytes).await.map_err(|_| closed()),
+                None => Err(closed()),
             };
             if answers_a_request {
                 // Saturating: an error answer to a frame rmcp rejected was
@@ -209,7 +223,7 @@ impl Transport<RoleServer> for FrameTransport {
                         "frame larger than the broker's limit of {} bytes was discarded; send smaller arguments or raise limits.max_frame_bytes",
                         self.limits.max_frame_bytes
                     );
-                    if !self.send_error(Value::Null, INVALID_REQUEST, message).await {
+                    if !self.queue_error(Value::Null, INVALID_REQUEST, message) {
                         return None;
                     }
                     continue;
@@ -231,7 +245,7 @@ impl Transport<RoleServer> for FrameTransport {
                 }
                 Classified::Reject { id, code, message } => {
                     tracing::debug!(agent = %self.agent, code, %message, "malformed frame");
-                    if !self.send_error(id, code, message).await {
+                    if !self.queue_error(id, code, message) {
                         return None;
                     }
                 }
@@ -240,9 +254,31 @@ impl Transport<RoleServer> for FrameTransport {
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        let mut w = self.write.lock().await;
-        w.shutdown().await
+        // The writer finishes what is queued, then shuts the socket down.
+        self.out = None;
+        Ok(())
     }
+}
+
+/// Frames waiting to be written, per connection. Answers to requests are
+/// bounded by the unanswered-request limit; the rest is error replies to
+/// frames the agent keeps sending without reading.
+const OUTPUT_FRAMES: usize = 256;
+
+async fn write_frames(mut write: OwnedWriteHalf, mut frames: mpsc::Receiver<Vec<u8>>) {
+    let mut batch = Vec::new();
+    while let Some(frame) = frames.recv().await {
+        // Whatever else is queued goes out in the same write.
+        batch.clear();
+        batch.extend_from_slice(&frame);
+        while let Ok(more) = frames.try_recv() {
+            batch.extend_from_slice(&more);
+        }
+        if write.write_all(&batch).await.is_err() {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
 }
 
 fn trim_line(line: &[u8]) -> &[u8] {
@@ -327,5 +363,27 @@ mod tests {
             classify(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
             Classified::Message(_)
         ));
+    }
+}
+
+#[cfg(test)]
+mod shapes {
+    use super::*;
+
+    #[test]
+    fn half_valid_requests_are_requests_or_rejections_never_notifications() {
+        for frame in [
+            r#"{"jsonrpc":"2.0","id":"7","method":"tools/call","params":{"name":"echo","arguments":[7]}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":7}}"#,
+            r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"tools/call","params":{"name":7}}"#,
+        ] {
+            match classify(frame.as_bytes()) {
+                Classified::Reject { .. } => {}
+                Classified::Message(m) => assert!(
+                    matches!(*m, rmcp::model::JsonRpcMessage::Request(_)),
+                    "{frame} became {m:?}"
+                ),
+            }
+        }
     }
 }
