@@ -20,15 +20,31 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Cargo's target directory, where xtask puts what it builds.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// The static musl `corral-agent` built by `cargo xtask build-agent`;
+/// panics with that command when it is missing.
+pub fn agent_binary() -> PathBuf {
+    let path = target_dir().join("x86_64-unknown-linux-musl/release/corral-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask build-agent`",
+        path.display()
+    );
+    path
+}
+
 /// Path of an example component built by `cargo xtask build-tools`.
 ///
 /// Panics with the command to run when it is missing: a test that cannot
 /// find its component must fail loudly, never skip.
 pub fn component_path(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("tools").join(format!("{name}.wasm"));
+    let path = target_dir().join("tools").join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "example component {} is missing: run `cargo xtask build-tools` first",

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use corral_audit::{Entry, Kind, Outcome};
 use corral_gate::Caller;
-use corral_policy::{CedarGate, Common, Decision, PolicyError, RequestError};
+use corral_policy::{CedarGate, Common, PolicyError, RequestError};
 use corral_tools::{CallContext, CallFailure, Limit};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -118,21 +118,19 @@ impl Session {
         let (decision, class) = match engine.tool_request(agent, name, &arguments, &common) {
             Ok(request) if registered.is_some() => (engine.authorize(&request), "denied"),
             Ok(_) => (
-                failed_request(&engine, format!("tool `{name}` is not loaded")),
+                engine.refuse(format!("tool `{name}` is not loaded")),
                 "unknown-tool",
             ),
-            Err(e @ RequestError::UnknownTool(_)) => {
-                (failed_request(&engine, e.to_string()), "unknown-tool")
-            }
+            Err(e @ RequestError::UnknownTool(_)) => (engine.refuse(e.to_string()), "unknown-tool"),
             Err(e @ RequestError::InvalidInput { .. }) => {
-                (failed_request(&engine, e.to_string()), "invalid-input")
+                (engine.refuse(e.to_string()), "invalid-input")
             }
-            Err(e) => (failed_request(&engine, e.to_string()), "denied"),
+            Err(e) => (engine.refuse(e.to_string()), "denied"),
         };
 
         let resource = corral_policy::uid("Tool", name).to_string();
         let mut entry = Entry::new(Kind::Call, agent, name, resource.clone());
-        entry.session = common_json(&common);
+        entry.session = common.to_json();
         entry.allowed = Some(decision.allowed);
         entry.policy_hash = decision.policy_set_hash.clone();
         entry.policy_ids = decision.policy_ids.clone();
@@ -293,27 +291,6 @@ async fn run_blocking<T: Send + 'static>(
         _ => tokio::task::spawn_blocking(guarded)
             .await
             .unwrap_or_else(|e| Err(e.to_string())),
-    }
-}
-
-fn common_json(common: &Common) -> Value {
-    json!({
-        "request_time": common.request_time,
-        "session_id": common.session_id,
-        "calls_in_session": common.calls_in_session,
-    })
-}
-
-/// A deny decision for a request that could not be put to Cedar.
-fn failed_request(engine: &corral_policy::PolicyEngine, message: String) -> Decision {
-    Decision {
-        allowed: false,
-        policy_ids: Vec::new(),
-        errors: vec![PolicyError {
-            policy_id: String::new(),
-            message,
-        }],
-        policy_set_hash: engine.policy_set_hash().to_string(),
     }
 }
 

@@ -270,11 +270,7 @@ fn with_common(mut context: Value) -> Result<Value> {
         bail!("--context must be a JSON object");
     };
     if !obj.contains_key("common") {
-        let c = Common::now("cli", 0);
-        obj.insert(
-            "common".into(),
-            json!({"request_time": c.request_time, "session_id": c.session_id, "calls_in_session": c.calls_in_session}),
-        );
+        obj.insert("common".into(), Common::now("cli", 0).to_json());
     }
     Ok(context)
 }

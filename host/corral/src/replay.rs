@@ -24,11 +24,7 @@ fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, String> {
     let session: Value = serde_json::from_str(&r.session).map_err(|e| format!("session: {e}"))?;
     match r.kind {
         Kind::Call => {
-            let common = Common {
-                request_time: session["request_time"].as_i64().unwrap_or(0),
-                session_id: session["session_id"].as_str().unwrap_or("").to_string(),
-                calls_in_session: session["calls_in_session"].as_i64().unwrap_or(0),
-            };
+            let common = Common::from_json(&session);
             let request = engine
                 .tool_request(&r.agent, &r.action, &arguments, &common)
                 .map_err(|e| e.to_string())?;

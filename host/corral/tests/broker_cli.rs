@@ -532,10 +532,7 @@ fn audit_tail_follow_prints_new_records_as_they_land() {
 /// `corral mcp bridge` as the command.
 #[test]
 fn the_official_python_sdk_works_through_the_bridge() {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| corral_tests::repo_root().join("target"));
-    let python = target.join("py/bin/python");
+    let python = corral_tests::target_dir().join("py/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run `cargo xtask setup` (it installs the MCP Python SDK)",

@@ -362,11 +362,7 @@ fn policy_errors_name_file_and_line_and_fail() {
 fn image_build_prints_the_content_tag_and_is_idempotent() {
     let cache = tempfile::tempdir().unwrap();
     let root = corral_tests::repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let binary = target.join("x86_64-unknown-linux-musl/release/corral-agent");
-    assert!(binary.exists(), "run `cargo xtask build-agent` first");
+    let binary = corral_tests::agent_binary();
     let args = [
         "image",
         "build",
@@ -392,29 +388,16 @@ fn image_build_prints_the_content_tag_and_is_idempotent() {
 
 #[test]
 fn agents_ls_logs_and_stop_see_labelled_containers() {
-    use corral_sandbox::{AgentImage, ContainerSpec, Docker, Limits};
+    use corral_sandbox::{ContainerSpec, Limits};
     let cache = tempfile::tempdir().unwrap();
     let dirs = tempfile::tempdir().unwrap();
-    let root = corral_tests::repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let agent = "cli-agents-test";
-    rt.block_on(async {
-        let docker = Docker::connect()
-            .await
-            .expect("these tests need the Docker engine");
-        let image = AgentImage {
-            dir: root.join("agent-image"),
-            binary: target.join("x86_64-unknown-linux-musl/release/corral-agent"),
-        };
+    let image = agent_image_tag();
+    current_thread().block_on(async {
+        let docker = docker().await;
         let spec = ContainerSpec {
             agent: agent.into(),
-            image: image.build(&docker, |_| {}).await.unwrap(),
+            image,
             workspace: dirs.path().to_path_buf(),
             socket_dir: dirs.path().to_path_buf(),
             user: "10001:10001".into(),
@@ -458,29 +441,9 @@ fn agents_ls_logs_and_stop_see_labelled_containers() {
 
 #[test]
 fn agents_run_passes_through_output_and_exit_code() {
-    use corral_sandbox::{AgentImage, Docker};
     let cache = tempfile::tempdir().unwrap();
     let dirs = tempfile::tempdir().unwrap();
-    let root = corral_tests::repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let tag = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let docker = Docker::connect()
-                .await
-                .expect("these tests need the Docker engine");
-            AgentImage {
-                dir: root.join("agent-image"),
-                binary: target.join("x86_64-unknown-linux-musl/release/corral-agent"),
-            }
-            .build(&docker, |_| {})
-            .await
-            .unwrap()
-        });
+    let tag = agent_image_tag();
     let d = dirs.path().display().to_string();
     let base = [
         "agents",
@@ -519,4 +482,30 @@ fn agents_run_passes_through_output_and_exit_code() {
         "{}",
         text(&out.stderr)
     );
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn docker() -> corral_sandbox::Docker {
+    corral_sandbox::Docker::connect()
+        .await
+        .expect("these tests need the Docker engine")
+}
+
+/// Builds (or finds) the agent image through the library; returns its tag.
+fn agent_image_tag() -> String {
+    current_thread().block_on(async {
+        corral_sandbox::AgentImage {
+            dir: corral_tests::repo_root().join("agent-image"),
+            binary: corral_tests::agent_binary(),
+        }
+        .build(&docker().await, |_| {})
+        .await
+        .unwrap()
+    })
 }

@@ -100,6 +100,25 @@ impl Common {
         }
     }
 
+    /// The JSON form the context, the audit log and replay use.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "request_time": self.request_time,
+            "session_id": self.session_id,
+            "calls_in_session": self.calls_in_session,
+        })
+    }
+
+    /// Reads [`Self::to_json`]'s form back; a missing field reads as zero
+    /// or empty.
+    pub fn from_json(value: &Value) -> Common {
+        Common {
+            request_time: value["request_time"].as_i64().unwrap_or(0),
+            session_id: value["session_id"].as_str().unwrap_or("").to_string(),
+            calls_in_session: value["calls_in_session"].as_i64().unwrap_or(0),
+        }
+    }
+
     fn expr(&self) -> cedar_policy::RestrictedExpression {
         use cedar_policy::RestrictedExpression as E;
         E::new_record([
@@ -351,26 +370,11 @@ impl PolicyEngine {
             uid("Agent", agent),
             uid("Action", "mount"),
             uid("HostPath", host_path),
-            serde_json::json!({
-                "common": {
-                    "request_time": common.request_time,
-                    "session_id": common.session_id,
-                    "calls_in_session": common.calls_in_session,
-                },
-                "writable": writable,
-            }),
+            json!({ "common": common.to_json(), "writable": writable }),
         );
         match request {
             Ok(r) => self.authorize(&r),
-            Err(e) => Decision {
-                allowed: false,
-                policy_ids: Vec::new(),
-                errors: vec![PolicyError {
-                    policy_id: String::new(),
-                    message: e.to_string(),
-                }],
-                policy_set_hash: self.policies.hash.clone(),
-            },
+            Err(e) => self.refuse(e.to_string()),
         }
     }
 
@@ -382,27 +386,26 @@ impl PolicyEngine {
         if let Some(p) = request.principal()
             && self.entities.ancestors(p).is_none()
         {
-            return Decision {
-                allowed: false,
-                policy_ids: Vec::new(),
-                errors: vec![PolicyError {
-                    policy_id: String::new(),
-                    message: format!("unknown principal {p}"),
-                }],
-                policy_set_hash: self.policies.hash.clone(),
-            };
+            return self.refuse(format!("unknown principal {p}"));
         }
         match self.authorize_raw(request) {
             Ok(response) => self.decision(&response),
-            Err(message) => Decision {
-                allowed: false,
-                policy_ids: Vec::new(),
-                errors: vec![PolicyError {
-                    policy_id: String::new(),
-                    message,
-                }],
-                policy_set_hash: self.policies.hash.clone(),
-            },
+            Err(message) => self.refuse(message),
+        }
+    }
+
+    /// A deny that no policy made: the request could not be put to Cedar,
+    /// or failed before it. `message` is the reason; the current set's hash
+    /// is recorded as for any decision.
+    pub fn refuse(&self, message: impl Into<String>) -> Decision {
+        Decision {
+            allowed: false,
+            policy_ids: Vec::new(),
+            errors: vec![PolicyError {
+                policy_id: String::new(),
+                message: message.into(),
+            }],
+            policy_set_hash: self.policies.hash.clone(),
         }
     }
 

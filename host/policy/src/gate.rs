@@ -46,11 +46,7 @@ impl CedarGate {
     /// Decides `capability` for `caller`, keeping what was asked.
     pub fn decide(&self, caller: &Caller, capability: &Capability) -> CapabilityDecision {
         let engine = self.store.current();
-        let common = json!({
-            "request_time": self.common.request_time,
-            "session_id": self.common.session_id,
-            "calls_in_session": self.common.calls_in_session,
-        });
+        let common = self.common.to_json();
         let (action, resource_type, resource_id, arguments) = match capability {
             Capability::File { op, path } => {
                 let action = match op {

@@ -24,7 +24,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let binary = repo_root().join("target/x86_64-unknown-linux-musl/release/corral-agent");
+    let binary = corral_tests::agent_binary();
     let image = AgentImage {
         dir: repo_root().join("agent-image"),
         binary,

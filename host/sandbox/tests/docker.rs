@@ -4,7 +4,6 @@
 //! unreachable they fail saying so, and are never skipped.
 
 use std::os::unix::fs::chown;
-use std::path::PathBuf;
 
 use corral_sandbox::{AgentImage, ContainerSpec, Docker, Exited, Limits};
 use corral_tests::broker::{BrokerOptions, TestBroker};
@@ -20,18 +19,9 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn image() -> AgentImage {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let binary = target.join("x86_64-unknown-linux-musl/release/corral-agent");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo xtask build-agent`",
-        binary.display()
-    );
     AgentImage {
         dir: repo_root().join("agent-image"),
-        binary,
+        binary: corral_tests::agent_binary(),
     }
 }
 
