@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::frame::{FrameLimits, FrameTransport, INVALID_REQUEST};
 use crate::limits::{BrokerLimits, RateLimiter};
+use crate::services::{Mailbox, Models, TurnLimits};
 use crate::session::Session;
 
 /// What can stop the broker from serving an agent.
@@ -47,6 +48,20 @@ pub struct AgentSpec {
     pub id: String,
     /// The agent's workspace on the host: the only directory its tools see.
     pub workspace: PathBuf,
+    /// The model its loop may ask for (a key of the broker's models), if any.
+    pub model: Option<String>,
+    pub turn: TurnLimits,
+}
+
+impl AgentSpec {
+    pub fn new(id: impl Into<String>, workspace: impl Into<PathBuf>) -> Self {
+        AgentSpec {
+            id: id.into(),
+            workspace: workspace.into(),
+            model: None,
+            turn: TurnLimits::default(),
+        }
+    }
 }
 
 /// Everything sessions share.
@@ -57,6 +72,8 @@ pub(crate) struct Shared {
     pub audit: AuditLog,
     pub secrets: Arc<dyn SecretStore>,
     pub limits: BrokerLimits,
+    pub mailbox: Option<Arc<dyn Mailbox>>,
+    pub models: Models,
 }
 
 /// Per-agent state, shared by the agent's connections.
@@ -66,6 +83,30 @@ pub(crate) struct AgentState {
     pub running: Arc<Semaphore>,
     pub rate: Mutex<RateLimiter>,
     pub sessions: std::sync::atomic::AtomicU64,
+    pub model: Option<String>,
+    pub turn: TurnLimits,
+    /// Model tokens used today (UTC day number, tokens), for budgets.
+    pub day: Mutex<(i64, u64)>,
+}
+
+impl AgentState {
+    fn today() -> i64 {
+        corral_audit::now_micros() / 86_400_000_000
+    }
+
+    pub fn day_tokens(&self) -> u64 {
+        let day = self.day.lock().unwrap_or_else(|p| p.into_inner());
+        if day.0 == Self::today() { day.1 } else { 0 }
+    }
+
+    pub fn add_day_tokens(&self, n: u64) {
+        let mut day = self.day.lock().unwrap_or_else(|p| p.into_inner());
+        let today = Self::today();
+        if day.0 != today {
+            *day = (today, 0);
+        }
+        day.1 += n;
+    }
 }
 
 /// Builds a [`Broker`].
@@ -78,9 +119,24 @@ pub struct BrokerBuilder {
     limits: BrokerLimits,
     socket_root: PathBuf,
     socket_owner: Option<(u32, u32)>,
+    mailbox: Option<Arc<dyn Mailbox>>,
+    models: Models,
 }
 
 impl BrokerBuilder {
+    /// Where agents' messages come from and replies go (`corral/next`,
+    /// `corral/reply`). Without one, those methods say so.
+    pub fn mailbox(mut self, mailbox: Arc<dyn Mailbox>) -> Self {
+        self.mailbox = Some(mailbox);
+        self
+    }
+
+    /// The models agents may ask for (`corral/model`), by name.
+    pub fn models(mut self, models: Models) -> Self {
+        self.models = models;
+        self
+    }
+
     pub fn limits(mut self, limits: BrokerLimits) -> Self {
         self.limits = limits;
         self
@@ -107,6 +163,8 @@ impl BrokerBuilder {
                 audit: self.audit,
                 secrets: self.secrets,
                 limits: self.limits,
+                mailbox: self.mailbox,
+                models: self.models,
             }),
             socket_root: self.socket_root,
             socket_owner: self.socket_owner,
@@ -194,6 +252,8 @@ impl Broker {
             limits: BrokerLimits::default(),
             socket_root: socket_root.into(),
             socket_owner: None,
+            mailbox: None,
+            models: Models::new(),
         }
     }
 
@@ -230,6 +290,9 @@ impl Broker {
                 self.shared.limits.rate_burst,
             )),
             sessions: Default::default(),
+            model: agent.model.clone(),
+            turn: agent.turn,
+            day: Mutex::new((0, 0)),
         });
         let accept = tokio::spawn(accept_loop(listener, self.shared.clone(), state));
         tracing::info!(agent = %agent.id, socket = %socket.display(), "serving agent");

@@ -22,9 +22,11 @@ mod broker;
 mod frame;
 mod gate;
 mod limits;
+mod services;
 mod session;
 
 pub use broker::{
     AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME, serve_with_limits,
 };
 pub use limits::BrokerLimits;
+pub use services::{Inbound, Mailbox, Models, TurnLimits};

@@ -1,7 +1,7 @@
 //! One MCP session: an agent's connection, and the path of a tool call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use corral_audit::{Entry, Kind, Outcome};
@@ -9,8 +9,9 @@ use corral_gate::Caller;
 use corral_policy::{CedarGate, Common, PolicyError, RequestError};
 use corral_tools::{CallContext, CallFailure, Limit};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
+    CustomResult, Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -21,10 +22,12 @@ use crate::gate::AuditedGate;
 
 #[derive(Clone)]
 pub(crate) struct Session {
-    shared: Arc<Shared>,
-    agent: Arc<AgentState>,
-    id: Arc<str>,
-    calls: Arc<AtomicI64>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) agent: Arc<AgentState>,
+    pub(crate) id: Arc<str>,
+    pub(crate) calls: Arc<AtomicI64>,
+    /// Model tokens used in this session, for budget policies.
+    pub(crate) tokens: Arc<AtomicU64>,
 }
 
 impl Session {
@@ -36,6 +39,7 @@ impl Session {
             agent,
             id: Arc::from(id),
             calls: Arc::new(AtomicI64::new(0)),
+            tokens: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -275,7 +279,7 @@ impl Session {
 /// multi-threaded runtime (the worker hands its other tasks to a sibling,
 /// and the call pays no thread hand-off), on the blocking pool otherwise.
 /// A panic is caught and returned as text.
-async fn run_blocking<T: Send + 'static>(
+pub(crate) async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let guarded = move || {
@@ -349,5 +353,15 @@ impl ServerHandler for Session {
     ) -> Result<CallToolResponse, McpError> {
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         Ok(self.call(&request.name, arguments).await.into())
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        self.custom(&request.method, request.params)
+            .await
+            .map(CustomResult::new)
     }
 }

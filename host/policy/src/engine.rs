@@ -378,6 +378,62 @@ impl PolicyEngine {
         }
     }
 
+    /// Decides `action` for a principal and resource that may be known only
+    /// now (a Slack user, a channel): `extra` entities join the store for
+    /// this one decision and never replace an entity it already holds.
+    /// Fail-closed like [`Self::authorize`].
+    pub fn decide(
+        &self,
+        principal: EntityUid,
+        action: &str,
+        resource: EntityUid,
+        context: Value,
+        extra: &[RequestEntity],
+    ) -> Decision {
+        let request = match self.request(principal, uid("Action", action), resource, context) {
+            Ok(r) => r,
+            Err(e) => return self.refuse(e.to_string()),
+        };
+        let fresh: Vec<Value> = extra
+            .iter()
+            .filter(|e| self.entities.ancestors(&uid(&e.ty, &e.id)).is_none())
+            .map(RequestEntity::to_json)
+            .collect();
+        if fresh.is_empty() {
+            return self.authorize(&request);
+        }
+        let merged = Entities::from_json_value(Value::Array(fresh), Some(&self.schema.schema))
+            .map_err(|e| e.to_string())
+            .and_then(|new| {
+                self.entities
+                    .clone()
+                    .add_entities(new, Some(&self.schema.schema))
+                    .map_err(|e| e.to_string())
+            });
+        let entities = match merged {
+            Ok(e) => e,
+            Err(e) => return self.refuse(format!("request entities: {e}")),
+        };
+        if let Some(p) = request.principal()
+            && entities.ancestors(p).is_none()
+        {
+            return self.refuse(format!("unknown principal {p}"));
+        }
+        let (Some(p), Some(a), Some(r)) =
+            (request.principal(), request.action(), request.resource())
+        else {
+            return self.refuse("request has an unknown principal, action or resource");
+        };
+        let candidates = self.index.candidates(p, a, r, &entities);
+        match self.index.subset(&candidates) {
+            Ok(subset) => {
+                let response = self.authorizer.is_authorized(&request, &subset, &entities);
+                self.decision(&response)
+            }
+            Err(e) => self.refuse(e),
+        }
+    }
+
     /// Decides a request: indexed, and fail-closed.
     pub fn authorize(&self, request: &Request) -> Decision {
         // Cedar can allow a principal that is missing from the store when a
@@ -458,6 +514,46 @@ impl PolicyEngine {
             errors,
             policy_set_hash: self.policies.hash.clone(),
         }
+    }
+}
+
+/// An entity for one decision ([`PolicyEngine::decide`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestEntity {
+    pub ty: String,
+    pub id: String,
+    /// Attributes as Cedar JSON values (strings, longs, booleans).
+    pub attrs: serde_json::Map<String, Value>,
+    /// `(type, id)` of each parent.
+    pub parents: Vec<(String, String)>,
+}
+
+impl RequestEntity {
+    pub fn new(ty: &str, id: &str) -> Self {
+        RequestEntity {
+            ty: ty.to_string(),
+            id: id.to_string(),
+            attrs: Default::default(),
+            parents: Vec::new(),
+        }
+    }
+
+    pub fn attr(mut self, name: &str, value: Value) -> Self {
+        self.attrs.insert(name.to_string(), value);
+        self
+    }
+
+    pub fn parent(mut self, ty: &str, id: &str) -> Self {
+        self.parents.push((ty.to_string(), id.to_string()));
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "uid": { "type": self.ty, "id": self.id },
+            "attrs": self.attrs,
+            "parents": self.parents.iter().map(|(t, i)| json!({ "type": t, "id": i })).collect::<Vec<_>>(),
+        })
     }
 }
 

@@ -22,7 +22,8 @@ pub mod schema;
 pub mod store;
 
 pub use engine::{
-    Common, Decision, EngineSources, PolicyEngine, PolicyError, RequestError, read_entities, uid,
+    Common, Decision, EngineSources, PolicyEngine, PolicyError, RequestEntity, RequestError,
+    read_entities, uid,
 };
 pub use gate::{CapabilityDecision, CedarGate};
 pub use load::{CombinedSchema, LoadErrors, Location, Problem};

@@ -1,0 +1,411 @@
+//! What an agent's own loop asks of the host besides tools: the next
+//! message from a person, a model completion, and posting a reply. They are
+//! JSON-RPC methods on the same MCP socket (`corral/next`, `corral/model`,
+//! `corral/reply`), so a container still sees exactly one way out, and
+//! the agent's identity is still the socket's.
+//!
+//! `corral/model` and `corral/reply` are decided by Cedar (`use_model`,
+//! `post_message`) and recorded like tool calls: decision first, then the
+//! effect, then the outcome. The API key is added in `corral-models`, on
+//! the host; the agent sends only the conversation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use corral_audit::{Entry, Kind, Outcome};
+use corral_models::{ChatRequest, ModelClient};
+use corral_policy::{Common, Decision, PolicyError, RequestEntity, uid};
+use rmcp::ErrorData as McpError;
+use rmcp::model::ErrorCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::session::{Session, run_blocking};
+
+/// A message from a person, waiting for an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inbound {
+    /// Unique within the host's run; the reply names it.
+    pub id: u64,
+    pub text: String,
+    /// The person, as a Cedar `User` id (`slack:U123`, `local:alice`).
+    pub user: String,
+    /// The channel it came from, as a Cedar `Channel` id
+    /// (`slack:C123`, `terminal`); replies go back there.
+    pub channel: String,
+    /// The chat workspace the channel belongs to, if any (`slack:T123`).
+    pub chat_workspace: Option<String>,
+    /// Messages in one conversation (a Slack thread, a terminal session)
+    /// share it, so the agent can keep their history together.
+    pub conversation: String,
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where agents' messages come from and their replies go: the channels.
+pub trait Mailbox: Send + Sync + 'static {
+    /// The next message for `agent`, waiting up to `wait`.
+    fn next<'a>(&'a self, agent: &'a str, wait: Duration) -> BoxFuture<'a, Option<Inbound>>;
+    /// The message `id` that `agent` is working on, if it is waiting for a
+    /// reply from that agent.
+    fn pending(&self, agent: &str, id: u64) -> Option<Inbound>;
+    /// Delivers the reply to message `id`, which the agent then no longer
+    /// holds. `last` is false for an interim update.
+    fn reply(&self, agent: &str, id: u64, text: String, last: bool) -> Result<(), String>;
+}
+
+/// What one turn of an agent may spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnLimits {
+    /// Model calls per message.
+    pub max_steps: u32,
+    /// Output tokens per model call.
+    pub max_tokens: u32,
+}
+
+impl Default for TurnLimits {
+    fn default() -> Self {
+        TurnLimits {
+            max_steps: 8,
+            max_tokens: 1024,
+        }
+    }
+}
+
+/// JSON-RPC error codes for Corral's own methods.
+pub(crate) const DENIED: i32 = -32001;
+pub(crate) const UNAVAILABLE: i32 = -32002;
+pub(crate) const UPSTREAM: i32 = -32003;
+
+/// The longest a `corral/next` may wait before answering `null`.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextParams {
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyParams {
+    message: u64,
+    text: String,
+    #[serde(default = "yes")]
+    last: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn params<T: for<'de> Deserialize<'de>>(
+    method: &str,
+    params: Option<Value>,
+) -> Result<T, McpError> {
+    serde_json::from_value(params.unwrap_or_else(|| json!({})))
+        .map_err(|e| McpError::invalid_params(format!("{method}: bad params: {e}"), None))
+}
+
+fn denied(message: String, decision: &Decision, class: &str) -> McpError {
+    McpError::new(
+        ErrorCode(DENIED),
+        message,
+        Some(json!({ "error": class, "policy_ids": decision.policy_ids })),
+    )
+}
+
+impl Session {
+    pub(crate) async fn custom(&self, method: &str, raw: Option<Value>) -> Result<Value, McpError> {
+        match method {
+            "corral/next" => {
+                let p: NextParams = params(method, raw)?;
+                self.next_message(p).await
+            }
+            "corral/reply" => {
+                let p: ReplyParams = params(method, raw)?;
+                self.post_message(p).await
+            }
+            "corral/model" => {
+                let request: ChatRequest = params(method, raw)?;
+                self.use_model(request).await
+            }
+            _ => Err(McpError::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!(
+                    "unknown method `{method}`; Corral's own are corral/next, corral/model and corral/reply"
+                ),
+                None,
+            )),
+        }
+    }
+
+    fn mailbox(&self) -> Result<&Arc<dyn Mailbox>, McpError> {
+        self.shared.mailbox.as_ref().ok_or_else(|| {
+            McpError::new(
+                ErrorCode(UNAVAILABLE),
+                format!(
+                    "agent `{}`: this broker routes no messages (it runs without channels); start the agent under `corral up`",
+                    self.agent.id
+                ),
+                None,
+            )
+        })
+    }
+
+    async fn next_message(&self, p: NextParams) -> Result<Value, McpError> {
+        let mailbox = self.mailbox()?;
+        let wait = Duration::from_millis(p.wait_ms.unwrap_or(25_000)).min(MAX_WAIT);
+        let Some(message) = mailbox.next(&self.agent.id, wait).await else {
+            return Ok(Value::Null);
+        };
+        Ok(json!({
+            "message": message,
+            "model": self.agent.model,
+            "limits": self.agent.turn,
+        }))
+    }
+
+    fn common(&self) -> Common {
+        Common::now(&self.id, self.calls.load(Ordering::Relaxed))
+    }
+
+    /// Records a decision before its effect; `Err` when it could not be.
+    async fn record_decision(
+        &self,
+        action: &'static str,
+        resource: String,
+        arguments: Value,
+        common: &Common,
+        decision: &Decision,
+        started: Instant,
+    ) -> Result<Recorded, McpError> {
+        let agent = &*self.agent.id;
+        let mut entry = Entry::new(Kind::Call, agent, action, resource.clone());
+        entry.session = common.to_json();
+        entry.allowed = Some(decision.allowed);
+        entry.policy_hash = decision.policy_set_hash.clone();
+        entry.policy_ids = decision.policy_ids.clone();
+        entry.errors = decision.errors.iter().map(PolicyError::to_string).collect();
+        if !decision.allowed {
+            entry.detail = Some(decision.explain());
+        }
+        entry.arguments = arguments;
+        let audit = self.shared.audit.clone();
+        // Waiting for the record is blocking work (strict mode fsyncs).
+        let receipt = run_blocking(move || audit.append_blocking(entry))
+            .await
+            .unwrap_or_else(|panic| Err(corral_audit::AuditError::WriterStopped(panic)));
+        let recorded = |r: corral_audit::Receipt| Recorded {
+            action,
+            resource,
+            seq: r.seq,
+            started,
+            policy_hash: decision.policy_set_hash.clone(),
+        };
+        receipt.map(recorded).map_err(|e| {
+            tracing::error!(agent, action, error = %e, "decision not recorded; refusing");
+            McpError::new(
+                ErrorCode(UNAVAILABLE),
+                format!("agent `{agent}`, {action}: refused because its decision could not be recorded ({e}); an operator must check the audit log's disk"),
+                None,
+            )
+        })
+    }
+
+    fn record_outcome(&self, decided: Recorded, outcome: Outcome, detail: Option<String>) {
+        let mut record = Entry::new(
+            Kind::Outcome,
+            &self.agent.id,
+            decided.action,
+            decided.resource,
+        );
+        record.policy_hash = decided.policy_hash;
+        record.outcome = Some(outcome);
+        record.parent = Some(decided.seq);
+        record.duration_us = Some(decided.started.elapsed().as_micros() as i64);
+        record.detail = detail;
+        self.shared.audit.append_detached(record);
+    }
+
+    async fn post_message(&self, p: ReplyParams) -> Result<Value, McpError> {
+        let started = Instant::now();
+        let agent = &*self.agent.id;
+        let mailbox = self.mailbox()?.clone();
+        let Some(message) = mailbox.pending(agent, p.message) else {
+            return Err(McpError::invalid_params(
+                format!(
+                    "agent `{agent}`: message {} is not waiting for a reply from this agent (already answered, or never delivered to it)",
+                    p.message
+                ),
+                None,
+            ));
+        };
+        let common = self.common();
+        let mut channel = RequestEntity::new("Channel", &message.channel);
+        let mut extra = Vec::new();
+        if let Some(ws) = &message.chat_workspace {
+            channel = channel.parent("ChatWorkspace", ws);
+            extra.push(RequestEntity::new("ChatWorkspace", ws));
+        }
+        extra.push(channel);
+        let resource = uid("Channel", &message.channel);
+        let decision = self.shared.policies.current().decide(
+            uid("Agent", agent),
+            "post_message",
+            resource.clone(),
+            json!({ "common": common.to_json() }),
+            &extra,
+        );
+        let arguments = json!({ "message": p.message, "text": p.text, "last": p.last });
+        let decided = self
+            .record_decision(
+                "post_message",
+                resource.to_string(),
+                arguments,
+                &common,
+                &decision,
+                started,
+            )
+            .await?;
+        let seq = decided.seq;
+        if !decision.allowed {
+            return Err(denied(
+                format!(
+                    "denied: agent `{agent}` may not post to channel `{}`: {} (audit record {seq}); next step: ask a policy author for a `post_message` permit",
+                    message.channel,
+                    decision.explain()
+                ),
+                &decision,
+                "denied",
+            ));
+        }
+        let delivered = mailbox.reply(agent, p.message, p.text, p.last);
+        let (outcome, detail) = match &delivered {
+            Ok(()) => (Outcome::Ok, None),
+            Err(e) => (Outcome::Error, Some(e.clone())),
+        };
+        self.record_outcome(decided, outcome, detail);
+        delivered
+            .map(|()| json!({ "delivered": true }))
+            .map_err(|e| McpError::new(ErrorCode(UNAVAILABLE), e, None))
+    }
+
+    async fn use_model(&self, mut request: ChatRequest) -> Result<Value, McpError> {
+        let started = Instant::now();
+        let agent = &*self.agent.id;
+        let Some(name) = self.agent.model.clone() else {
+            return Err(McpError::new(
+                ErrorCode(UNAVAILABLE),
+                format!(
+                    "agent `{agent}` has no model configured; set `model` for it in corral.toml, or use `/tool NAME JSON`"
+                ),
+                None,
+            ));
+        };
+        let Some(client) = self.shared.models.get(&name).cloned() else {
+            return Err(McpError::new(
+                ErrorCode(UNAVAILABLE),
+                format!(
+                    "agent `{agent}`: model `{name}` is not configured on this host; add [models.{name}] to corral.toml"
+                ),
+                None,
+            ));
+        };
+        let cap = client.endpoint().max_tokens.min(self.agent.turn.max_tokens);
+        request.max_tokens = Some(request.max_tokens.unwrap_or(cap).min(cap));
+        let estimated = request.estimated_tokens() + u64::from(cap);
+        let session_tokens = self.tokens.load(Ordering::Relaxed);
+        let day_tokens = self.agent.day_tokens();
+        let common = self.common();
+        let resource = uid("Model", &name);
+        let decision = self.shared.policies.current().decide(
+            uid("Agent", agent),
+            "use_model",
+            resource.clone(),
+            json!({
+                "common": common.to_json(),
+                "estimated_tokens": estimated as i64,
+                "session_tokens": session_tokens as i64,
+                "day_tokens": day_tokens as i64,
+            }),
+            &[],
+        );
+        // The conversation itself is the person's business, not the log's:
+        // its shape and size are recorded, and its hash.
+        let arguments = json!({
+            "model": name,
+            "messages": request.messages.len(),
+            "tools": request.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+            "estimated_tokens": estimated,
+            "max_tokens": request.max_tokens,
+        });
+        let decided = self
+            .record_decision(
+                "use_model",
+                resource.to_string(),
+                arguments,
+                &common,
+                &decision,
+                started,
+            )
+            .await?;
+        let seq = decided.seq;
+        if !decision.allowed {
+            return Err(denied(
+                format!(
+                    "denied: agent `{agent}` may not use model `{name}`: {} (audit record {seq}); next step: ask a policy author for a `use_model` permit or a larger budget",
+                    decision.explain()
+                ),
+                &decision,
+                "denied",
+            ));
+        }
+        let result = client.complete(&request).await;
+        match result {
+            Ok(response) => {
+                let used = response.usage.input_tokens + response.usage.output_tokens;
+                self.tokens.fetch_add(used, Ordering::Relaxed);
+                self.agent.add_day_tokens(used);
+                self.record_outcome(
+                    decided,
+                    Outcome::Ok,
+                    Some(format!(
+                        "input_tokens={} output_tokens={} stop_reason={}",
+                        response.usage.input_tokens,
+                        response.usage.output_tokens,
+                        response.stop_reason
+                    )),
+                );
+                serde_json::to_value(&response)
+                    .map_err(|e| McpError::internal_error(e.to_string(), None))
+            }
+            Err(e) => {
+                let text = format!("agent `{agent}`: {e}");
+                let outcome = if matches!(e, corral_models::ModelError::Timeout { .. }) {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Error
+                };
+                self.record_outcome(decided, outcome, Some(text.clone()));
+                Err(McpError::new(ErrorCode(UPSTREAM), text, None))
+            }
+        }
+    }
+}
+
+/// A decision on the record, waiting for its outcome.
+struct Recorded {
+    action: &'static str,
+    resource: String,
+    seq: i64,
+    started: Instant,
+    policy_hash: String,
+}
+
+/// Models by the name agents and policies use.
+pub type Models = std::collections::BTreeMap<String, Arc<ModelClient>>;
