@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub mod run;
+
 /// Where the broker's socket directory is mounted in an agent container.
 pub const DEFAULT_SOCKET: &str = "/run/corral/mcp.sock";
 

@@ -29,6 +29,16 @@ enum Command {
     Mcp,
     /// List the tools this agent may call.
     Tools,
+    /// The agent loop: answer messages from people with the model and the
+    /// tools, all through the broker. Runs until the broker goes away.
+    Run {
+        /// The agent's workspace (its history and AGENT.md live here).
+        #[arg(long, env = "CORRAL_WORKSPACE", default_value = "/workspace")]
+        workspace: PathBuf,
+        /// Answer this many messages, then exit.
+        #[arg(long)]
+        max_messages: Option<u64>,
+    },
     /// Try what a compromised agent would (network, host files, the root
     /// filesystem, privileges, other sockets, the pids limit) and report;
     /// exit 1 if anything got through. `memory` runs the memory bomb alone.
@@ -56,6 +66,18 @@ fn run(cli: Cli) -> Result<u8, ClientError> {
             Ok(exit::OK)
         }
         Command::Selftest { probe } => Ok(selftest::run(probe.as_deref())),
+        Command::Run {
+            workspace,
+            max_messages,
+        } => {
+            corral_agent::run::run(&corral_agent::run::LoopOptions {
+                socket: cli.socket,
+                workspace,
+                wait: std::time::Duration::from_secs(25),
+                max_messages,
+            })?;
+            Ok(exit::OK)
+        }
         Command::Tools => {
             for (name, description) in Client::connect(&cli.socket)?.list_tools()? {
                 println!("{name:<14} {description}");
