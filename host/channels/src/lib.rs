@@ -1,0 +1,17 @@
+//! How people reach agents.
+//!
+//! Every channel hands messages to the [`Router`], which decides Cedar's
+//! `invoke` (may this person ask this agent, in this channel?), records the
+//! decision, and queues the message for the agent. The broker's
+//! `corral/next` takes it from there; the agent's `corral/reply` comes back
+//! through [`Router::reply`] to the channel it came from.
+//!
+//! - [`terminal`]: `corral chat AGENT` over a local control socket.
+//! - [`slack`]: Slack in Socket Mode (no public endpoint), replies in the
+//!   thread through the Web API.
+
+mod router;
+pub mod slack;
+pub mod terminal;
+
+pub use router::{Delivery, Message, Origin, Reply, RouteError, Router};

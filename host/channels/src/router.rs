@@ -1,0 +1,317 @@
+//! The queue between people and agents.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral_audit::{AuditLog, Entry, Kind};
+use corral_policy::{Common, PolicyError, PolicyStore, RequestEntity, uid};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{Notify, mpsc};
+
+/// Where a message came from, in Cedar's terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `User` id, e.g. `slack:U123` or `local:1000`.
+    pub user: String,
+    /// Where the person is known from: `slack` or `terminal`.
+    pub user_kind: String,
+    /// `Channel` id, e.g. `slack:C123` or `terminal`.
+    pub channel: String,
+    /// `ChatWorkspace` id, e.g. `slack:T123`.
+    pub chat_workspace: Option<String>,
+    /// Messages that share it are one conversation (a thread, a session).
+    pub conversation: String,
+}
+
+/// A message from a person to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: u64,
+    pub agent: String,
+    pub text: String,
+    pub origin: Origin,
+}
+
+/// An agent's answer, on its way back to the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub message: u64,
+    pub agent: String,
+    pub text: String,
+    /// False for an interim update; the message is still open.
+    pub last: bool,
+}
+
+/// Where a channel wants the replies to its messages.
+pub type Delivery = mpsc::UnboundedSender<Reply>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("there is no agent `{agent}` on this host; configured agents: {known}")]
+    UnknownAgent { agent: String, known: String },
+    /// `who` names the person, the channel and the audit record.
+    #[error(
+        "denied: {who} may not ask agent `{agent}`: {reason}; next step: ask a policy author for an `invoke` permit"
+    )]
+    Denied {
+        who: String,
+        agent: String,
+        reason: String,
+        policy_ids: Vec<String>,
+    },
+    #[error("agent `{agent}`: not accepting messages: the host is shutting down")]
+    Closed { agent: String },
+    #[error("agent `{agent}`: message not taken: its decision could not be recorded ({message})")]
+    Audit { agent: String, message: String },
+}
+
+#[derive(Default)]
+struct Inbox {
+    queue: VecDeque<(Message, Delivery)>,
+    /// Taken by the agent, not yet answered.
+    pending: HashMap<u64, (Message, Delivery)>,
+    arrived: Arc<Notify>,
+}
+
+/// Called with an agent's id when a message is queued for it: the host
+/// starts the agent's container if it is not running.
+pub type Wake = Box<dyn Fn(&str) + Send + Sync>;
+
+pub struct Router {
+    policies: Arc<PolicyStore>,
+    audit: AuditLog,
+    inboxes: Mutex<BTreeMap<String, Inbox>>,
+    next_id: AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+    wake: Mutex<Option<Wake>>,
+    settled: Notify,
+}
+
+impl Router {
+    pub fn new(policies: Arc<PolicyStore>, audit: AuditLog, agents: &[String]) -> Self {
+        Router {
+            policies,
+            audit,
+            inboxes: Mutex::new(
+                agents
+                    .iter()
+                    .map(|a| (a.clone(), Inbox::default()))
+                    .collect(),
+            ),
+            next_id: AtomicU64::new(1),
+            closed: Default::default(),
+            wake: Mutex::new(None),
+            settled: Notify::new(),
+        }
+    }
+
+    pub fn on_wake(&self, wake: Wake) {
+        *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
+    }
+
+    fn inboxes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Inbox>> {
+        self.inboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decides `invoke`, records it, and queues the message. A denial is
+    /// recorded too, and comes back as an error the channel shows.
+    pub fn submit(
+        &self,
+        agent: &str,
+        text: String,
+        origin: Origin,
+        delivery: Delivery,
+    ) -> Result<u64, RouteError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RouteError::Closed {
+                agent: agent.to_string(),
+            });
+        }
+        if !self.inboxes().contains_key(agent) {
+            return Err(RouteError::UnknownAgent {
+                agent: agent.to_string(),
+                known: self
+                    .inboxes()
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let common = Common::now(&origin.conversation, 0);
+        let mut channel = RequestEntity::new("Channel", &origin.channel);
+        let mut extra = vec![
+            RequestEntity::new("User", &origin.user).attr("channel_kind", json!(origin.user_kind)),
+        ];
+        if let Some(ws) = &origin.chat_workspace {
+            channel = channel.parent("ChatWorkspace", ws);
+            extra.push(RequestEntity::new("ChatWorkspace", ws));
+        }
+        extra.push(channel);
+        let channel_uid = uid("Channel", &origin.channel);
+        let decision = self.policies.current().decide(
+            uid("User", &origin.user),
+            "invoke",
+            uid("Agent", agent),
+            json!({
+                "common": common.to_json(),
+                "channel": { "__entity": { "type": "Channel", "id": origin.channel } },
+            }),
+            &extra,
+        );
+        // The agent column names the agent asked, so that an auditor's
+        // `--agent` query shows who asked it; the person is in the arguments.
+        let mut entry = Entry::new(Kind::Call, agent, "invoke", uid("Agent", agent).to_string());
+        entry.session = common.to_json();
+        entry.allowed = Some(decision.allowed);
+        entry.policy_hash = decision.policy_set_hash.clone();
+        entry.policy_ids = decision.policy_ids.clone();
+        entry.errors = decision.errors.iter().map(PolicyError::to_string).collect();
+        entry.arguments = json!({
+            "user": uid("User", &origin.user).to_string(),
+            "channel": channel_uid.to_string(),
+            "text": text,
+        });
+        if !decision.allowed {
+            entry.detail = Some(decision.explain());
+        }
+        let seq = self
+            .audit
+            .append_blocking(entry)
+            .map_err(|e| RouteError::Audit {
+                agent: agent.to_string(),
+                message: e.to_string(),
+            })?
+            .seq;
+        if !decision.allowed {
+            return Err(RouteError::Denied {
+                who: format!(
+                    "{} in channel `{}` (audit record {seq})",
+                    uid("User", &origin.user),
+                    origin.channel
+                ),
+                agent: agent.to_string(),
+                reason: decision.explain(),
+                policy_ids: decision.policy_ids,
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let message = Message {
+            id,
+            agent: agent.to_string(),
+            text,
+            origin,
+        };
+        {
+            let mut inboxes = self.inboxes();
+            let Some(inbox) = inboxes.get_mut(agent) else {
+                unreachable!("checked above; agents are fixed at start")
+            };
+            inbox.queue.push_back((message, delivery));
+            inbox.arrived.notify_one();
+        }
+        if let Some(wake) = &*self.wake.lock().unwrap_or_else(|p| p.into_inner()) {
+            wake(agent);
+        }
+        Ok(id)
+    }
+
+    /// The next message for `agent`, waiting up to `wait`. It stays pending
+    /// until [`Self::reply`] answers it.
+    pub async fn next(&self, agent: &str, wait: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let arrived = {
+                let mut inboxes = self.inboxes();
+                let inbox = inboxes.get_mut(agent)?;
+                if let Some((message, delivery)) = inbox.queue.pop_front() {
+                    inbox
+                        .pending
+                        .insert(message.id, (message.clone(), delivery));
+                    return Some(message);
+                }
+                inbox.arrived.clone()
+            };
+            let notified = arrived.notified();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The message `id` if `agent` holds it unanswered.
+    pub fn pending(&self, agent: &str, id: u64) -> Option<Message> {
+        self.inboxes()
+            .get(agent)?
+            .pending
+            .get(&id)
+            .map(|(m, _)| m.clone())
+    }
+
+    /// Sends `agent`'s reply to message `id` back to its channel.
+    pub fn reply(&self, agent: &str, id: u64, text: String, last: bool) -> Result<(), String> {
+        let delivery = {
+            let mut inboxes = self.inboxes();
+            let inbox = inboxes
+                .get_mut(agent)
+                .ok_or_else(|| format!("no agent `{agent}`"))?;
+            let delivery = if last {
+                inbox.pending.remove(&id).map(|(_, d)| d)
+            } else {
+                inbox.pending.get(&id).map(|(_, d)| d.clone())
+            };
+            delivery.ok_or_else(|| {
+                format!("agent `{agent}`: message {id} is not waiting for a reply")
+            })?
+        };
+        let sent = delivery.send(Reply {
+            message: id,
+            agent: agent.to_string(),
+            text,
+            last,
+        });
+        self.settled.notify_waiters();
+        sent.map_err(|_| {
+            format!(
+                "agent `{agent}`: the person who sent message {id} is gone (their channel closed)"
+            )
+        })
+    }
+
+    /// Messages queued or in progress, over all agents.
+    pub fn in_flight(&self) -> usize {
+        self.inboxes()
+            .values()
+            .map(|i| i.queue.len() + i.pending.len())
+            .sum()
+    }
+
+    /// Stops taking messages, then waits up to `grace` for those taken to
+    /// be answered. Returns how many were left unanswered.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.closed.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let settled = self.settled.notified();
+            let left = self.in_flight();
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return self.in_flight();
+            }
+        }
+    }
+
+    /// Agents with messages waiting or in progress.
+    pub fn busy(&self) -> Vec<String> {
+        self.inboxes()
+            .iter()
+            .filter(|(_, i)| !i.queue.is_empty() || !i.pending.is_empty())
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,337 @@
+//! Slack, through slack-morphism: Socket Mode for events (an outbound
+//! websocket, so no public endpoint is needed) and the Web API for replies.
+//!
+//! A mention of the bot in a channel bound to an agent, or a direct message
+//! when an agent takes direct messages, becomes a [`crate::Message`] from
+//! `User::"slack:<user>"` in `Channel::"slack:<channel>"`, which is in
+//! `ChatWorkspace::"slack:<team>"`. Replies go into the message's thread.
+//! Refusals (no `invoke` permit, unknown agent) are posted in the thread
+//! too, so the person always hears back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use slack_morphism::prelude::*;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{Origin, Reply, Router};
+
+/// What Slack needs. Tokens come from the environment or a secrets file,
+/// never from `corral.toml` itself.
+#[derive(Clone)]
+pub struct SlackConfig {
+    /// `xoxb-…`: the Web API (auth.test, chat.postMessage).
+    pub bot_token: String,
+    /// `xapp-…`: Socket Mode (apps.connections.open).
+    pub app_token: String,
+    /// The Web API's base, e.g. `https://slack.com/api` (the default).
+    pub api_url: Option<String>,
+    /// Slack channel id → agent id.
+    pub channels: BTreeMap<String, String>,
+    /// The agent that answers direct messages, if any.
+    pub direct_messages: Option<String>,
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("api_url", &self.api_url)
+            .field("channels", &self.channels)
+            .field("direct_messages", &self.direct_messages)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlackError {
+    #[error("slack: cannot set up HTTPS: {0}")]
+    Tls(String),
+    #[error(
+        "slack: the bot token was refused by auth.test at {url}: {message}; check SLACK_BOT_TOKEN (an `xoxb-` token of the app)"
+    )]
+    Auth { url: String, message: String },
+    #[error(
+        "slack: cannot open Socket Mode: {0}; check SLACK_APP_TOKEN (an `xapp-` token with connections:write)"
+    )]
+    SocketMode(String),
+}
+
+/// Where each message's reply goes: channel and thread.
+type Threads = Arc<Mutex<HashMap<u64, (String, String)>>>;
+
+struct SlackState {
+    router: Arc<Router>,
+    config: SlackConfig,
+    bot_user: String,
+    team: String,
+    delivery: mpsc::UnboundedSender<Reply>,
+    threads: Threads,
+    client: Arc<SlackHyperClient>,
+    bot_token: SlackApiToken,
+}
+
+/// A running Slack connection.
+pub struct SlackChannel {
+    listener: SlackClientSocketModeListener<SlackClientHyperHttpsConnector>,
+    poster: JoinHandle<()>,
+}
+
+impl SlackChannel {
+    /// Checks the bot token, then connects Socket Mode. Events flow once
+    /// the server's `hello` arrives.
+    pub async fn start(
+        config: SlackConfig,
+        router: Arc<Router>,
+    ) -> Result<SlackChannel, SlackError> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| SlackError::Tls(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let mut connector = SlackClientHyperConnector::with_connector(https);
+        let api_url = config
+            .api_url
+            .clone()
+            .unwrap_or_else(|| "https://slack.com/api".into());
+        // slack-morphism joins the base and the method with a `/`.
+        connector = connector.with_slack_api_url(api_url.trim_end_matches('/'));
+        let client = Arc::new(SlackClient::new(connector));
+        let bot_token = SlackApiToken::new(SlackApiTokenValue::from(config.bot_token.clone()))
+            .with_token_type(SlackApiTokenType::Bot);
+        let app_token = SlackApiToken::new(SlackApiTokenValue::from(config.app_token.clone()))
+            .with_token_type(SlackApiTokenType::App);
+        let auth = client
+            .open_session(&bot_token)
+            .auth_test()
+            .await
+            .map_err(|e| SlackError::Auth {
+                url: api_url.clone(),
+                message: e.to_string(),
+            })?;
+        tracing::info!(bot = %auth.user_id.0, team = %auth.team_id.0, "slack: authenticated");
+
+        let threads: Threads = Default::default();
+        let (delivery, replies) = mpsc::unbounded_channel();
+        let state = Arc::new(SlackState {
+            router,
+            config,
+            bot_user: auth.user_id.0.clone(),
+            team: auth.team_id.0.clone(),
+            delivery,
+            threads: threads.clone(),
+            client: client.clone(),
+            bot_token: bot_token.clone(),
+        });
+        let poster = tokio::spawn(post_replies(state.clone(), replies));
+
+        let environment = Arc::new(
+            SlackClientEventsListenerEnvironment::new(client.clone())
+                .with_error_handler(on_error)
+                .with_user_state(state),
+        );
+        let callbacks = SlackSocketModeListenerCallbacks::new()
+            .with_hello_events(on_hello)
+            .with_push_events(on_push);
+        let socket_config = SlackClientSocketModeConfig::new()
+            .with_max_connections_count(1)
+            .with_reconnect_timeout_in_seconds(1);
+        let listener = SlackClientSocketModeListener::new(&socket_config, environment, callbacks);
+        listener
+            .listen_for(&app_token)
+            .await
+            .map_err(|e| SlackError::SocketMode(e.to_string()))?;
+        listener.start().await;
+        Ok(SlackChannel { listener, poster })
+    }
+
+    /// Closes the websocket; replies already handed over are still posted.
+    pub async fn shutdown(self) {
+        self.listener.shutdown().await;
+        self.poster.abort();
+    }
+}
+
+// Generic over the event: slack-morphism's hello type lives in a module
+// that its own `socket_mode` module shadows, so it cannot be named here.
+async fn on_hello<Hello: std::fmt::Debug>(
+    event: Hello,
+    _client: Arc<SlackHyperClient>,
+    _state: SlackClientEventsUserState,
+) {
+    tracing::info!(?event, "slack: socket mode connected");
+}
+
+fn on_error(
+    error: Box<dyn std::error::Error + Send + Sync>,
+    _client: Arc<SlackHyperClient>,
+    _state: SlackClientEventsUserState,
+) -> HttpStatusCode {
+    tracing::warn!(error = %error, "slack: event not handled");
+    // Acknowledged anyway: Slack would only redeliver the same event.
+    HttpStatusCode::OK
+}
+
+async fn on_push(
+    event: SlackPushEventCallback,
+    _client: Arc<SlackHyperClient>,
+    states: SlackClientEventsUserState,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let state = states
+        .read()
+        .await
+        .get_user_state::<Arc<SlackState>>()
+        .cloned()
+        .ok_or("slack: listener state missing")?;
+    state.handle(event);
+    Ok(())
+}
+
+impl SlackState {
+    fn handle(self: &Arc<Self>, event: SlackPushEventCallback) {
+        let team = event.team_id.0.clone();
+        let (user, channel, text, ts, thread, agent) = match event.event {
+            SlackEventCallbackBody::AppMention(m) => {
+                let agent = self.config.channels.get(&m.channel.0).cloned();
+                let ts = m.origin.ts.0.clone();
+                let thread = m
+                    .origin
+                    .thread_ts
+                    .map(|t| t.0)
+                    .unwrap_or_else(|| ts.clone());
+                (
+                    m.user.0,
+                    m.channel.0,
+                    m.content.text.unwrap_or_default(),
+                    ts,
+                    thread,
+                    agent,
+                )
+            }
+            SlackEventCallbackBody::Message(m) => {
+                // Only direct messages: a mention in a channel also arrives
+                // as `app_mention`, and the bot's own posts come back here.
+                let direct = m.origin.channel_type.as_ref().is_some_and(|t| t.0 == "im");
+                if !direct || m.sender.bot_id.is_some() || m.subtype.is_some() {
+                    return;
+                }
+                let (Some(user), Some(channel)) = (m.sender.user, m.origin.channel) else {
+                    return;
+                };
+                if user.0 == self.bot_user {
+                    return;
+                }
+                let ts = m.origin.ts.0.clone();
+                let thread = m
+                    .origin
+                    .thread_ts
+                    .map(|t| t.0)
+                    .unwrap_or_else(|| ts.clone());
+                let text = m.content.and_then(|c| c.text).unwrap_or_default();
+                (
+                    user.0,
+                    channel.0,
+                    text,
+                    ts,
+                    thread,
+                    self.config.direct_messages.clone(),
+                )
+            }
+            _ => return,
+        };
+        let _ = ts;
+        let text = strip_mention(&text, &self.bot_user);
+        let Some(agent) = agent else {
+            self.post(
+                channel.clone(),
+                thread,
+                format!("No agent is bound to this channel ({channel}); an operator can bind one under [slack.channels] in corral.toml."),
+            );
+            return;
+        };
+        let origin = Origin {
+            user: format!("slack:{user}"),
+            user_kind: "slack".into(),
+            channel: format!("slack:{channel}"),
+            chat_workspace: Some(format!(
+                "slack:{}",
+                if team.is_empty() { &self.team } else { &team }
+            )),
+            conversation: format!("slack-{channel}-{thread}"),
+        };
+        match self
+            .router
+            .submit(&agent, text, origin, self.delivery.clone())
+        {
+            Ok(id) => {
+                self.threads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, (channel, thread));
+            }
+            Err(e) => self.post(channel, thread, e.to_string()),
+        }
+    }
+
+    fn post(self: &Arc<Self>, channel: String, thread: String, text: String) {
+        let state = self.clone();
+        tokio::spawn(async move { state.post_now(channel, thread, text).await });
+    }
+
+    async fn post_now(&self, channel: String, thread: String, text: String) {
+        let request = SlackApiChatPostMessageRequest::new(
+            SlackChannelId(channel.clone()),
+            SlackMessageContent::new().with_text(text),
+        )
+        .with_thread_ts(SlackTs(thread));
+        if let Err(e) = self
+            .client
+            .open_session(&self.bot_token)
+            .chat_post_message(&request)
+            .await
+        {
+            tracing::warn!(%channel, error = %e, "slack: chat.postMessage failed");
+        }
+    }
+}
+
+async fn post_replies(state: Arc<SlackState>, mut replies: mpsc::UnboundedReceiver<Reply>) {
+    while let Some(reply) = replies.recv().await {
+        let target = {
+            let mut threads = state.threads.lock().unwrap_or_else(|p| p.into_inner());
+            if reply.last {
+                threads.remove(&reply.message)
+            } else {
+                threads.get(&reply.message).cloned()
+            }
+        };
+        let Some((channel, thread)) = target else {
+            tracing::warn!(
+                message = reply.message,
+                "slack: reply for a message with no thread"
+            );
+            continue;
+        };
+        state.post_now(channel, thread, reply.text).await;
+    }
+}
+
+/// Removes the bot's own mention (`<@U123>`) from the text.
+fn strip_mention(text: &str, bot_user: &str) -> String {
+    text.replace(&format!("<@{bot_user}>"), "")
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_mention;
+
+    #[test]
+    fn the_bots_mention_is_removed_and_others_kept() {
+        assert_eq!(strip_mention("<@UBOT> hi <@U2>", "UBOT"), "hi <@U2>");
+        assert_eq!(strip_mention("  <@UBOT>  ", "UBOT"), "");
+    }
+}

@@ -1,0 +1,240 @@
+//! The terminal channel: `corral chat AGENT` talks to a running
+//! `corral up` over a local control socket.
+//!
+//! The socket is mode 0600, so only the user running `corral up` can use
+//! it; the person is `User::"local:<uid>"` (from the socket's peer
+//! credentials, not from anything the client says) with
+//! `channel_kind == "terminal"`, in `Channel::"terminal"`.
+//!
+//! Protocol: one JSON object per line. The client sends
+//! `{"agent": "...", "text": "..."}`; the server answers each with
+//! `{"message": ID, "reply": "...", "last": true}` (possibly preceded by
+//! interim replies with `"last": false`) or `{"error": "..."}`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{Origin, Router};
+
+/// The longest line a chat client may send.
+const MAX_LINE: usize = 256 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ask {
+    agent: String,
+    text: String,
+}
+
+/// A listening control socket; dropping it stops listening and removes
+/// the socket file.
+pub struct TerminalChannel {
+    path: PathBuf,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for TerminalChannel {
+    fn drop(&mut self) {
+        self.accept.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl TerminalChannel {
+    /// Listens on `path`, replacing a stale socket left by a crashed host
+    /// (but refusing to replace anything that is not a socket).
+    pub fn listen(path: &Path, router: Arc<Router>) -> std::io::Result<TerminalChannel> {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; move it away",
+                        path.display()
+                    ),
+                ));
+            }
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} is in use: is another `corral up` running here?",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let sessions = Arc::new(AtomicU64::new(0));
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
+                tokio::spawn(serve(stream, router.clone(), n));
+            }
+        });
+        Ok(TerminalChannel {
+            path: path.to_path_buf(),
+            accept,
+        })
+    }
+}
+
+async fn serve(stream: UnixStream, router: Arc<Router>, session: u64) {
+    let uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(e) => {
+            tracing::warn!(error = %e, "control socket: no peer credentials; closing");
+            return;
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let (delivery, mut replies) = mpsc::unbounded_channel();
+    let started = corral_audit::now_micros();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = match tokio::io::AsyncReadExt::take(&mut lines, MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        if line.len() > MAX_LINE {
+            let _ = write
+                .write_all(
+                    format!(
+                        "{}\n",
+                        json!({"error": format!("message longer than {MAX_LINE} bytes")})
+                    )
+                    .as_bytes(),
+                )
+                .await;
+            return;
+        }
+        let ask: Ask = match serde_json::from_slice(&line) {
+            Ok(a) => a,
+            Err(e) => {
+                let error = json!({"error": format!("bad request ({e}); send {{\"agent\": \"ID\", \"text\": \"...\"}}")});
+                if write
+                    .write_all(format!("{error}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+        };
+        let origin = Origin {
+            user: format!("local:{uid}"),
+            user_kind: "terminal".into(),
+            channel: "terminal".into(),
+            chat_workspace: None,
+            conversation: format!("terminal-{started}-{session}"),
+        };
+        let answer = match router.submit(&ask.agent, ask.text, origin, delivery.clone()) {
+            Err(e) => vec![json!({ "error": e.to_string() })],
+            Ok(id) => {
+                let mut out = Vec::new();
+                while let Some(reply) = replies.recv().await {
+                    if reply.message != id {
+                        continue;
+                    }
+                    out.push(json!({ "message": id, "reply": reply.text, "last": reply.last }));
+                    if reply.last {
+                        break;
+                    }
+                }
+                out
+            }
+        };
+        for frame in answer {
+            if write
+                .write_all(format!("{frame}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The client side, for `corral chat` and tests.
+pub struct ChatClient {
+    read: BufReader<tokio::net::unix::OwnedReadHalf>,
+    write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl ChatClient {
+    pub async fn connect(path: &Path) -> std::io::Result<ChatClient> {
+        let stream = UnixStream::connect(path).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot reach `corral up` at {}: {e}; is it running with this state directory?",
+                    path.display()
+                ),
+            )
+        })?;
+        let (read, write) = stream.into_split();
+        Ok(ChatClient {
+            read: BufReader::new(read),
+            write,
+        })
+    }
+
+    /// Sends one message and returns the final reply, or the refusal.
+    /// `interim` sees each interim reply.
+    pub async fn ask(
+        &mut self,
+        agent: &str,
+        text: &str,
+        mut interim: impl FnMut(&str),
+    ) -> std::io::Result<Result<String, String>> {
+        let frame = json!({ "agent": agent, "text": text });
+        self.write
+            .write_all(format!("{frame}\n").as_bytes())
+            .await?;
+        loop {
+            let mut line = String::new();
+            if self.read.read_line(&mut line).await? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "`corral up` closed the connection (is it shutting down?)",
+                ));
+            }
+            let value: serde_json::Value = serde_json::from_str(&line)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if let Some(error) = value["error"].as_str() {
+                return Ok(Err(error.to_string()));
+            }
+            let text = value["reply"].as_str().unwrap_or_default();
+            if value["last"] == json!(false) {
+                interim(text);
+                continue;
+            }
+            return Ok(Ok(text.to_string()));
+        }
+    }
+}
