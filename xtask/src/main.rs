@@ -4,8 +4,11 @@
 //!   targets, Debian packages). Idempotent; every other command runs it.
 //! - `build-tools`: builds the example tool components for wasm32-wasip2
 //!   into `target/tools/`.
-//! - `demo`: the main job for now: builds the tools and the CLI, then runs
-//!   tools through `corral tool call` with explicit grants.
+//! - `up`: the main job: builds the tools, the agent image's binary and the
+//!   CLI, then runs `corral up` with `examples/quickstart/corral.toml`
+//!   (which builds the agent image); `corral chat assistant` talks to it.
+//! - `demo`: a scripted tour: tools with explicit grants, the broker, an
+//!   agent container and the audit log.
 //! - `ci`: the whole test suite, exactly what `.ci/run` runs.
 
 use std::path::{Path, PathBuf};
@@ -29,7 +32,15 @@ enum Cmd {
     BuildTools,
     /// Build the static in-container agent binary (x86_64-unknown-linux-musl).
     BuildAgent,
-    /// Build everything and run the example tools through `corral tool call`.
+    /// Build everything and run `corral up` with the quickstart
+    /// configuration (the main job).
+    Up {
+        /// Another configuration instead of examples/quickstart/corral.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Build everything and run a scripted tour of tools, broker, container
+    /// and audit log.
     Demo,
     /// Run the whole test suite: setup, tool build, fmt, clippy, tests.
     Ci,
@@ -50,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup(),
         Cmd::BuildTools => setup().and_then(|()| build_tools()),
         Cmd::BuildAgent => setup().and_then(|()| build_agent().map(|_| ())),
+        Cmd::Up { config } => up(config),
         Cmd::Demo => demo(),
         Cmd::Ci => ci(),
     };
@@ -268,6 +280,23 @@ fn cargo_build_cli() -> Result<PathBuf> {
         .current_dir(root())
         .args(["build", "--locked", "-p", "corral"]))?;
     Ok(target_dir().join("debug").join("corral"))
+}
+
+fn up(config: Option<PathBuf>) -> Result<()> {
+    setup()?;
+    build_tools()?;
+    build_agent()?;
+    let corral = cargo_build_cli()?;
+    let config = config.unwrap_or_else(|| root().join("examples/quickstart/corral.toml"));
+    println!(
+        "\n== corral up --config {}\n   In another terminal, talk to the assistant:\n     {} chat assistant --config {}\n   Ctrl-C stops it (containers are removed, the audit log is flushed).\n",
+        config.display(),
+        corral.display(),
+        config.display()
+    );
+    run(Command::new(&corral)
+        .args(["--log", "info", "up", "--config"])
+        .arg(&config))
 }
 
 fn demo() -> Result<()> {

@@ -96,12 +96,12 @@ fn parse_agent(spec: &str) -> Result<AgentSpec> {
     let workspace = PathBuf::from(dir);
     std::fs::create_dir_all(&workspace)
         .with_context(|| format!("--agent {id}: cannot create workspace {dir}"))?;
-    Ok(AgentSpec {
-        id: id.to_string(),
-        workspace: workspace
+    Ok(AgentSpec::new(
+        id,
+        workspace
             .canonicalize()
             .with_context(|| format!("--agent {id}: workspace {dir}"))?,
-    })
+    ))
 }
 
 pub fn run(args: BrokerArgs) -> Result<u8> {

@@ -14,10 +14,13 @@ use corral_tools::{
 mod agents_cmd;
 mod audit_cmd;
 mod broker_cmd;
+mod chat_cmd;
+mod config;
 mod image_cmd;
 mod mcp_cmd;
 mod policy_cmd;
 mod replay;
+mod up;
 
 /// Exit codes, so scripts can tell outcomes apart without parsing text; one
 /// table for `corral` and `corral-agent`.
@@ -59,6 +62,11 @@ enum Command {
     /// Talk to a broker socket as its agent would.
     #[command(subcommand)]
     Mcp(mcp_cmd::McpCmd),
+    /// Run the host: agents in containers, the broker, the model broker,
+    /// and the Slack and terminal channels, from corral.toml.
+    Up(up::UpArgs),
+    /// Talk to an agent of a running `corral up` from this terminal.
+    Chat(chat_cmd::ChatArgs),
 }
 
 #[derive(Subcommand)]
@@ -172,6 +180,8 @@ fn run(command: Command) -> Result<u8> {
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Broker(args) => broker_cmd::run(args),
         Command::Mcp(cmd) => mcp_cmd::run(cmd),
+        Command::Up(args) => up::run(args),
+        Command::Chat(args) => chat_cmd::run(args),
         Command::Image(cmd) => image_cmd::run(cmd),
         Command::Agents(cmd) => agents_cmd::run(cmd),
         Command::Tool(ToolCmd::Inspect {

@@ -210,6 +210,29 @@ impl<B: ContainerBackend> Supervisor<B> {
         ))
     }
 
+    /// Stops and removes every agent's container (host shutdown). Tries
+    /// them all; returns the first error.
+    pub async fn stop_all(&mut self) -> Result<(), SandboxError> {
+        let mut first = None;
+        let running: Vec<(String, String)> = self
+            .agents
+            .iter()
+            .filter_map(|(a, m)| m.id.clone().map(|id| (a.clone(), id)))
+            .collect();
+        for (agent, id) in running {
+            let stopped = self
+                .backend
+                .stop(&agent, &id, self.policy.stop_grace_secs)
+                .await;
+            let removed = self.backend.remove(&agent, &id).await;
+            self.clear(&agent);
+            if let Err(e) = stopped.and(removed) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// Records activity, so the agent is not stopped as idle.
     pub fn touch(&mut self, agent: &str, now: Instant) {
         if let Some(m) = self.agents.get_mut(agent) {

@@ -166,6 +166,10 @@ impl ContainerSpec {
                 nano_cpus: Some(self.limits.nano_cpus),
                 pids_limit: Some(self.limits.pids),
                 ipc_mode: Some("private".into()),
+                // The engine's minimal init as PID 1: it reaps zombies and
+                // forwards SIGTERM, so `docker stop` ends the agent at once
+                // instead of waiting out the grace period to kill it.
+                init: Some(true),
                 tmpfs: Some(tmpfs),
                 binds: Some(
                     [

@@ -1,0 +1,75 @@
+//! `corral chat AGENT`: the terminal channel's client.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use corral_channels::terminal::ChatClient;
+
+use crate::config::Config;
+
+#[derive(Args)]
+pub struct ChatArgs {
+    /// The agent to talk to.
+    agent: String,
+    /// The configuration `corral up` runs with (to find its control socket).
+    #[arg(long, short, default_value = "corral.toml", env = "CORRAL_CONFIG")]
+    config: PathBuf,
+    /// The control socket, instead of reading the configuration.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Send this one message, print the reply and exit (exit 3 if refused).
+    #[arg(long, short)]
+    message: Option<String>,
+}
+
+pub fn run(args: ChatArgs) -> Result<u8> {
+    let socket = match args.socket {
+        Some(s) => s,
+        None => Config::load(&args.config)?.0.control_socket(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let mut client = ChatClient::connect(&socket).await?;
+        let agent = args.agent;
+        if let Some(text) = args.message {
+            return Ok(
+                match client.ask(&agent, &text, |t| println!("{t}")).await? {
+                    Ok(reply) => {
+                        println!("{reply}");
+                        0
+                    }
+                    Err(refusal) => {
+                        eprintln!("{refusal}");
+                        corral_agent::exit::DENIED
+                    }
+                },
+            );
+        }
+        eprintln!("talking to `{agent}`; `/tool NAME JSON` calls a tool directly, Ctrl-D ends");
+        let stdin = std::io::stdin();
+        loop {
+            eprint!("you> ");
+            let _ = std::io::stderr().flush();
+            let mut line = String::new();
+            if stdin.lock().read_line(&mut line)? == 0 {
+                return Ok(0);
+            }
+            let text = line.trim();
+            if text.is_empty() {
+                continue;
+            }
+            match client
+                .ask(&agent, text, |t| println!("{agent}… {t}"))
+                .await?
+            {
+                Ok(reply) => println!("{agent}> {reply}"),
+                Err(refusal) => println!("corral> {refusal}"),
+            }
+        }
+    })
+}

@@ -1,0 +1,406 @@
+//! `corral.toml`: what `corral up` runs.
+//!
+//! Relative paths are relative to the file's own directory. Unknown keys
+//! and bad values are errors naming the key and the file. Secrets (Slack
+//! tokens, model API keys, tool secrets) are never written here: the file
+//! names environment variables, looked up in the environment first and
+//! then in the optional secrets file, which must be private to its owner
+//! and is never mounted into any container.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Sockets, the control socket and (by default) the audit log.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// schema.cedarschema, *.cedar and entities.json.
+    pub policies: PathBuf,
+    /// The audit database; default `<state_dir>/audit.db`.
+    pub audit: Option<PathBuf>,
+    #[serde(default)]
+    pub durability: DurabilityName,
+    /// A TOML file of `NAME = "value"` secrets; mode 0600 or stricter.
+    pub secrets_file: Option<PathBuf>,
+    #[serde(default)]
+    pub image: ImageConfig,
+    #[serde(default)]
+    pub tools: Vec<ToolConfig>,
+    pub agents: Vec<AgentConfig>,
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+    pub slack: Option<SlackConfig>,
+    /// Secrets tools may ask for: secret name → variable name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".corral")
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityName {
+    #[default]
+    Strict,
+    Batched,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Use this image as it is, instead of building the default one.
+    pub tag: Option<String>,
+    /// The default image's build directory and static agent binary.
+    #[serde(default = "default_image_dir")]
+    pub dir: PathBuf,
+    #[serde(default = "default_agent_binary")]
+    pub agent_binary: PathBuf,
+    /// `uid:gid` the containers run as.
+    #[serde(default = "default_user")]
+    pub user: String,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            tag: None,
+            dir: default_image_dir(),
+            agent_binary: default_agent_binary(),
+            user: default_user(),
+        }
+    }
+}
+
+fn default_image_dir() -> PathBuf {
+    PathBuf::from("agent-image")
+}
+fn default_agent_binary() -> PathBuf {
+    PathBuf::from("target/x86_64-unknown-linux-musl/release/corral-agent")
+}
+fn default_user() -> String {
+    "10001:10001".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    pub path: PathBuf,
+    /// The component's sha256. Without it the file's current digest is
+    /// used, and a warning says so.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub id: String,
+    /// The agent's team, if it is not already in entities.json.
+    pub team: Option<String>,
+    pub workspace: PathBuf,
+    /// A key of `[models]`; without one the agent runs tools-only.
+    pub model: Option<String>,
+    /// Overrides `[image].tag` for this agent.
+    pub image: Option<String>,
+    #[serde(default)]
+    pub limits: AgentLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    #[serde(default = "d_memory")]
+    pub memory_mib: u32,
+    #[serde(default = "d_cpus")]
+    pub cpus: f64,
+    #[serde(default = "d_pids")]
+    pub pids: u32,
+    /// Model calls per message.
+    #[serde(default = "d_steps")]
+    pub max_steps: u32,
+    /// Output tokens per model call.
+    #[serde(default = "d_tokens")]
+    pub max_tokens: u32,
+    /// Stop the container after this long without messages.
+    #[serde(default = "d_idle")]
+    pub idle_secs: u64,
+}
+
+fn d_memory() -> u32 {
+    256
+}
+fn d_cpus() -> f64 {
+    1.0
+}
+fn d_pids() -> u32 {
+    64
+}
+fn d_steps() -> u32 {
+    8
+}
+fn d_tokens() -> u32 {
+    1024
+}
+fn d_idle() -> u64 {
+    900
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits {
+            memory_mib: d_memory(),
+            cpus: d_cpus(),
+            pids: d_pids(),
+            max_steps: d_steps(),
+            max_tokens: d_tokens(),
+            idle_secs: d_idle(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    Anthropic,
+    Openai,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub provider: ProviderName,
+    /// The provider's model id.
+    pub model: String,
+    /// Default: the provider's public API.
+    pub base_url: Option<String>,
+    /// The variable holding the API key; none for local servers.
+    pub api_key_env: Option<String>,
+    #[serde(default = "d_tokens")]
+    pub max_tokens: u32,
+    #[serde(default = "d_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn d_timeout() -> u64 {
+    120
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    #[serde(default = "d_bot_env")]
+    pub bot_token_env: String,
+    #[serde(default = "d_app_env")]
+    pub app_token_env: String,
+    /// Default `https://slack.com/api`.
+    pub api_url: Option<String>,
+    /// Slack channel id → agent id.
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
+    /// The agent that answers direct messages.
+    pub direct_messages: Option<String>,
+}
+
+fn d_bot_env() -> String {
+    "SLACK_BOT_TOKEN".into()
+}
+fn d_app_env() -> String {
+    "SLACK_APP_TOKEN".into()
+}
+
+/// Secret values by variable name: the environment, then the secrets file.
+pub struct Secrets {
+    file: BTreeMap<String, String>,
+    file_path: Option<PathBuf>,
+}
+
+impl Secrets {
+    pub fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.file.get(name).cloned())
+    }
+
+    /// The value, or an error naming where it was looked for.
+    pub fn require(&self, name: &str, what: &str) -> Result<String> {
+        self.get(name).with_context(|| {
+            let file = self
+                .file_path
+                .as_ref()
+                .map(|p| format!(" or in the secrets file {}", p.display()))
+                .unwrap_or_default();
+            format!("{what}: set the environment variable {name}{file}")
+        })
+    }
+}
+
+impl Config {
+    /// Reads and checks `path`; relative paths become relative to it.
+    pub fn load(path: &Path) -> Result<(Config, Secrets)> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let at = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        at(&mut config.state_dir);
+        at(&mut config.policies);
+        if let Some(a) = &mut config.audit {
+            at(a);
+        }
+        if let Some(s) = &mut config.secrets_file {
+            at(s);
+        }
+        at(&mut config.image.dir);
+        at(&mut config.image.agent_binary);
+        for t in &mut config.tools {
+            at(&mut t.path);
+        }
+        for a in &mut config.agents {
+            at(&mut a.workspace);
+        }
+        config.check(path)?;
+        let secrets = Secrets {
+            file: match &config.secrets_file {
+                Some(p) => read_secrets_file(p)?,
+                None => BTreeMap::new(),
+            },
+            file_path: config.secrets_file.clone(),
+        };
+        Ok((config, secrets))
+    }
+
+    fn check(&self, path: &Path) -> Result<()> {
+        let file = path.display();
+        if self.agents.is_empty() {
+            bail!("{file}: `agents` is empty; add an [[agents]] table with an id and a workspace");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &self.agents {
+            let ok = !a.id.is_empty()
+                && a.id.len() <= 64
+                && a.id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                bail!(
+                    "{file}: agents.id `{}`: use 1–64 characters from A–Z, a–z, 0–9, `-` and `_`",
+                    a.id
+                );
+            }
+            if !seen.insert(&a.id) {
+                bail!("{file}: agents.id `{}` appears twice", a.id);
+            }
+            if let Some(m) = &a.model
+                && !self.models.contains_key(m)
+            {
+                bail!(
+                    "{file}: agent `{}`: model `{m}` is not defined; add a [models.{m}] table",
+                    a.id
+                );
+            }
+            let l = &a.limits;
+            if l.memory_mib < 16
+                || !(l.cpus > 0.0 && l.cpus <= 64.0)
+                || l.pids < 8
+                || l.max_steps == 0
+                || l.max_tokens == 0
+            {
+                bail!(
+                    "{file}: agent `{}`: limits out of range (memory_mib ≥ 16, 0 < cpus ≤ 64, pids ≥ 8, max_steps ≥ 1, max_tokens ≥ 1)",
+                    a.id
+                );
+            }
+        }
+        for (name, m) in &self.models {
+            if m.max_tokens == 0 || m.timeout_secs == 0 {
+                bail!("{file}: models.{name}: max_tokens and timeout_secs must be at least 1");
+            }
+        }
+        if let Some(slack) = &self.slack {
+            let named = slack
+                .channels
+                .iter()
+                .map(|(c, a)| (format!("slack.channels.{c}"), a))
+                .chain(
+                    slack
+                        .direct_messages
+                        .iter()
+                        .map(|a| ("slack.direct_messages".to_string(), a)),
+                );
+            for (key, agent) in named {
+                if !seen.contains(agent) {
+                    bail!("{file}: {key} names agent `{agent}`, which is not in [[agents]]");
+                }
+            }
+        }
+        let (uid, gid) = self.image.user.split_once(':').unwrap_or(("", ""));
+        if uid.parse::<u32>().is_err() || gid.parse::<u32>().is_err() {
+            bail!(
+                "{file}: image.user `{}`: write UID:GID, e.g. 10001:10001",
+                self.image.user
+            );
+        }
+        Ok(())
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("audit.db"))
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join("control.sock")
+    }
+
+    pub fn user(&self) -> (u32, u32) {
+        let (uid, gid) = self
+            .image
+            .user
+            .split_once(':')
+            .unwrap_or(("10001", "10001"));
+        (uid.parse().unwrap_or(10001), gid.parse().unwrap_or(10001))
+    }
+}
+
+fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("secrets_file {}: cannot read it", path.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        bail!(
+            "secrets_file {}: readable by others (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("secrets_file {}: cannot read it", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        // The parser's message quotes the offending line, which may hold
+        // a secret: say where, not what.
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        anyhow::anyhow!(
+            "secrets_file {}: not a table of NAME = \"value\" strings (near line {})",
+            path.display(),
+            line.map_or("?".into(), |l| l.to_string())
+        )
+    })
+}

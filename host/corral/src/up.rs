@@ -1,0 +1,464 @@
+//! `corral up`: the daemon. It loads `corral.toml`, the tools and the
+//! policies (hot-reloaded), opens the audit log, serves each agent's
+//! broker socket, starts agent containers when a message arrives for them,
+//! and routes messages between the channels and the agents.
+//!
+//! On SIGTERM or Ctrl-C it stops taking messages, lets the agents answer
+//! the ones they hold (up to `--grace`), stops and removes their
+//! containers, and flushes the audit log.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use corral_audit::{AuditConfig, AuditLog, Durability};
+use corral_broker::{AgentSpec, Broker, Inbound, Mailbox, Models, TurnLimits};
+use corral_channels::slack::{SlackChannel, SlackConfig};
+use corral_channels::terminal::TerminalChannel;
+use corral_channels::{Message, Router};
+use corral_models::{ApiKey, ModelClient, ModelEndpoint, Provider};
+use corral_policy::{EngineSources, PolicyStore, ToolAction, read_entities};
+use corral_sandbox::{AgentImage, ContainerSpec, Docker, LifecyclePolicy, Limits, Supervisor};
+use corral_tools::{ToolRegistry, ToolSource, file_sha256};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, DurabilityName, ProviderName, Secrets};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// The configuration file.
+    #[arg(long, short, default_value = "corral.toml", env = "CORRAL_CONFIG")]
+    config: PathBuf,
+    /// Seconds to let agents answer the messages they hold when asked to
+    /// stop.
+    #[arg(long, default_value_t = 30)]
+    grace: u64,
+    /// Start no containers: something else runs `corral-agent run` against
+    /// each agent's socket (for development without Docker).
+    #[arg(long)]
+    external_agents: bool,
+}
+
+struct RouterMailbox(Arc<Router>);
+
+fn inbound(m: Message) -> Inbound {
+    Inbound {
+        id: m.id,
+        text: m.text,
+        user: m.origin.user,
+        channel: m.origin.channel,
+        chat_workspace: m.origin.chat_workspace,
+        conversation: m.origin.conversation,
+    }
+}
+
+impl Mailbox for RouterMailbox {
+    fn next<'a>(
+        &'a self,
+        agent: &'a str,
+        wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = Option<Inbound>> + Send + 'a>> {
+        Box::pin(async move { self.0.next(agent, wait).await.map(inbound) })
+    }
+
+    fn pending(&self, agent: &str, id: u64) -> Option<Inbound> {
+        self.0.pending(agent, id).map(inbound)
+    }
+
+    fn reply(&self, agent: &str, id: u64, text: String, last: bool) -> Result<(), String> {
+        self.0.reply(agent, id, text, last)
+    }
+}
+
+/// The uid that runs this process: a non-root host cannot hand sockets to
+/// another user, so its containers run as itself.
+fn own_ids() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| (m.uid(), m.gid()))
+        .unwrap_or((u32::MAX, u32::MAX))
+}
+
+/// entities.json, plus an `Agent` (with its `Workspace` and `Team`) for each
+/// configured agent the file does not already describe.
+fn entities(config: &Config) -> Result<Value> {
+    let file = config.policies.join("entities.json");
+    let mut list = match read_entities(&file).map_err(|e| anyhow::anyhow!("{e}"))? {
+        Value::Array(list) => list,
+        _ => bail!("{}: must be a JSON array of entities", file.display()),
+    };
+    let has = |list: &[Value], ty: &str, id: &str| {
+        list.iter()
+            .any(|e| e["uid"]["type"] == ty && e["uid"]["id"] == id)
+    };
+    for agent in &config.agents {
+        if !has(&list, "Workspace", &agent.id) {
+            list.push(json!({ "uid": { "type": "Workspace", "id": agent.id }, "attrs": {}, "parents": [] }));
+        }
+        if let Some(team) = &agent.team
+            && !has(&list, "Team", team)
+        {
+            list.push(json!({ "uid": { "type": "Team", "id": team }, "attrs": {}, "parents": [] }));
+        }
+        if !has(&list, "Agent", &agent.id) {
+            let parents: Vec<Value> = agent
+                .team
+                .iter()
+                .map(|t| json!({ "type": "Team", "id": t }))
+                .collect();
+            list.push(json!({
+                "uid": { "type": "Agent", "id": agent.id },
+                "attrs": { "workspace": { "__entity": { "type": "Workspace", "id": agent.id } } },
+                "parents": parents,
+            }));
+        }
+    }
+    Ok(Value::Array(list))
+}
+
+fn models(config: &Config, secrets: &Secrets) -> Result<Models> {
+    let mut out = Models::new();
+    for (name, m) in &config.models {
+        let (provider, default_url) = match m.provider {
+            ProviderName::Anthropic => (Provider::Anthropic, "https://api.anthropic.com"),
+            ProviderName::Openai => (Provider::OpenAi, "https://api.openai.com/v1"),
+        };
+        let api_key = match &m.api_key_env {
+            Some(var) => Some(ApiKey::new(
+                secrets.require(var, &format!("models.{name}.api_key_env"))?,
+            )),
+            None => None,
+        };
+        let client = ModelClient::new(ModelEndpoint {
+            name: name.clone(),
+            provider,
+            base_url: m.base_url.clone().unwrap_or_else(|| default_url.into()),
+            model: m.model.clone(),
+            api_key,
+            max_tokens: m.max_tokens,
+            timeout: Duration::from_secs(m.timeout_secs),
+        })?;
+        out.insert(name.clone(), Arc::new(client));
+    }
+    Ok(out)
+}
+
+fn private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)
+        .with_context(|| format!("cannot create the state directory {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private", path.display()))
+}
+
+pub fn run(args: UpArgs) -> Result<u8> {
+    let (config, secrets) = Config::load(&args.config)?;
+    // Every secret is looked up before anything starts, so a missing one
+    // is the first and only error.
+    let models = models(&config, &secrets)?;
+    let tool_secrets = config.secrets.iter().try_fold(
+        corral_gate::StaticSecrets::new(),
+        |acc, (name, var)| -> Result<_> {
+            Ok(acc.with(name, secrets.require(var, &format!("secrets.{name}"))?))
+        },
+    )?;
+    let slack = match &config.slack {
+        Some(s) => Some(SlackConfig {
+            bot_token: secrets.require(&s.bot_token_env, "slack.bot_token_env")?,
+            app_token: secrets.require(&s.app_token_env, "slack.app_token_env")?,
+            api_url: s.api_url.clone(),
+            channels: s.channels.clone(),
+            direct_messages: s.direct_messages.clone(),
+        }),
+        None => None,
+    };
+    private_dir(&config.state_dir)?;
+
+    let sources = config
+        .tools
+        .iter()
+        .map(|t| {
+            let sha256 = match &t.sha256 {
+                Some(s) => s.clone(),
+                None => {
+                    let digest = file_sha256(&t.path)?;
+                    tracing::warn!(tool = %t.path.display(), %digest, "tool not pinned in corral.toml; using its current digest");
+                    digest
+                }
+            };
+            Ok(ToolSource {
+                path: t.path.clone(),
+                sha256,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let runtime = Arc::new(crate::runtime_with_cache(corral_tools::Limits::default())?);
+    let registry = Arc::new(ToolRegistry::load(&runtime, &sources)?);
+    let mut actions = Vec::new();
+    for (info, _) in registry.tools() {
+        actions.push(
+            ToolAction::new(&info.name, &info.input_schema)
+                .map_err(|e| anyhow::anyhow!("tool `{}`: {e}", info.name))?,
+        );
+    }
+    let store = Arc::new(
+        PolicyStore::load(EngineSources {
+            schema_file: config.policies.join("schema.cedarschema"),
+            policy_dir: config.policies.clone(),
+            tools: actions,
+            entities: entities(&config)?,
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nfix the policies in {} and start again",
+                config.policies.display()
+            )
+        })?,
+    );
+    let durability = match config.durability {
+        DurabilityName::Strict => Durability::Strict,
+        DurabilityName::Batched => Durability::Batched {
+            window: Duration::from_millis(10),
+        },
+    };
+    let audit = AuditLog::open(AuditConfig::new(config.audit_path()).durability(durability))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = rt.block_on(serve(
+        args,
+        config,
+        store,
+        runtime,
+        registry,
+        audit,
+        models,
+        Arc::new(tool_secrets),
+        slack,
+    ));
+    drop(rt);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    args: UpArgs,
+    config: Config,
+    store: Arc<PolicyStore>,
+    runtime: Arc<corral_tools::ToolRuntime>,
+    registry: Arc<ToolRegistry>,
+    audit: AuditLog,
+    models: Models,
+    secrets: Arc<corral_gate::StaticSecrets>,
+    slack: Option<SlackConfig>,
+) -> Result<u8> {
+    let _watch = store
+        .watch()
+        .map_err(|e| tracing::warn!("policy hot reload is off: {e}"))
+        .ok();
+    let agent_ids: Vec<String> = config.agents.iter().map(|a| a.id.clone()).collect();
+    let router = Arc::new(Router::new(store.clone(), audit.clone(), &agent_ids));
+
+    let (me_uid, me_gid) = own_ids();
+    let (uid, gid) = if me_uid == 0 {
+        config.user()
+    } else {
+        (me_uid, me_gid)
+    };
+    let socket_root = config.state_dir.join("agents");
+    let broker = Broker::builder(store, runtime, registry, audit.clone(), &socket_root)
+        .secrets(secrets)
+        .socket_owner(uid, gid)
+        .mailbox(Arc::new(RouterMailbox(router.clone())))
+        .models(models)
+        .build();
+    let mut endpoints = BTreeMap::new();
+    let mut specs = Vec::new();
+    for agent in &config.agents {
+        std::fs::create_dir_all(&agent.workspace).with_context(|| {
+            format!(
+                "agent `{}`: cannot create its workspace {}",
+                agent.id,
+                agent.workspace.display()
+            )
+        })?;
+        let workspace = agent.workspace.canonicalize()?;
+        // The agent loop keeps its history here, as the container's user.
+        let own = workspace.join(".corral");
+        std::fs::create_dir_all(&own)?;
+        std::os::unix::fs::chown(&own, Some(uid), Some(gid)).with_context(|| {
+            format!(
+                "agent `{}`: cannot give {} to {uid}:{gid}",
+                agent.id,
+                own.display()
+            )
+        })?;
+        let mut spec = AgentSpec::new(&agent.id, &workspace);
+        spec.model = agent.model.clone();
+        spec.turn = TurnLimits {
+            max_steps: agent.limits.max_steps,
+            max_tokens: agent.limits.max_tokens,
+        };
+        let endpoint = broker.serve(spec)?;
+        println!("agent {} socket {}", agent.id, endpoint.socket().display());
+        specs.push((agent, workspace, endpoint.dir().to_path_buf()));
+        endpoints.insert(agent.id.clone(), endpoint);
+    }
+
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel::<String>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let supervisor = if args.external_agents {
+        None
+    } else {
+        let docker = Docker::connect().await?;
+        let default_image = match &config.image.tag {
+            Some(tag) => tag.clone(),
+            None => {
+                AgentImage {
+                    dir: config.image.dir.clone(),
+                    binary: config.image.agent_binary.clone(),
+                }
+                .build(&docker, |line| tracing::info!("image: {line}"))
+                .await?
+            }
+        };
+        let container_specs: Vec<ContainerSpec> = specs
+            .iter()
+            .map(|(agent, workspace, socket_dir)| ContainerSpec {
+                agent: agent.id.clone(),
+                image: agent.image.clone().unwrap_or_else(|| default_image.clone()),
+                workspace: workspace.clone(),
+                socket_dir: socket_dir.clone(),
+                user: format!("{uid}:{gid}"),
+                limits: Limits {
+                    memory_bytes: i64::from(agent.limits.memory_mib) << 20,
+                    nano_cpus: (agent.limits.cpus * 1e9) as i64,
+                    pids: i64::from(agent.limits.pids),
+                    ..Limits::default()
+                },
+                command: vec!["run".into()],
+                extra_mounts: Vec::new(),
+            })
+            .collect();
+        let idle = config
+            .agents
+            .iter()
+            .map(|a| a.limits.idle_secs)
+            .min()
+            .unwrap_or(900);
+        let policy = LifecyclePolicy {
+            idle_timeout: Duration::from_secs(idle),
+            ..LifecyclePolicy::default()
+        };
+        let mut supervisor = Supervisor::new(docker, policy, container_specs, Instant::now());
+        for event in supervisor.reconcile(Instant::now()).await? {
+            tracing::info!(?event, "reconciled");
+        }
+        router.on_wake(Box::new(move |agent| {
+            let _ = wake_tx.send(agent.to_string());
+        }));
+        Some(tokio::spawn(supervise(
+            supervisor,
+            wake_rx,
+            stop_rx,
+            router.clone(),
+        )))
+    };
+
+    let control = config.control_socket();
+    let terminal = TerminalChannel::listen(&control, router.clone())
+        .with_context(|| format!("cannot listen on the control socket {}", control.display()))?;
+    println!("control {}", control.display());
+    let slack = match slack {
+        Some(s) => Some(SlackChannel::start(s, router.clone()).await?),
+        None => None,
+    };
+    println!("ready");
+
+    wait_for_shutdown().await;
+    tracing::info!("shutting down: no new messages");
+    eprintln!("corral: shutting down; letting agents finish the messages they hold");
+    if let Some(s) = slack {
+        s.shutdown().await;
+    }
+    drop(terminal);
+    let left = router.drain(Duration::from_secs(args.grace)).await;
+    if left > 0 {
+        eprintln!(
+            "corral: {left} message(s) were not answered within {}s",
+            args.grace
+        );
+    }
+    let _ = stop_tx.send(());
+    if let Some(task) = supervisor {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("corral: stopping containers: {e}"),
+            Err(e) => eprintln!("corral: the container supervisor failed: {e}"),
+        }
+    }
+    drop(endpoints);
+    drop(broker);
+    drop(router);
+    drop(audit);
+    eprintln!("corral: stopped");
+    Ok(0)
+}
+
+/// Starts containers when messages arrive, stops idle ones, restarts
+/// crashed ones; stops them all when told to (shutdown).
+async fn supervise(
+    mut supervisor: Supervisor<Docker>,
+    mut wake: mpsc::UnboundedReceiver<String>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    router: Arc<Router>,
+) -> Result<(), corral_sandbox::SandboxError> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            agent = wake.recv() => {
+                let Some(agent) = agent else { break };
+                match supervisor.ensure_running(&agent, Instant::now()).await {
+                    Ok((_, Some(event))) => tracing::info!(?event, "agent container"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(%agent, error = %e, "cannot start the agent's container"),
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for agent in router.busy() {
+                    supervisor.touch(&agent, now);
+                }
+                match supervisor.tick(now).await {
+                    Ok(events) => for event in events { tracing::info!(?event, "agent container") },
+                    Err(e) => tracing::warn!(error = %e, "supervisor pass failed"),
+                }
+            }
+        }
+    }
+    supervisor.stop_all().await
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
