@@ -131,12 +131,7 @@ impl TestBroker {
             .map(|id| {
                 let workspace = dir.path().join("workspaces").join(id);
                 std::fs::create_dir_all(&workspace).unwrap();
-                broker
-                    .serve(AgentSpec {
-                        id: id.to_string(),
-                        workspace,
-                    })
-                    .unwrap()
+                broker.serve(AgentSpec::new(*id, workspace)).unwrap()
             })
             .collect();
         drop(_enter);
@@ -177,10 +172,10 @@ impl TestBroker {
         let _enter = self.rt.as_ref().unwrap().enter();
         let workspace = self.dir.path().join("workspaces").join(id);
         std::fs::create_dir_all(&workspace).unwrap();
-        self.broker.as_ref().unwrap().serve(AgentSpec {
-            id: id.to_string(),
-            workspace,
-        })
+        self.broker
+            .as_ref()
+            .unwrap()
+            .serve(AgentSpec::new(id, workspace))
     }
 
     /// Stops serving and waits for the audit writer to commit everything

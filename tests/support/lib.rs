@@ -3,6 +3,8 @@
 
 pub mod broker;
 pub mod mcp;
+pub mod standins;
+pub mod up;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};

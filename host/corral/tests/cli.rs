@@ -248,7 +248,7 @@ fn policy_validate_test_and_check_on_the_starter_policies() {
     let out = in_repo(&["policy", "validate"], cache.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("8 policies in policies are valid"),
+        text(&out.stdout).contains("11 policies in policies are valid"),
         "{}",
         text(&out.stdout)
     );
@@ -264,7 +264,7 @@ fn policy_validate_test_and_check_on_the_starter_policies() {
         text(&out.stderr)
     );
     assert!(
-        text(&out.stdout).contains("13 passed, 0 failed"),
+        text(&out.stdout).contains("17 passed, 0 failed"),
         "{}",
         text(&out.stdout)
     );

@@ -1,0 +1,357 @@
+//! The assistant through the real `corral up`, its terminal channel and
+//! its model broker, with the agent loop (`corral-agent run`, the static
+//! binary that goes into the image) run on the host against its socket, so
+//! these run without containers. `assistant_docker.rs` runs the same loop
+//! in the real container, reached from Slack.
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use corral_channels::terminal::ChatClient;
+use corral_tests::standins::openai_stand_in;
+use corral_tests::up::{TEST_MODEL_KEY, UpConfig, UpHost, UpOptions};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+/// `corral-agent run` against the agent's socket, as the container runs it.
+struct AgentLoop(Child);
+
+impl AgentLoop {
+    fn start(host: &UpHost, config: &UpConfig) -> AgentLoop {
+        AgentLoop(
+            Command::new(corral_tests::agent_binary())
+                .arg("--socket")
+                .arg(host.socket("assistant"))
+                .arg("run")
+                .arg("--workspace")
+                .arg(config.workspace())
+                .spawn()
+                .expect("start corral-agent run"),
+        )
+    }
+}
+
+impl Drop for AgentLoop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn ask(client: &mut ChatClient, text: &str) -> Result<String, String> {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        client.ask("assistant", text, |_| {}),
+    )
+    .await
+    .expect("an answer within a minute")
+    .expect("the control socket works")
+}
+
+fn audit_records(config: &UpConfig) -> Vec<serde_json::Value> {
+    let out = Command::new(CORRAL)
+        .args(["audit", "export", "--jsonl", "--audit"])
+        .arg(config.audit())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(config: &UpConfig) {
+    let out = Command::new(CORRAL)
+        .args(["audit", "verify", "--audit"])
+        .arg(config.audit())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tools_only_mode_answers_slash_tool_through_the_same_policies() {
+    let config = UpConfig::write(&UpOptions::default());
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let _agent = AgentLoop::start(&host, &config);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut chat = ChatClient::connect(&config.control()).await.unwrap();
+        let echoed = ask(&mut chat, r#"/tool echo {"message": "hello corral"}"#)
+            .await
+            .unwrap();
+        assert!(echoed.contains("hello corral"), "{echoed}");
+
+        let help = ask(&mut chat, "what can you do?").await.unwrap();
+        assert!(help.contains("tools-only mode"), "{help}");
+        assert!(help.contains("/tool NAME JSON"), "{help}");
+        assert!(
+            help.contains("files_write") && help.contains("echo"),
+            "{help}"
+        );
+
+        // The default policies allow writes under notes/ only.
+        let denied = ask(
+            &mut chat,
+            r#"/tool files_write {"path": "secrets.txt", "content": "x"}"#,
+        )
+        .await
+        .unwrap();
+        assert!(
+            denied.starts_with("⚠") && denied.contains("denied"),
+            "{denied}"
+        );
+        assert!(!config.workspace().join("secrets.txt").exists());
+
+        let bad = ask(&mut chat, "/tool echo not-json").await.unwrap();
+        assert!(bad.contains("not JSON"), "{bad}");
+
+        let unknown = chat.ask("nobody", "hi", |_| {}).await.unwrap();
+        let refusal = unknown.expect_err("no such agent");
+        assert!(
+            refusal.contains("no agent `nobody`") && refusal.contains("assistant"),
+            "{refusal}"
+        );
+    });
+    assert_eq!(host.stop(), Some(0), "corral up exits cleanly on SIGTERM");
+    verify(&config);
+    let records = audit_records(&config);
+    let invokes: Vec<_> = records.iter().filter(|r| r["action"] == "invoke").collect();
+    assert_eq!(
+        invokes.len(),
+        4,
+        "each message to `assistant` is an invoke decision"
+    );
+    assert!(invokes.iter().all(|r| r["decision"] == "allow"
+        && r["policy_ids"] == serde_json::json!(["people-may-ask-assistants"])));
+    let replies = records
+        .iter()
+        .filter(|r| r["action"] == "post_message" && r["kind"] == "call")
+        .count();
+    assert_eq!(replies, 4, "each reply is a post_message decision");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "files_write" && r["decision"] == "deny")
+    );
+}
+
+#[test]
+fn a_person_without_an_invoke_permit_is_told_which_policy_refused() {
+    let config = UpConfig::write(&UpOptions {
+        extra_policy: Some(
+            r#"@id("terminal-closed")
+forbid (principal, action == Action::"invoke", resource)
+when { principal.channel_kind == "terminal" };"#
+                .into(),
+        ),
+        ..UpOptions::default()
+    });
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut chat = ChatClient::connect(&config.control()).await.unwrap();
+        let refusal = chat
+            .ask("assistant", "hi", |_| {})
+            .await
+            .unwrap()
+            .expect_err("refused");
+        assert!(
+            refusal.contains("denied") && refusal.contains("terminal-closed"),
+            "{refusal}"
+        );
+        assert!(
+            refusal.contains("User::\"local:") || refusal.contains("local:"),
+            "{refusal}"
+        );
+    });
+    // `corral chat -m` exits 3 on a refusal.
+    let out = Command::new(CORRAL)
+        .args(["chat", "assistant", "--socket"])
+        .arg(config.control())
+        .args(["-m", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("terminal-closed"));
+    assert_eq!(host.stop(), Some(0));
+    let records = audit_records(&config);
+    assert!(records.iter().any(|r| r["action"] == "invoke"
+        && r["decision"] == "deny"
+        && r["policy_ids"] == serde_json::json!(["terminal-closed"])));
+}
+
+#[test]
+fn the_model_broker_runs_a_tool_loop_and_the_key_stays_on_the_host() {
+    let model = openai_stand_in();
+    let config = UpConfig::write(&UpOptions {
+        model: Some(("openai", model.url("/v1"))),
+        extra_policy: Some(
+            r#"@id("no-unlisted-hosts")
+forbid (principal, action == Action::"http_request", resource)
+unless { resource in HostGroup::"public-apis" };"#
+                .into(),
+        ),
+        ..UpOptions::default()
+    });
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let _agent = AgentLoop::start(&host, &config);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut chat = ChatClient::connect(&config.control()).await.unwrap();
+        let wrote = ask(&mut chat, "please write a note").await.unwrap();
+        assert!(wrote.starts_with("Done. Tool result:"), "{wrote}");
+        let note = std::fs::read_to_string(config.workspace().join("notes/hello.md")).unwrap();
+        assert_eq!(note, "hello from the model");
+
+        let fetched = ask(&mut chat, "fetch the weather").await.unwrap();
+        assert!(
+            fetched.contains("refused") && fetched.contains("no-unlisted-hosts"),
+            "{fetched}"
+        );
+    });
+    // The conversation so far went to the model, with the tools it may use.
+    let requests = model.requests();
+    assert_eq!(requests.len(), 4, "two turns of two model calls each");
+    for r in &requests {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TEST_MODEL_KEY}").as_str())
+        );
+        let body = r.json();
+        assert_eq!(body["model"], "scripted-1");
+        assert!(
+            body["max_tokens"].as_u64().unwrap() <= 512,
+            "clamped to the agent's budget"
+        );
+        let tools: Vec<&str> = body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            tools.contains(&"files_write") && tools.contains(&"http_get"),
+            "{tools:?}"
+        );
+    }
+    let history = std::fs::read_dir(config.workspace().join(".corral/conversations"))
+        .unwrap()
+        .count();
+    assert_eq!(history, 1, "one terminal session, one conversation file");
+
+    let log = host.log();
+    assert_eq!(host.stop(), Some(0));
+    verify(&config);
+    let records = audit_records(&config);
+    let model_calls: Vec<_> = records
+        .iter()
+        .filter(|r| r["action"] == "use_model")
+        .collect();
+    assert_eq!(
+        model_calls
+            .iter()
+            .filter(|r| r["kind"] == "call" && r["decision"] == "allow")
+            .count(),
+        4
+    );
+    assert!(model_calls.iter().any(|r| {
+        r["kind"] == "outcome"
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("input_tokens=100 output_tokens=20"))
+    }));
+    assert!(records.iter().any(|r| r["action"] == "http_request"
+        && r["decision"] == "deny"
+        && r["policy_ids"] == serde_json::json!(["no-unlisted-hosts"])));
+
+    // The key is in no log line and in no byte of the audit database.
+    assert!(
+        log.contains("DEBUG") || log.contains("INFO"),
+        "the host logged at debug level"
+    );
+    assert!(
+        !log.contains(TEST_MODEL_KEY),
+        "the API key appeared in the host's log"
+    );
+    for file in ["audit.db", "audit.db-wal"] {
+        let path = config.dir.path().join("state").join(file);
+        if let Ok(bytes) = std::fs::read(&path) {
+            assert!(
+                !bytes
+                    .windows(TEST_MODEL_KEY.len())
+                    .any(|w| w == TEST_MODEL_KEY.as_bytes()),
+                "the API key is in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_configuration_names_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corral.toml");
+    std::fs::write(&path, "policies = \"p\"\nagnets = []\n").unwrap();
+    let out = Command::new(CORRAL)
+        .arg("up")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("agnets") && err.contains("corral.toml"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &path,
+        "policies = \"p\"\n[[agents]]\nid = \"a\"\nworkspace = \"w\"\nmodel = \"gpt\"\n",
+    )
+    .unwrap();
+    let out = Command::new(CORRAL)
+        .arg("up")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model `gpt` is not defined") && err.contains("[models.gpt]"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &path,
+        "policies = \"p\"\n[[agents]]\nid = \"a\"\nworkspace = \"w\"\nmodel = \"m\"\n[models.m]\nprovider = \"anthropic\"\nmodel = \"x\"\napi_key_env = \"CORRAL_TEST_UNSET_KEY\"\n",
+    )
+    .unwrap();
+    let out = Command::new(CORRAL)
+        .arg("up")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("CORRAL_TEST_UNSET_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CORRAL_TEST_UNSET_KEY"), "{err}");
+}

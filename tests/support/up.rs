@@ -1,0 +1,190 @@
+//! Running the real `corral up` binary in tests and benchmarks.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a test's `corral.toml` holds.
+#[derive(Default)]
+pub struct UpOptions {
+    /// `(provider, base_url)`; the key is read from `CORRAL_TEST_MODEL_KEY`.
+    pub model: Option<(&'static str, String)>,
+    /// The Slack stand-in's Web API base; binds channel `C0001` to
+    /// `assistant`.
+    pub slack_api: Option<String>,
+    /// Added to the policies as `extra.cedar`.
+    pub extra_policy: Option<String>,
+    /// The agent image to use instead of building one.
+    pub image: Option<String>,
+}
+
+/// The API key the tests give the model stand-ins; it must never appear in
+/// a container, an audit row or a log line.
+pub const TEST_MODEL_KEY: &str = "sk-test-CORRAL-e2e-4f1d9c0b7a";
+
+/// A scratch directory with policies, workspaces and `corral.toml` for one
+/// agent `assistant` (team `assistants`, tools echo, files, http-get).
+pub struct UpConfig {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl UpConfig {
+    pub fn write(options: &UpOptions) -> UpConfig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policies = dir.path().join("policies");
+        crate::broker::copy_policies(&policies);
+        if let Some(extra) = &options.extra_policy {
+            std::fs::write(policies.join("extra.cedar"), extra).expect("extra policy");
+        }
+        let mut toml = String::from("state_dir = \"state\"\npolicies = \"policies\"\n");
+        match &options.image {
+            Some(tag) => toml.push_str(&format!("[image]\ntag = \"{tag}\"\n")),
+            None => toml.push_str(&format!(
+                "[image]\ndir = \"{}\"\nagent_binary = \"{}\"\n",
+                crate::repo_root().join("agent-image").display(),
+                crate::agent_binary().display()
+            )),
+        }
+        for tool in ["echo", "files", "http-get"] {
+            toml.push_str(&format!(
+                "[[tools]]\npath = \"{}\"\n",
+                crate::component_path(tool).display()
+            ));
+        }
+        toml.push_str("[[agents]]\nid = \"assistant\"\nteam = \"assistants\"\nworkspace = \"workspace/assistant\"\n");
+        if options.model.is_some() {
+            toml.push_str("model = \"main\"\n");
+        }
+        toml.push_str("[agents.limits]\nmax_steps = 4\nmax_tokens = 512\nidle_secs = 600\n");
+        if let Some((provider, url)) = &options.model {
+            toml.push_str(&format!(
+                "[models.main]\nprovider = \"{provider}\"\nmodel = \"scripted-1\"\nbase_url = \"{url}\"\napi_key_env = \"CORRAL_TEST_MODEL_KEY\"\n"
+            ));
+        }
+        if let Some(api) = &options.slack_api {
+            toml.push_str(&format!(
+                "[slack]\napi_url = \"{api}\"\n[slack.channels]\nC0001 = \"assistant\"\n"
+            ));
+        }
+        let path = dir.path().join("corral.toml");
+        std::fs::write(&path, toml).expect("corral.toml");
+        UpConfig { dir, path }
+    }
+
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.path().join("workspace/assistant")
+    }
+
+    pub fn audit(&self) -> PathBuf {
+        self.dir.path().join("state/audit.db")
+    }
+
+    pub fn control(&self) -> PathBuf {
+        self.dir.path().join("state/control.sock")
+    }
+}
+
+/// A running `corral up`; stderr goes to a file the test can read.
+pub struct UpHost {
+    child: Child,
+    pub sockets: Vec<(String, PathBuf)>,
+    pub stderr: PathBuf,
+}
+
+impl UpHost {
+    /// Starts `corral` (the binary under test) with `args` after `up`, and
+    /// waits for `ready`.
+    pub fn start(corral: &Path, config: &UpConfig, extra_args: &[&str]) -> UpHost {
+        let stderr = config.dir.path().join("up.stderr");
+        let mut child = Command::new(corral)
+            .arg("up")
+            .arg("--config")
+            .arg(&config.path)
+            .args(["--grace", "10"])
+            .args(extra_args)
+            .env("RUST_LOG", "debug")
+            .env("CORRAL_TEST_MODEL_KEY", TEST_MODEL_KEY)
+            .env("SLACK_BOT_TOKEN", "xoxb-test-bot")
+            .env("SLACK_APP_TOKEN", "xapp-test-app")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start corral up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut sockets = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == "ready" => break,
+                Ok(line) => {
+                    let parts: Vec<&str> = line.split_whitespace().collect();
+                    if let ["agent", id, "socket", path] = parts[..] {
+                        sockets.push((id.to_string(), PathBuf::from(path)));
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "corral up did not get ready; its stderr:\n{}",
+                        std::fs::read_to_string(&stderr).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        UpHost {
+            child,
+            sockets,
+            stderr,
+        }
+    }
+
+    pub fn socket(&self, agent: &str) -> PathBuf {
+        self.sockets
+            .iter()
+            .find(|(a, _)| a == agent)
+            .map(|(_, p)| p.clone())
+            .expect("agent socket")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for UpHost {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
