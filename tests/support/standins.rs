@@ -404,6 +404,32 @@ impl SlackStandIn {
         let _ = self.events.send(event);
     }
 
+    /// Sends a direct message (`message` event in an `im` channel).
+    pub fn direct_message(&self, envelope: &str, channel: &str, user: &str, text: &str, ts: &str) {
+        let event = json!({
+            "type": "events_api",
+            "envelope_id": envelope,
+            "accepts_response_payload": false,
+            "payload": {
+                "type": "event_callback",
+                "team_id": SLACK_TEAM,
+                "api_app_id": "A0001",
+                "event_id": format!("Ev{envelope}"),
+                "event_time": 1_764_000_000,
+                "event": {
+                    "type": "message",
+                    "channel_type": "im",
+                    "user": user,
+                    "text": text,
+                    "ts": ts,
+                    "channel": channel,
+                    "event_ts": ts,
+                },
+            },
+        });
+        let _ = self.events.send(event);
+    }
+
     pub fn acked(&self) -> Vec<String> {
         self.acks.lock().expect("lock").clone()
     }

@@ -17,6 +17,8 @@ pub struct UpOptions {
     pub extra_policy: Option<String>,
     /// The agent image to use instead of building one.
     pub image: Option<String>,
+    /// The `[broker]` table's lines (limits).
+    pub broker: Option<&'static str>,
 }
 
 /// The API key the tests give the model stand-ins; it must never appear in
@@ -65,8 +67,11 @@ impl UpConfig {
         }
         if let Some(api) = &options.slack_api {
             toml.push_str(&format!(
-                "[slack]\napi_url = \"{api}\"\n[slack.channels]\nC0001 = \"assistant\"\n"
+                "[slack]\napi_url = \"{api}\"\ndirect_messages = \"assistant\"\n[slack.channels]\nC0001 = \"assistant\"\n"
             ));
+        }
+        if let Some(broker) = options.broker {
+            toml.push_str(&format!("[broker]\n{broker}\n"));
         }
         let path = dir.path().join("corral.toml");
         std::fs::write(&path, toml).expect("corral.toml");

@@ -28,12 +28,22 @@ use crate::{Origin, Router};
 /// The longest line a chat client may send.
 const MAX_LINE: usize = 256 * 1024;
 
+/// One line from a client: a message for an agent, or an operator's
+/// request about an agent's container.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Ask {
-    agent: String,
-    text: String,
+#[serde(untagged, deny_unknown_fields)]
+enum Request {
+    Ask { agent: String, text: String },
+    Op { op: String, agent: String },
 }
+
+/// The host's answer to an operator request (`start`): what happened, or
+/// why not.
+pub type Ops = Arc<
+    dyn Fn(String, String) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A listening control socket; dropping it stops listening and removes
 /// the socket file.
@@ -52,7 +62,11 @@ impl Drop for TerminalChannel {
 impl TerminalChannel {
     /// Listens on `path`, replacing a stale socket left by a crashed host
     /// (but refusing to replace anything that is not a socket).
-    pub fn listen(path: &Path, router: Arc<Router>) -> std::io::Result<TerminalChannel> {
+    pub fn listen(
+        path: &Path,
+        router: Arc<Router>,
+        ops: Option<Ops>,
+    ) -> std::io::Result<TerminalChannel> {
         use std::os::unix::fs::FileTypeExt;
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
@@ -84,7 +98,7 @@ impl TerminalChannel {
                     continue;
                 };
                 let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
-                tokio::spawn(serve(stream, router.clone(), n));
+                tokio::spawn(serve(stream, router.clone(), ops.clone(), n));
             }
         });
         Ok(TerminalChannel {
@@ -94,7 +108,7 @@ impl TerminalChannel {
     }
 }
 
-async fn serve(stream: UnixStream, router: Arc<Router>, session: u64) {
+async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, session: u64) {
     let uid = match stream.peer_cred() {
         Ok(cred) => cred.uid(),
         Err(e) => {
@@ -131,15 +145,28 @@ async fn serve(stream: UnixStream, router: Arc<Router>, session: u64) {
                 .await;
             return;
         }
-        let ask: Ask = match serde_json::from_slice(&line) {
-            Ok(a) => a,
+        let request: Request = match serde_json::from_slice(&line) {
+            Ok(r) => r,
             Err(e) => {
                 let error = json!({"error": format!("bad request ({e}); send {{\"agent\": \"ID\", \"text\": \"...\"}}")});
-                if write
-                    .write_all(format!("{error}\n").as_bytes())
-                    .await
-                    .is_err()
-                {
+                if !send(&mut write, &error).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (agent, text) = match request {
+            Request::Ask { agent, text } => (agent, text),
+            Request::Op { op, agent } => {
+                let answer = match &ops {
+                    Some(ops) => ops(op, agent).await,
+                    None => Err("this host takes no operator requests".into()),
+                };
+                let frame = match answer {
+                    Ok(done) => json!({ "done": done }),
+                    Err(e) => json!({ "error": e }),
+                };
+                if !send(&mut write, &frame).await {
                     return;
                 }
                 continue;
@@ -152,32 +179,35 @@ async fn serve(stream: UnixStream, router: Arc<Router>, session: u64) {
             chat_workspace: None,
             conversation: format!("terminal-{started}-{session}"),
         };
-        let answer = match router.submit(&ask.agent, ask.text, origin, delivery.clone()) {
-            Err(e) => vec![json!({ "error": e.to_string() })],
+        match router.submit(&agent, text, origin, delivery.clone()) {
+            Err(e) => {
+                if !send(&mut write, &json!({ "error": e.to_string() })).await {
+                    return;
+                }
+            }
             Ok(id) => {
-                let mut out = Vec::new();
                 while let Some(reply) = replies.recv().await {
                     if reply.message != id {
                         continue;
                     }
-                    out.push(json!({ "message": id, "reply": reply.text, "last": reply.last }));
+                    let frame = json!({ "message": id, "reply": reply.text, "last": reply.last });
+                    if !send(&mut write, &frame).await {
+                        return;
+                    }
                     if reply.last {
                         break;
                     }
                 }
-                out
-            }
-        };
-        for frame in answer {
-            if write
-                .write_all(format!("{frame}\n").as_bytes())
-                .await
-                .is_err()
-            {
-                return;
             }
         }
     }
+}
+
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, frame: &serde_json::Value) -> bool {
+    write
+        .write_all(format!("{frame}\n").as_bytes())
+        .await
+        .is_ok()
 }
 
 /// The client side, for `corral chat` and tests.
@@ -201,6 +231,28 @@ impl ChatClient {
         Ok(ChatClient {
             read: BufReader::new(read),
             write,
+        })
+    }
+
+    /// Asks the host to do `op` (`start`) for `agent`: what it did, or why
+    /// not.
+    pub async fn op(&mut self, op: &str, agent: &str) -> std::io::Result<Result<String, String>> {
+        let frame = json!({ "op": op, "agent": agent });
+        self.write
+            .write_all(format!("{frame}\n").as_bytes())
+            .await?;
+        let mut line = String::new();
+        if self.read.read_line(&mut line).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "`corral up` closed the connection (is it shutting down?)",
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok(match value["error"].as_str() {
+            Some(e) => Err(e.to_string()),
+            None => Ok(value["done"].as_str().unwrap_or_default().to_string()),
         })
     }
 

@@ -42,7 +42,12 @@ fn report(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    let config = UpConfig::write(&UpOptions::default());
+    // The default rate limit (50 calls/s per agent) would throttle a
+    // benchmark; the limits are not what is measured.
+    let config = UpConfig::write(&UpOptions {
+        broker: Some("rate_per_second = 100000.0\nrate_burst = 100000.0"),
+        ..UpOptions::default()
+    });
     let host = UpHost::start(CORRAL.as_ref(), &config, &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -10,6 +10,18 @@ use corral_sandbox::{ContainerBackend, ContainerSpec, Docker, Limits};
 pub enum AgentsCmd {
     /// List agent containers (labelled `corral.agent`), running or not.
     Ls,
+    /// Start an agent's container now, through the running `corral up`
+    /// (which otherwise starts it on the agent's first message).
+    Start {
+        agent: String,
+        /// The configuration `corral up` runs with (to find its control
+        /// socket).
+        #[arg(long, short, default_value = "corral.toml", env = "CORRAL_CONFIG")]
+        config: PathBuf,
+        /// The control socket, instead of reading the configuration.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Stop and remove an agent's container.
     Stop {
         agent: String,
@@ -47,6 +59,27 @@ pub fn run(cmd: AgentsCmd) -> Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if let AgentsCmd::Start {
+        agent,
+        config,
+        socket,
+    } = &cmd
+    {
+        let socket = match socket {
+            Some(s) => s.clone(),
+            None => crate::config::Config::load(config)?.0.control_socket(),
+        };
+        return rt.block_on(async {
+            let mut client = corral_channels::terminal::ChatClient::connect(&socket).await?;
+            match client.op("start", agent).await? {
+                Ok(done) => {
+                    println!("{done}");
+                    Ok(0)
+                }
+                Err(e) => bail!("{e}"),
+            }
+        });
+    }
     rt.block_on(async {
         let docker = Docker::connect().await?;
         let find = |agent: &str, all: &[corral_sandbox::ContainerInfo]| {
@@ -58,6 +91,7 @@ pub fn run(cmd: AgentsCmd) -> Result<u8> {
                 })
         };
         match cmd {
+            AgentsCmd::Start { .. } => unreachable!("handled above"),
             AgentsCmd::Ls => {
                 let all = docker.list().await?;
                 if all.is_empty() {

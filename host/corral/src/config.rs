@@ -30,6 +30,8 @@ pub struct Config {
     #[serde(default)]
     pub image: ImageConfig,
     #[serde(default)]
+    pub broker: BrokerConfig,
+    #[serde(default)]
     pub tools: Vec<ToolConfig>,
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
@@ -86,6 +88,52 @@ fn default_agent_binary() -> PathBuf {
 }
 fn default_user() -> String {
     "10001:10001".into()
+}
+
+/// Limits each agent's broker socket enforces.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Sustained tool calls per second per agent.
+    #[serde(default = "d_rate")]
+    pub rate_per_second: f64,
+    #[serde(default = "d_burst")]
+    pub rate_burst: f64,
+    /// Tool calls running at once per agent.
+    #[serde(default = "d_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "d_connections")]
+    pub max_connections: usize,
+    #[serde(default = "d_call_timeout")]
+    pub call_timeout_ms: u64,
+}
+
+fn d_rate() -> f64 {
+    50.0
+}
+fn d_burst() -> f64 {
+    100.0
+}
+fn d_in_flight() -> usize {
+    8
+}
+fn d_connections() -> usize {
+    4
+}
+fn d_call_timeout() -> u64 {
+    30_000
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            rate_per_second: d_rate(),
+            rate_burst: d_burst(),
+            max_in_flight: d_in_flight(),
+            max_connections: d_connections(),
+            call_timeout_ms: d_call_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,6 +374,16 @@ impl Config {
                     a.id
                 );
             }
+        }
+        let b = &self.broker;
+        if !(b.rate_per_second > 0.0 && b.rate_burst >= 1.0)
+            || b.max_in_flight == 0
+            || b.max_connections == 0
+            || b.call_timeout_ms == 0
+        {
+            bail!(
+                "{file}: [broker] limits out of range (rate_per_second > 0, rate_burst ≥ 1, max_in_flight, max_connections and call_timeout_ms ≥ 1)"
+            );
         }
         for (name, m) in &self.models {
             if m.max_tokens == 0 || m.timeout_secs == 0 {

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use corral_audit::{AuditConfig, AuditLog, Durability};
-use corral_broker::{AgentSpec, Broker, Inbound, Mailbox, Models, TurnLimits};
+use corral_broker::{AgentSpec, Broker, BrokerLimits, Inbound, Mailbox, Models, TurnLimits};
 use corral_channels::slack::{SlackChannel, SlackConfig};
-use corral_channels::terminal::TerminalChannel;
+use corral_channels::terminal::{Ops, TerminalChannel};
 use corral_channels::{Message, Router};
 use corral_models::{ApiKey, ModelClient, ModelEndpoint, Provider};
 use corral_policy::{EngineSources, PolicyStore, ToolAction, read_entities};
@@ -277,6 +277,14 @@ async fn serve(
     let broker = Broker::builder(store, runtime, registry, audit.clone(), &socket_root)
         .secrets(secrets)
         .socket_owner(uid, gid)
+        .limits(BrokerLimits {
+            rate_per_second: config.broker.rate_per_second,
+            rate_burst: config.broker.rate_burst,
+            max_in_flight: config.broker.max_in_flight,
+            max_connections: config.broker.max_connections,
+            call_timeout: Duration::from_millis(config.broker.call_timeout_ms),
+            ..BrokerLimits::default()
+        })
         .mailbox(Arc::new(RouterMailbox(router.clone())))
         .models(models)
         .build();
@@ -313,7 +321,7 @@ async fn serve(
         endpoints.insert(agent.id.clone(), endpoint);
     }
 
-    let (wake_tx, wake_rx) = mpsc::unbounded_channel::<String>();
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel::<Wake>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let supervisor = if args.external_agents {
         None
@@ -362,8 +370,9 @@ async fn serve(
         for event in supervisor.reconcile(Instant::now()).await? {
             tracing::info!(?event, "reconciled");
         }
+        let wake = wake_tx.clone();
         router.on_wake(Box::new(move |agent| {
-            let _ = wake_tx.send(agent.to_string());
+            let _ = wake.send(Wake::Message(agent.to_string()));
         }));
         Some(tokio::spawn(supervise(
             supervisor,
@@ -374,7 +383,30 @@ async fn serve(
     };
 
     let control = config.control_socket();
-    let terminal = TerminalChannel::listen(&control, router.clone())
+    let ops: Ops = {
+        let external = args.external_agents;
+        Arc::new(move |op: String, agent: String| {
+            let wake = wake_tx.clone();
+            Box::pin(async move {
+                if op != "start" {
+                    return Err(format!("unknown operation `{op}`; the host knows `start`"));
+                }
+                if external {
+                    return Err(
+                        "this `corral up` runs with --external-agents: it starts no containers"
+                            .into(),
+                    );
+                }
+                let (done, result) = tokio::sync::oneshot::channel();
+                wake.send(Wake::Start(agent, done))
+                    .map_err(|_| "the host is shutting down".to_string())?;
+                result
+                    .await
+                    .map_err(|_| "the host is shutting down".to_string())?
+            })
+        })
+    };
+    let terminal = TerminalChannel::listen(&control, router.clone(), Some(ops))
         .with_context(|| format!("cannot listen on the control socket {}", control.display()))?;
     println!("control {}", control.display());
     let slack = match slack {
@@ -417,7 +449,7 @@ async fn serve(
 /// crashed ones; stops them all when told to (shutdown).
 async fn supervise(
     mut supervisor: Supervisor<Docker>,
-    mut wake: mpsc::UnboundedReceiver<String>,
+    mut wake: mpsc::UnboundedReceiver<Wake>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     router: Arc<Router>,
 ) -> Result<(), corral_sandbox::SandboxError> {
@@ -425,12 +457,26 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            agent = wake.recv() => {
-                let Some(agent) = agent else { break };
-                match supervisor.ensure_running(&agent, Instant::now()).await {
-                    Ok((_, Some(event))) => tracing::info!(?event, "agent container"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(%agent, error = %e, "cannot start the agent's container"),
+            wake = wake.recv() => {
+                let Some(wake) = wake else { break };
+                let (agent, done) = match wake {
+                    Wake::Message(agent) => (agent, None),
+                    Wake::Start(agent, done) => (agent, Some(done)),
+                };
+                let result = supervisor.ensure_running(&agent, Instant::now()).await;
+                let answer = match &result {
+                    Ok((id, Some(event))) => {
+                        tracing::info!(?event, "agent container");
+                        Ok(format!("started agent `{agent}` in container {}", short(id)))
+                    }
+                    Ok((id, None)) => Ok(format!("agent `{agent}` is already running in container {}", short(id))),
+                    Err(e) => {
+                        tracing::error!(%agent, error = %e, "cannot start the agent's container");
+                        Err(format!("agent `{agent}`: {e}"))
+                    }
+                };
+                if let Some(done) = done {
+                    let _ = done.send(answer);
                 }
             }
             _ = tick.tick() => {
@@ -446,6 +492,17 @@ async fn supervise(
         }
     }
     supervisor.stop_all().await
+}
+
+/// What wakes the supervisor: a message queued for an agent, or an
+/// operator's `corral agents start`.
+enum Wake {
+    Message(String),
+    Start(String, tokio::sync::oneshot::Sender<Result<String, String>>),
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
 async fn wait_for_shutdown() {

@@ -8,7 +8,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use corral_channels::terminal::ChatClient;
-use corral_tests::standins::openai_stand_in;
+use corral_tests::standins::{SlackStandIn, openai_stand_in};
 use corral_tests::up::{TEST_MODEL_KEY, UpConfig, UpHost, UpOptions};
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
@@ -354,4 +354,73 @@ fn bad_configuration_names_the_key_and_the_file() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CORRAL_TEST_UNSET_KEY"), "{err}");
+}
+
+#[test]
+fn a_slack_direct_message_is_answered_in_its_thread_and_the_bots_own_posts_are_ignored() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let slack = rt.block_on(SlackStandIn::start());
+    let config = UpConfig::write(&UpOptions {
+        slack_api: Some(slack.api_url()),
+        ..UpOptions::default()
+    });
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let _agent = AgentLoop::start(&host, &config);
+    rt.block_on(async {
+        assert!(
+            slack.wait_connected(Duration::from_secs(30)).await,
+            "{}",
+            host.log()
+        );
+        slack.direct_message(
+            "d1",
+            "D0001",
+            "U0042",
+            r#"/tool echo {"message": "over dm"}"#,
+            "1764000010.000100",
+        );
+        let reply = slack
+            .wait_post("1764000010.000100", Duration::from_secs(30), |t| {
+                t.contains("over dm")
+            })
+            .await;
+        assert!(
+            reply.is_some(),
+            "posts: {:?}\nlog:\n{}",
+            slack.posts(),
+            host.log()
+        );
+        // The bot's own message coming back as an event is not a request.
+        slack.direct_message(
+            "d2",
+            "D0001",
+            corral_tests::standins::SLACK_BOT_USER,
+            "echo loop?",
+            "1764000011.000100",
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            slack
+                .posts()
+                .iter()
+                .all(|p| p["thread_ts"] != "1764000011.000100")
+        );
+        assert!(
+            slack.acked().contains(&"d2".to_string()),
+            "ignored events are still acknowledged"
+        );
+    });
+    assert_eq!(host.stop(), Some(0));
+    let records = audit_records(&config);
+    let invokes: Vec<_> = records.iter().filter(|r| r["action"] == "invoke").collect();
+    assert_eq!(invokes.len(), 1, "only the person's message was an invoke");
+    let args = invokes[0]["arguments"].as_str().unwrap_or_default();
+    assert!(
+        args.contains("slack:U0042") && args.contains("slack:D0001"),
+        "{args}"
+    );
 }

@@ -66,6 +66,37 @@ unless { resource in HostGroup::"public-apis" };"#
                 .is_empty()
         );
 
+        // An operator can start it ahead of the first message.
+        let started = Command::new(CORRAL)
+            .args(["agents", "start", "assistant", "--socket"])
+            .arg(config.control())
+            .output()
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        assert!(String::from_utf8_lossy(&started.stdout).contains("started agent `assistant`"));
+        assert!(
+            !docker(&["ps", "-q", "--filter", "label=corral.agent=assistant"])
+                .trim()
+                .is_empty()
+        );
+        let again = Command::new(CORRAL)
+            .args(["agents", "start", "assistant", "--socket"])
+            .arg(config.control())
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&again.stdout).contains("already running"));
+        let unknown = Command::new(CORRAL)
+            .args(["agents", "start", "nobody", "--socket"])
+            .arg(config.control())
+            .output()
+            .unwrap();
+        assert!(!unknown.status.success());
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("nobody"));
+
         slack.mention(
             "env1",
             "C0001",
