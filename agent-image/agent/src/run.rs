@@ -18,6 +18,11 @@ use crate::{Client, ClientError};
 
 /// Messages kept per conversation; older ones are dropped from the front.
 const HISTORY: usize = 40;
+/// The conversation sent to the model is kept under this many bytes of
+/// JSON (the broker refuses frames over 1 MiB), oldest turns dropped first.
+const HISTORY_BYTES: usize = 256 * 1024;
+/// A tool result or the memory file is cut to this many bytes.
+const PIECE_BYTES: usize = 16 * 1024;
 
 const SYSTEM: &str = "You are an agent run by Corral. You can act only through the tools you are given; every call is checked against policy and recorded. When a tool call is denied, tell the person plainly what was denied and which policy decided, and do not try to work around it.";
 
@@ -61,7 +66,16 @@ pub fn run(options: &LoopOptions) -> Result<(), ClientError> {
             workspace: &options.workspace,
             work,
         }
-        .answer()?;
+        .answer();
+        let reply = match reply {
+            Ok(text) => text,
+            // The broker refused something this turn sent (too large, say):
+            // tell the person instead of dying on the same message again.
+            Err(ClientError::Protocol(problem)) => {
+                format!("⚠ I could not finish this: {problem}")
+            }
+            Err(e) => return Err(e),
+        };
         let posted = client.request("corral/reply", json!({ "message": id, "text": reply }))?;
         if let Some(error) = posted.get("error") {
             eprintln!(
@@ -167,11 +181,12 @@ impl Turn<'_> {
         let history_file = self.history_file();
         let mut messages = load_history(&history_file);
         messages.push(json!({ "role": "user", "content": [{ "type": "text", "text": text }] }));
+        trim_history(&mut messages);
         let tools = self.tool_specs()?;
         let mut system = SYSTEM.to_string();
         if let Ok(memory) = std::fs::read_to_string(self.workspace.join("AGENT.md")) {
             system.push_str("\n\nYour memory (AGENT.md in your workspace):\n");
-            system.push_str(&memory);
+            system.push_str(cut(&memory));
         }
         let max_steps = self.work["limits"]["max_steps"]
             .as_u64()
@@ -195,6 +210,11 @@ impl Turn<'_> {
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
+            if content.is_empty() {
+                // Providers refuse an empty assistant turn in the history.
+                reply = Some("(the model gave no answer)".into());
+                break;
+            }
             messages.push(json!({ "role": "assistant", "content": content }));
             let mut results = Vec::new();
             let mut said = Vec::new();
@@ -214,7 +234,7 @@ impl Turn<'_> {
                         results.push(json!({
                             "type": "tool_result",
                             "tool_use_id": block["id"],
-                            "content": result.text,
+                            "content": cut(&result.text),
                             "is_error": result.is_error,
                         }));
                     }
@@ -222,7 +242,12 @@ impl Turn<'_> {
                 }
             }
             if results.is_empty() {
-                reply = Some(said.join("\n"));
+                let text = said.join("\n");
+                reply = Some(if text.trim().is_empty() {
+                    "(the model gave no text)".into()
+                } else {
+                    text
+                });
                 break;
             }
             messages.push(json!({ "role": "user", "content": results }));
@@ -263,23 +288,46 @@ fn load_history(path: &Path) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Keeps the newest messages, starting at a person's text so that no tool
-/// result is left without the call it answers.
-fn save_history(path: &Path, messages: &[Value]) {
+/// At most `PIECE_BYTES` of `text`, cut at a character boundary.
+fn cut(text: &str) -> &str {
+    if text.len() <= PIECE_BYTES {
+        return text;
+    }
+    let mut end = PIECE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Drops the oldest messages until the history is within `HISTORY`
+/// messages and `HISTORY_BYTES`, always starting at a person's text so that
+/// no tool result is left without the call it answers. The newest message
+/// is kept whatever its size.
+fn trim_history(messages: &mut Vec<Value>) {
+    let starts_turn = |m: &Value| m["role"] == "user" && m["content"][0]["type"] == "text";
+    let size = |ms: &[Value]| serde_json::to_vec(ms).map_or(0, |b| b.len());
     let mut start = messages.len().saturating_sub(HISTORY);
-    while start < messages.len() {
-        let m = &messages[start];
-        if m["role"] == "user" && m["content"][0]["type"] == "text" {
-            break;
-        }
+    while start + 1 < messages.len()
+        && (!starts_turn(&messages[start]) || size(&messages[start..]) > HISTORY_BYTES)
+    {
         start += 1;
     }
-    let kept = &messages[start..];
+    if start < messages.len() && !starts_turn(&messages[start]) {
+        // No turn fits: an empty history beats one a provider refuses.
+        start = messages.len();
+    }
+    messages.drain(..start);
+}
+
+fn save_history(path: &Path, messages: &[Value]) {
+    let mut kept = messages.to_vec();
+    trim_history(&mut kept);
     if let Some(dir) = path.parent()
         && std::fs::create_dir_all(dir).is_ok()
     {
         let tmp = path.with_extension("tmp");
-        let written = serde_json::to_vec(kept)
+        let written = serde_json::to_vec(&kept)
             .ok()
             .and_then(|bytes| std::fs::write(&tmp, bytes).ok())
             .and_then(|()| std::fs::rename(&tmp, path).ok());

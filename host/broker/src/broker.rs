@@ -87,6 +87,10 @@ pub(crate) struct AgentState {
     pub turn: TurnLimits,
     /// Model tokens used today (UTC day number, tokens), for budgets.
     pub day: Mutex<(i64, u64)>,
+    /// Held for the whole of each model call: one at a time per agent.
+    pub model_turn: tokio::sync::Mutex<()>,
+    /// Model calls since the agent's last reply, against `turn.max_steps`.
+    pub steps: std::sync::atomic::AtomicU32,
 }
 
 impl AgentState {
@@ -293,6 +297,8 @@ impl Broker {
             model: agent.model.clone(),
             turn: agent.turn,
             day: Mutex::new((0, 0)),
+            model_turn: tokio::sync::Mutex::new(()),
+            steps: Default::default(),
         });
         let accept = tokio::spawn(accept_loop(listener, self.shared.clone(), state));
         tracing::info!(agent = %agent.id, socket = %socket.display(), "serving agent");
@@ -390,10 +396,18 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, agent: Arc<Age
             continue;
         };
         let session = Session::new(shared.clone(), agent.clone());
+        let (session_id, closed) = (session.id.clone(), session.closed.clone());
         let limits = frame_limits(&shared.limits);
         let id = agent.id.clone();
+        let mailbox = shared.mailbox.clone();
         tokio::spawn(async move {
-            serve_connection(stream, limits, session, id).await;
+            serve_connection(stream, limits, session, id.clone()).await;
+            // Flag first, then release: a message taken after this is
+            // released by its taker (see `Session::next_message`).
+            closed.store(true, std::sync::atomic::Ordering::Release);
+            if let Some(mailbox) = mailbox {
+                mailbox.release(&id, &session_id);
+            }
             drop(permit);
         });
     }

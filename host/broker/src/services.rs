@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use corral_audit::{Entry, Kind, Outcome};
 use corral_models::{ChatRequest, ModelClient};
 use corral_policy::{Common, Decision, PolicyError, RequestEntity, uid};
-use rmcp::ErrorData as McpError;
 use rmcp::model::ErrorCode;
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -47,8 +48,18 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where agents' messages come from and their replies go: the channels.
 pub trait Mailbox: Send + Sync + 'static {
-    /// The next message for `agent`, waiting up to `wait`.
-    fn next<'a>(&'a self, agent: &'a str, wait: Duration) -> BoxFuture<'a, Option<Inbound>>;
+    /// The next message for `agent`, waiting up to `wait`. `holder` (the
+    /// broker session taking it) holds it until it is answered or
+    /// [`Mailbox::release`]d.
+    fn next<'a>(
+        &'a self,
+        agent: &'a str,
+        holder: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Option<Inbound>>;
+    /// The session `holder` of `agent` ended: the messages it held and did
+    /// not answer are answered for it, saying so, so nobody waits forever.
+    fn release(&self, agent: &str, holder: &str);
     /// The message `id` that `agent` is working on, if it is waiting for a
     /// reply from that agent.
     fn pending(&self, agent: &str, id: u64) -> Option<Inbound>;
@@ -120,11 +131,21 @@ fn denied(message: String, decision: &Decision, class: &str) -> McpError {
 }
 
 impl Session {
-    pub(crate) async fn custom(&self, method: &str, raw: Option<Value>) -> Result<Value, McpError> {
+    pub(crate) async fn custom(
+        &self,
+        method: &str,
+        raw: Option<Value>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Value, McpError> {
         match method {
             "corral/next" => {
                 let p: NextParams = params(method, raw)?;
-                self.next_message(p).await
+                tokio::select! {
+                    // The connection is gone: stop waiting for a message
+                    // nobody can receive.
+                    _ = context.ct.cancelled() => Ok(Value::Null),
+                    next = self.next_message(p) => next,
+                }
             }
             "corral/reply" => {
                 let p: ReplyParams = params(method, raw)?;
@@ -160,9 +181,15 @@ impl Session {
     async fn next_message(&self, p: NextParams) -> Result<Value, McpError> {
         let mailbox = self.mailbox()?;
         let wait = Duration::from_millis(p.wait_ms.unwrap_or(25_000)).min(MAX_WAIT);
-        let Some(message) = mailbox.next(&self.agent.id, wait).await else {
+        let Some(message) = mailbox.next(&self.agent.id, &self.id, wait).await else {
             return Ok(Value::Null);
         };
+        // Taken after the connection ended: nobody will answer it. (Taken
+        // before, it is released when the connection's end is handled.)
+        if self.closed.load(Ordering::Acquire) {
+            mailbox.release(&self.agent.id, &self.id);
+            return Ok(Value::Null);
+        }
         Ok(json!({
             "message": message,
             "model": self.agent.model,
@@ -285,6 +312,10 @@ impl Session {
             ));
         }
         let delivered = mailbox.reply(agent, p.message, p.text, p.last);
+        if p.last && delivered.is_ok() {
+            // A new turn starts with the next message.
+            self.agent.steps.store(0, Ordering::Release);
+        }
         let (outcome, detail) = match &delivered {
             Ok(()) => (Outcome::Ok, None),
             Err(e) => (Outcome::Error, Some(e.clone())),
@@ -316,6 +347,38 @@ impl Session {
                 None,
             ));
         };
+        // One model call at a time per agent: the budget check below and
+        // the usage it adds must not interleave with another call's, or
+        // concurrent calls would all pass the same check.
+        let _turn = self.agent.model_turn.lock().await;
+        let limited = self
+            .agent
+            .rate
+            .lock()
+            .map(|mut r| r.try_take(started))
+            .unwrap_or(Ok(()));
+        if let Err(wait) = limited {
+            return Err(McpError::new(
+                ErrorCode(DENIED),
+                format!(
+                    "agent `{agent}` asked for model `{name}` above its rate limit of {}/s; retry in {} ms",
+                    self.shared.limits.rate_per_second,
+                    wait.as_millis().max(1)
+                ),
+                Some(json!({ "error": "rate-limited", "policy_ids": [] })),
+            ));
+        }
+        let steps = self.agent.steps.load(Ordering::Acquire);
+        if steps >= self.agent.turn.max_steps {
+            return Err(McpError::new(
+                ErrorCode(DENIED),
+                format!(
+                    "agent `{agent}`: {steps} model calls since its last reply, its turn's limit (max_steps = {}); reply first, or ask an operator to raise max_steps",
+                    self.agent.turn.max_steps
+                ),
+                Some(json!({ "error": "limit-exceeded", "policy_ids": [] })),
+            ));
+        }
         let cap = client.endpoint().max_tokens.min(self.agent.turn.max_tokens);
         request.max_tokens = Some(request.max_tokens.unwrap_or(cap).min(cap));
         let estimated = request.estimated_tokens() + u64::from(cap);
@@ -342,6 +405,8 @@ impl Session {
             "messages": request.messages.len(),
             "tools": request.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
             "estimated_tokens": estimated,
+            "session_tokens": session_tokens,
+            "day_tokens": day_tokens,
             "max_tokens": request.max_tokens,
         });
         let decided = self
@@ -365,6 +430,7 @@ impl Session {
                 "denied",
             ));
         }
+        self.agent.steps.fetch_add(1, Ordering::AcqRel);
         let result = client.complete(&request).await;
         match result {
             Ok(response) => {

@@ -28,6 +28,8 @@ pub(crate) struct Session {
     pub(crate) calls: Arc<AtomicI64>,
     /// Model tokens used in this session, for budget policies.
     pub(crate) tokens: Arc<AtomicU64>,
+    /// Set when the connection has ended.
+    pub(crate) closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Session {
@@ -40,6 +42,7 @@ impl Session {
             id: Arc::from(id),
             calls: Arc::new(AtomicI64::new(0)),
             tokens: Arc::new(AtomicU64::new(0)),
+            closed: Default::default(),
         }
     }
 
@@ -358,9 +361,9 @@ impl ServerHandler for Session {
     async fn on_custom_request(
         &self,
         request: CustomRequest,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CustomResult, McpError> {
-        self.custom(&request.method, request.params)
+        self.custom(&request.method, request.params, &context)
             .await
             .map(CustomResult::new)
     }

@@ -71,9 +71,19 @@ pub enum RouteError {
 #[derive(Default)]
 struct Inbox {
     queue: VecDeque<(Message, Delivery)>,
-    /// Taken by the agent, not yet answered.
-    pending: HashMap<u64, (Message, Delivery)>,
+    /// Taken by the agent, not yet answered: the message, where its reply
+    /// goes, and which of the agent's sessions holds it.
+    pending: HashMap<u64, (Message, Delivery, String)>,
     arrived: Arc<Notify>,
+}
+
+/// Runs blocking work (an audit append may fsync) without stalling the
+/// async workers that call the router.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Called with an agent's id when a message is queued for it: the host
@@ -178,9 +188,7 @@ impl Router {
         if !decision.allowed {
             entry.detail = Some(decision.explain());
         }
-        let seq = self
-            .audit
-            .append_blocking(entry)
+        let seq = blocking(|| self.audit.append_blocking(entry))
             .map_err(|e| RouteError::Audit {
                 agent: agent.to_string(),
                 message: e.to_string(),
@@ -219,9 +227,10 @@ impl Router {
         Ok(id)
     }
 
-    /// The next message for `agent`, waiting up to `wait`. It stays pending
-    /// until [`Self::reply`] answers it.
-    pub async fn next(&self, agent: &str, wait: Duration) -> Option<Message> {
+    /// The next message for `agent`, waiting up to `wait`. It stays pending,
+    /// held by `holder`, until [`Self::reply`] answers it or
+    /// [`Self::release`] gives up on it.
+    pub async fn next(&self, agent: &str, holder: &str, wait: Duration) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let arrived = {
@@ -230,7 +239,7 @@ impl Router {
                 if let Some((message, delivery)) = inbox.queue.pop_front() {
                     inbox
                         .pending
-                        .insert(message.id, (message.clone(), delivery));
+                        .insert(message.id, (message.clone(), delivery, holder.to_string()));
                     return Some(message);
                 }
                 inbox.arrived.clone()
@@ -248,7 +257,7 @@ impl Router {
             .get(agent)?
             .pending
             .get(&id)
-            .map(|(m, _)| m.clone())
+            .map(|(m, _, _)| m.clone())
     }
 
     /// Sends `agent`'s reply to message `id` back to its channel.
@@ -259,9 +268,9 @@ impl Router {
                 .get_mut(agent)
                 .ok_or_else(|| format!("no agent `{agent}`"))?;
             let delivery = if last {
-                inbox.pending.remove(&id).map(|(_, d)| d)
+                inbox.pending.remove(&id).map(|(_, d, _)| d)
             } else {
-                inbox.pending.get(&id).map(|(_, d)| d.clone())
+                inbox.pending.get(&id).map(|(_, d, _)| d.clone())
             };
             delivery.ok_or_else(|| {
                 format!("agent `{agent}`: message {id} is not waiting for a reply")
@@ -279,6 +288,44 @@ impl Router {
                 "agent `{agent}`: the person who sent message {id} is gone (their channel closed)"
             )
         })
+    }
+
+    /// `holder` (an agent's broker session) is gone: each message it held
+    /// unanswered is answered for it, so the person is not left waiting.
+    /// It is not given to the agent again: the message may be what made
+    /// the agent fail.
+    pub fn release(&self, agent: &str, holder: &str) {
+        let orphans: Vec<(u64, Delivery)> = {
+            let mut inboxes = self.inboxes();
+            let Some(inbox) = inboxes.get_mut(agent) else {
+                return;
+            };
+            let ids: Vec<u64> = inbox
+                .pending
+                .iter()
+                .filter(|(_, (_, _, h))| h == holder)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| inbox.pending.remove(&id).map(|(_, d, _)| (id, d)))
+                .collect()
+        };
+        for (id, delivery) in orphans {
+            tracing::warn!(
+                agent,
+                message = id,
+                "agent's session ended before it answered"
+            );
+            let _ = delivery.send(Reply {
+                message: id,
+                agent: agent.to_string(),
+                text: format!(
+                    "⚠ agent `{agent}` stopped before it answered this message (its connection to the broker ended; `corral agents logs {agent}` may say why). Please ask again."
+                ),
+                last: true,
+            });
+        }
+        self.settled.notify_waiters();
     }
 
     /// Messages queued or in progress, over all agents.

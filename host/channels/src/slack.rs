@@ -8,12 +8,11 @@
 //! Refusals (no `invoke` permit, unknown agent) are posted in the thread
 //! too, so the person always hears back.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use slack_morphism::prelude::*;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::{Origin, Reply, Router};
 
@@ -57,16 +56,11 @@ pub enum SlackError {
     SocketMode(String),
 }
 
-/// Where each message's reply goes: channel and thread.
-type Threads = Arc<Mutex<HashMap<u64, (String, String)>>>;
-
 struct SlackState {
     router: Arc<Router>,
     config: SlackConfig,
     bot_user: String,
     team: String,
-    delivery: mpsc::UnboundedSender<Reply>,
-    threads: Threads,
     client: Arc<SlackHyperClient>,
     bot_token: SlackApiToken,
 }
@@ -74,7 +68,6 @@ struct SlackState {
 /// A running Slack connection.
 pub struct SlackChannel {
     listener: SlackClientSocketModeListener<SlackClientHyperHttpsConnector>,
-    poster: JoinHandle<()>,
 }
 
 impl SlackChannel {
@@ -113,19 +106,14 @@ impl SlackChannel {
             })?;
         tracing::info!(bot = %auth.user_id.0, team = %auth.team_id.0, "slack: authenticated");
 
-        let threads: Threads = Default::default();
-        let (delivery, replies) = mpsc::unbounded_channel();
         let state = Arc::new(SlackState {
             router,
             config,
             bot_user: auth.user_id.0.clone(),
             team: auth.team_id.0.clone(),
-            delivery,
-            threads: threads.clone(),
             client: client.clone(),
             bot_token: bot_token.clone(),
         });
-        let poster = tokio::spawn(post_replies(state.clone(), replies));
 
         let environment = Arc::new(
             SlackClientEventsListenerEnvironment::new(client.clone())
@@ -144,13 +132,13 @@ impl SlackChannel {
             .await
             .map_err(|e| SlackError::SocketMode(e.to_string()))?;
         listener.start().await;
-        Ok(SlackChannel { listener, poster })
+        Ok(SlackChannel { listener })
     }
 
-    /// Closes the websocket; replies already handed over are still posted.
+    /// Closes the websocket. Replies still on their way are posted by
+    /// their own tasks.
     pub async fn shutdown(self) {
         self.listener.shutdown().await;
-        self.poster.abort();
     }
 }
 
@@ -261,15 +249,22 @@ impl SlackState {
             )),
             conversation: format!("slack-{channel}-{thread}"),
         };
-        match self
-            .router
-            .submit(&agent, text, origin, self.delivery.clone())
-        {
-            Ok(id) => {
-                self.threads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, (channel, thread));
+        // Each message gets its own delivery, which knows its thread, so
+        // a reply can never arrive before its destination is known.
+        let (delivery, mut replies) = mpsc::unbounded_channel::<Reply>();
+        match self.router.submit(&agent, text, origin, delivery) {
+            Ok(_) => {
+                let state = self.clone();
+                tokio::spawn(async move {
+                    while let Some(reply) = replies.recv().await {
+                        state
+                            .post_now(channel.clone(), thread.clone(), reply.text)
+                            .await;
+                        if reply.last {
+                            break;
+                        }
+                    }
+                });
             }
             Err(e) => self.post(channel, thread, e.to_string()),
         }
@@ -294,27 +289,6 @@ impl SlackState {
         {
             tracing::warn!(%channel, error = %e, "slack: chat.postMessage failed");
         }
-    }
-}
-
-async fn post_replies(state: Arc<SlackState>, mut replies: mpsc::UnboundedReceiver<Reply>) {
-    while let Some(reply) = replies.recv().await {
-        let target = {
-            let mut threads = state.threads.lock().unwrap_or_else(|p| p.into_inner());
-            if reply.last {
-                threads.remove(&reply.message)
-            } else {
-                threads.get(&reply.message).cloned()
-            }
-        };
-        let Some((channel, thread)) = target else {
-            tracing::warn!(
-                message = reply.message,
-                "slack: reply for a message with no thread"
-            );
-            continue;
-        };
-        state.post_now(channel, thread, reply.text).await;
     }
 }
 

@@ -95,6 +95,8 @@ impl TerminalChannel {
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Out of descriptors, say: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
                 let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;

@@ -62,9 +62,14 @@ impl Mailbox for RouterMailbox {
     fn next<'a>(
         &'a self,
         agent: &'a str,
+        holder: &'a str,
         wait: Duration,
     ) -> Pin<Box<dyn Future<Output = Option<Inbound>> + Send + 'a>> {
-        Box::pin(async move { self.0.next(agent, wait).await.map(inbound) })
+        Box::pin(async move { self.0.next(agent, holder, wait).await.map(inbound) })
+    }
+
+    fn release(&self, agent: &str, holder: &str) {
+        self.0.release(agent, holder);
     }
 
     fn pending(&self, agent: &str, id: u64) -> Option<Inbound> {
@@ -300,9 +305,22 @@ async fn serve(
         })?;
         let workspace = agent.workspace.canonicalize()?;
         // The agent loop keeps its history here, as the container's user.
+        // The agent can write its workspace, so `.corral` may be anything
+        // by now: only a real directory is handed over, and never through
+        // a symlink (a root host would otherwise chown wherever it points).
         let own = workspace.join(".corral");
-        std::fs::create_dir_all(&own)?;
-        std::os::unix::fs::chown(&own, Some(uid), Some(gid)).with_context(|| {
+        match std::fs::symlink_metadata(&own) {
+            Ok(meta) if meta.file_type().is_dir() => {}
+            Ok(_) => bail!(
+                "agent `{}`: {} is not a directory (a symlink or a file); remove it and start again",
+                agent.id,
+                own.display()
+            ),
+            Err(_) => std::fs::create_dir(&own).with_context(|| {
+                format!("agent `{}`: cannot create {}", agent.id, own.display())
+            })?,
+        }
+        std::os::unix::fs::lchown(&own, Some(uid), Some(gid)).with_context(|| {
             format!(
                 "agent `{}`: cannot give {} to {uid}:{gid}",
                 agent.id,
@@ -321,6 +339,13 @@ async fn serve(
         endpoints.insert(agent.id.clone(), endpoint);
     }
 
+    check_isolation(
+        &config,
+        &specs
+            .iter()
+            .map(|(a, w, _)| (a.id.as_str(), w.as_path()))
+            .collect::<Vec<_>>(),
+    )?;
     let (wake_tx, wake_rx) = mpsc::unbounded_channel::<Wake>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let supervisor = if args.external_agents {
@@ -418,10 +443,8 @@ async fn serve(
     wait_for_shutdown().await;
     tracing::info!("shutting down: no new messages");
     eprintln!("corral: shutting down; letting agents finish the messages they hold");
-    if let Some(s) = slack {
-        s.shutdown().await;
-    }
-    drop(terminal);
+    // Channels stay connected while agents finish, so their replies still
+    // reach people; new messages are refused (saying the host is stopping).
     let left = router.drain(Duration::from_secs(args.grace)).await;
     if left > 0 {
         eprintln!(
@@ -429,6 +452,10 @@ async fn serve(
             args.grace
         );
     }
+    if let Some(s) = slack {
+        s.shutdown().await;
+    }
+    drop(terminal);
     let _ = stop_tx.send(());
     if let Some(task) = supervisor {
         match task.await {
@@ -492,6 +519,53 @@ async fn supervise(
         }
     }
     supervisor.stop_all().await
+}
+
+/// An agent can write anything in its workspace, so no workspace may hold
+/// another agent's workspace, the policies, the host's state (sockets,
+/// audit log) or the secrets file.
+fn check_isolation(config: &Config, workspaces: &[(&str, &Path)]) -> Result<()> {
+    let canonical = |p: &Path| -> PathBuf {
+        p.canonicalize().unwrap_or_else(|_| {
+            // A file not created yet: its directory, canonical, plus its name.
+            match (
+                p.parent().and_then(|d| d.canonicalize().ok()),
+                p.file_name(),
+            ) {
+                (Some(dir), Some(name)) => dir.join(name),
+                _ => p.to_path_buf(),
+            }
+        })
+    };
+    let mut guarded = vec![
+        ("policies", canonical(&config.policies)),
+        ("state_dir", canonical(&config.state_dir)),
+        ("audit", canonical(&config.audit_path())),
+    ];
+    if let Some(secrets) = &config.secrets_file {
+        guarded.push(("secrets_file", canonical(secrets)));
+    }
+    for (i, (agent, workspace)) in workspaces.iter().enumerate() {
+        for (what, path) in &guarded {
+            if path.starts_with(workspace) {
+                bail!(
+                    "{what} {} is inside agent `{agent}`'s workspace {}, where the agent could change it; move one of them",
+                    path.display(),
+                    workspace.display()
+                );
+            }
+        }
+        for (other, theirs) in &workspaces[i + 1..] {
+            if theirs.starts_with(workspace) || workspace.starts_with(theirs) {
+                bail!(
+                    "agents `{agent}` and `{other}` share a workspace ({} and {}); give each its own",
+                    workspace.display(),
+                    theirs.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What wakes the supervisor: a message queued for an agent, or an

@@ -424,3 +424,55 @@ fn a_slack_direct_message_is_answered_in_its_thread_and_the_bots_own_posts_are_i
         "{args}"
     );
 }
+
+#[test]
+fn a_message_held_by_an_agent_that_disconnects_is_answered_for_it() {
+    let config = UpConfig::write(&UpOptions::default());
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    // A stand-in agent: takes the next message, then vanishes without
+    // answering, as a crashing agent would.
+    let socket = host.socket("assistant");
+    let taker = std::thread::spawn(move || {
+        let mut client = corral_agent::Client::connect(&socket).unwrap();
+        let next = client.request("corral/next", serde_json::json!({"wait_ms": 20000})).unwrap();
+        next["result"]["message"]["text"].as_str().unwrap_or_default().to_string()
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        let mut chat = ChatClient::connect(&config.control()).await.unwrap();
+        let answer = ask(&mut chat, "are you there?").await.unwrap();
+        assert!(answer.contains("stopped before it answered"), "{answer}");
+    });
+    assert_eq!(taker.join().unwrap(), "are you there?");
+    assert_eq!(host.stop(), Some(0), "nothing is left pending at shutdown");
+}
+
+#[test]
+fn workspaces_that_overlap_or_hold_host_state_are_refused() {
+    let config = UpConfig::write(&UpOptions::default());
+    let mut toml = std::fs::read_to_string(&config.path).unwrap();
+    toml.push_str("[[agents]]\nid = \"twin\"\nworkspace = \"workspace/assistant/twin\"\n");
+    std::fs::write(&config.path, &toml).unwrap();
+    let out = Command::new(CORRAL)
+        .args(["up", "--external-agents", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("share a workspace") && err.contains("twin"), "{err}");
+
+    let config = UpConfig::write(&UpOptions::default());
+    let toml = std::fs::read_to_string(&config.path)
+        .unwrap()
+        .replace("workspace = \"workspace/assistant\"", "workspace = \".\"");
+    std::fs::write(&config.path, toml).unwrap();
+    let out = Command::new(CORRAL)
+        .args(["up", "--external-agents", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("inside agent `assistant`'s workspace"), "{err}");
+}

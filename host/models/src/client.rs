@@ -84,6 +84,10 @@ pub enum ModelError {
     },
     #[error("model `{model}`: the provider's answer could not be read: {message}")]
     Decode { model: String, message: String },
+    #[error(
+        "model `{model}`: the API key is empty or holds characters an HTTP header cannot carry; check the variable named by api_key_env"
+    )]
+    BadKey { model: String },
     #[error("model `{model}`: cannot set up TLS: {message}")]
     Tls { model: String, message: String },
 }
@@ -104,6 +108,13 @@ impl std::fmt::Debug for ModelClient {
 
 impl ModelClient {
     pub fn new(endpoint: ModelEndpoint) -> Result<Self, ModelError> {
+        if let Some(key) = &endpoint.api_key
+            && (key.0.is_empty() || http::HeaderValue::from_str(&key.0).is_err())
+        {
+            return Err(ModelError::BadKey {
+                model: endpoint.name.clone(),
+            });
+        }
         let url: http::Uri = endpoint.base_url.parse().map_err(|e| ModelError::BadUrl {
             model: endpoint.name.clone(),
             url: endpoint.base_url.clone(),
@@ -206,13 +217,14 @@ impl ModelClient {
             })??;
         let value: Value = serde_json::from_slice(&bytes).map_err(|err| ModelError::Decode {
             model: e.name.clone(),
-            message: format!("not JSON ({err}): {}", preview(&bytes)),
+            message: self.scrub(format!("not JSON ({err}): {}", preview(&bytes))),
         })?;
         if !(200..300).contains(&status) {
+            let message = provider_message(&value).unwrap_or_else(|| preview(&bytes));
             return Err(ModelError::Status {
                 model: e.name.clone(),
                 status,
-                message: provider_message(&value).unwrap_or_else(|| preview(&bytes)),
+                message: self.scrub(message),
             });
         }
         let parsed = match e.provider {
@@ -223,6 +235,19 @@ impl ModelClient {
             model: e.name.clone(),
             message,
         })
+    }
+}
+
+impl ModelClient {
+    /// Provider text goes to the agent and the audit log: a provider or a
+    /// proxy that echoes the key must not carry it there.
+    fn scrub(&self, text: String) -> String {
+        match &self.endpoint.api_key {
+            Some(key) if !key.0.is_empty() && text.contains(&key.0) => {
+                text.replace(&key.0, "[api key]")
+            }
+            _ => text,
+        }
     }
 }
 
