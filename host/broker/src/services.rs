@@ -288,7 +288,12 @@ impl Session {
             json!({ "common": common.to_json() }),
             &extra,
         );
-        let arguments = json!({ "message": p.message, "text": p.text, "last": p.last });
+        let arguments = json!({
+            "message": p.message,
+            "chat_workspace": message.chat_workspace,
+            "text": p.text,
+            "last": p.last,
+        });
         let decided = self
             .record_decision(
                 "post_message",

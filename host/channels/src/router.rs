@@ -183,6 +183,7 @@ impl Router {
         entry.arguments = json!({
             "user": uid("User", &origin.user).to_string(),
             "channel": channel_uid.to_string(),
+            "chat_workspace": origin.chat_workspace,
             "text": text,
         });
         if !decision.allowed {

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use anyhow::{Context, Result};
 use cedar_policy::EntityUid;
 use corral_audit::{AuditReader, Filter, Kind, Record, format_micros};
-use corral_policy::{Common, Decision, EngineSources, PolicyEngine, read_entities};
+use corral_policy::{Common, Decision, EngineSources, PolicyEngine, RequestEntity, read_entities};
 use serde_json::{Value, json};
 
 use crate::exit;
@@ -23,6 +23,9 @@ fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, String> {
         serde_json::from_str(&r.arguments).map_err(|e| format!("arguments: {e}"))?;
     let session: Value = serde_json::from_str(&r.session).map_err(|e| format!("session: {e}"))?;
     match r.kind {
+        Kind::Call if matches!(r.action.as_str(), "invoke" | "use_model" | "post_message") => {
+            host_action(engine, r, &arguments, session)
+        }
         Kind::Call => {
             let common = Common::from_json(&session);
             let request = engine
@@ -48,6 +51,94 @@ fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, String> {
             Ok(engine.authorize(&request))
         }
         Kind::Outcome => Err("outcome records hold no request".into()),
+    }
+}
+
+/// `Type::"id"` text → the id.
+fn id_of(uid_text: &str, what: &str) -> Result<(EntityUid, String), String> {
+    let uid = EntityUid::from_str(uid_text).map_err(|e| format!("{what}: {e}"))?;
+    let id = uid.id().unescaped().to_string();
+    Ok((uid, id))
+}
+
+/// The channel (and its chat workspace) a record names, as request-time
+/// entities, the way the host built them.
+fn channel_entities(arguments: &Value, channel_id: &str) -> Vec<RequestEntity> {
+    let mut channel = RequestEntity::new("Channel", channel_id);
+    let mut extra = Vec::new();
+    if let Some(ws) = arguments["chat_workspace"].as_str() {
+        channel = channel.parent("ChatWorkspace", ws);
+        extra.push(RequestEntity::new("ChatWorkspace", ws));
+    }
+    extra.push(channel);
+    extra
+}
+
+/// The requests the host itself makes: a person asking an agent, an agent
+/// using a model or posting a reply.
+fn host_action(
+    engine: &PolicyEngine,
+    r: &Record,
+    arguments: &Value,
+    session: Value,
+) -> Result<Decision, String> {
+    let resource_text = r.resource.as_str();
+    let number = |key: &str| {
+        arguments[key].as_i64().ok_or_else(|| {
+            format!("the record has no `{key}` (written before budgets were recorded)")
+        })
+    };
+    match r.action.as_str() {
+        "use_model" => {
+            let (resource, _) = id_of(resource_text, "resource")?;
+            let context = json!({
+                "common": session,
+                "estimated_tokens": number("estimated_tokens")?,
+                "session_tokens": number("session_tokens")?,
+                "day_tokens": number("day_tokens")?,
+            });
+            Ok(engine.decide(
+                corral_policy::uid("Agent", &r.agent),
+                "use_model",
+                resource,
+                context,
+                &[],
+            ))
+        }
+        "post_message" => {
+            let (resource, channel) = id_of(resource_text, "resource")?;
+            let extra = channel_entities(arguments, &channel);
+            Ok(engine.decide(
+                corral_policy::uid("Agent", &r.agent),
+                "post_message",
+                resource,
+                json!({ "common": session }),
+                &extra,
+            ))
+        }
+        _ => {
+            let user_text = arguments["user"]
+                .as_str()
+                .ok_or("the record names no user")?;
+            let channel_text = arguments["channel"]
+                .as_str()
+                .ok_or("the record names no channel")?;
+            let (principal, user) = id_of(user_text, "user")?;
+            let (_, channel) = id_of(channel_text, "channel")?;
+            let (resource, _) = id_of(resource_text, "resource")?;
+            let kind = if user.starts_with("slack:") {
+                "slack"
+            } else {
+                "terminal"
+            };
+            let mut extra = channel_entities(arguments, &channel);
+            extra.push(RequestEntity::new("User", &user).attr("channel_kind", json!(kind)));
+            let context = json!({
+                "common": session,
+                "channel": { "__entity": { "type": "Channel", "id": channel } },
+            });
+            Ok(engine.decide(principal, "invoke", resource, context, &extra))
+        }
     }
 }
 

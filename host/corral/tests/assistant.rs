@@ -38,6 +38,18 @@ impl Drop for AgentLoop {
     }
 }
 
+fn tools_args() -> Vec<String> {
+    ["echo", "files", "http-get"]
+        .iter()
+        .flat_map(|t| {
+            [
+                "--tool".to_string(),
+                corral_tests::component_path(t).display().to_string(),
+            ]
+        })
+        .collect()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -196,6 +208,43 @@ when { principal.channel_kind == "terminal" };"#
     assert!(records.iter().any(|r| r["action"] == "invoke"
         && r["decision"] == "deny"
         && r["policy_ids"] == serde_json::json!(["terminal-closed"])));
+
+    // Replay: without `terminal-closed` (the repository's starter set), both
+    // refusals would have been allowed, by the starter permit.
+    let out = Command::new(CORRAL)
+        .args(["policy", "replay", "--json", "--dir"])
+        .arg(config.dir.path().join("policies"))
+        .arg("--candidate")
+        .arg(corral_tests::repo_root().join("policies"))
+        .arg("--audit")
+        .arg(config.audit())
+        .args(tools_args())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flips: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(flips.len(), 2, "{flips:?}");
+    for f in &flips {
+        assert_eq!(f["action"], "invoke");
+        assert_eq!(
+            f["current"]["policy_ids"],
+            serde_json::json!(["terminal-closed"])
+        );
+        assert_eq!(f["candidate"]["decision"], "allow");
+        assert_eq!(
+            f["candidate"]["policy_ids"],
+            serde_json::json!(["people-may-ask-assistants"])
+        );
+    }
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("0 could not be replayed"), "{summary}");
 }
 
 #[test]
@@ -281,6 +330,24 @@ unless { resource in HostGroup::"public-apis" };"#
     assert!(records.iter().any(|r| r["action"] == "http_request"
         && r["decision"] == "deny"
         && r["policy_ids"] == serde_json::json!(["no-unlisted-hosts"])));
+
+    // Every decision of the run, model and reply ones included, replays.
+    let policies = config.dir.path().join("policies");
+    let out = Command::new(CORRAL)
+        .args(["policy", "replay", "--dir"])
+        .arg(&policies)
+        .arg("--candidate")
+        .arg(&policies)
+        .arg("--audit")
+        .arg(config.audit())
+        .args(tools_args())
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("0 would flip") && summary.contains("0 could not be replayed"),
+        "{summary}"
+    );
 
     // The key is in no log line and in no byte of the audit database.
     assert!(
@@ -434,8 +501,13 @@ fn a_message_held_by_an_agent_that_disconnects_is_answered_for_it() {
     let socket = host.socket("assistant");
     let taker = std::thread::spawn(move || {
         let mut client = corral_agent::Client::connect(&socket).unwrap();
-        let next = client.request("corral/next", serde_json::json!({"wait_ms": 20000})).unwrap();
-        next["result"]["message"]["text"].as_str().unwrap_or_default().to_string()
+        let next = client
+            .request("corral/next", serde_json::json!({"wait_ms": 20000}))
+            .unwrap();
+        next["result"]["message"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     });
     let rt = runtime();
     rt.block_on(async {
@@ -460,7 +532,10 @@ fn workspaces_that_overlap_or_hold_host_state_are_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
-    assert!(err.contains("share a workspace") && err.contains("twin"), "{err}");
+    assert!(
+        err.contains("share a workspace") && err.contains("twin"),
+        "{err}"
+    );
 
     let config = UpConfig::write(&UpOptions::default());
     let toml = std::fs::read_to_string(&config.path)
@@ -474,5 +549,8 @@ fn workspaces_that_overlap_or_hold_host_state_are_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
-    assert!(err.contains("inside agent `assistant`'s workspace"), "{err}");
+    assert!(
+        err.contains("inside agent `assistant`'s workspace"),
+        "{err}"
+    );
 }
