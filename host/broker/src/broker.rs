@@ -51,6 +51,9 @@ pub struct AgentSpec {
     /// The model its loop may ask for (a key of the broker's models), if any.
     pub model: Option<String>,
     pub turn: TurnLimits,
+    /// Model tokens the agent already used today (UTC), so a restarted
+    /// host keeps counting against the day's budget.
+    pub day_tokens: u64,
 }
 
 impl AgentSpec {
@@ -60,6 +63,7 @@ impl AgentSpec {
             workspace: workspace.into(),
             model: None,
             turn: TurnLimits::default(),
+            day_tokens: 0,
         }
     }
 }
@@ -296,7 +300,7 @@ impl Broker {
             sessions: Default::default(),
             model: agent.model.clone(),
             turn: agent.turn,
-            day: Mutex::new((0, 0)),
+            day: Mutex::new((AgentState::today(), agent.day_tokens)),
             model_turn: tokio::sync::Mutex::new(()),
             steps: Default::default(),
         });

@@ -293,6 +293,8 @@ async fn serve(
         .mailbox(Arc::new(RouterMailbox(router.clone())))
         .models(models)
         .build();
+    // Budgets survive a restart: today's model usage is in the log.
+    let used_today = tokens_used_today(&config.audit_path());
     let mut endpoints = BTreeMap::new();
     let mut specs = Vec::new();
     for agent in &config.agents {
@@ -328,6 +330,7 @@ async fn serve(
             )
         })?;
         let mut spec = AgentSpec::new(&agent.id, &workspace);
+        spec.day_tokens = used_today.get(&agent.id).copied().unwrap_or(0);
         spec.model = agent.model.clone();
         spec.turn = TurnLimits {
             max_steps: agent.limits.max_steps,
@@ -381,17 +384,15 @@ async fn serve(
                 extra_mounts: Vec::new(),
             })
             .collect();
-        let idle = config
-            .agents
-            .iter()
-            .map(|a| a.limits.idle_secs)
-            .min()
-            .unwrap_or(900);
-        let policy = LifecyclePolicy {
-            idle_timeout: Duration::from_secs(idle),
-            ..LifecyclePolicy::default()
-        };
-        let mut supervisor = Supervisor::new(docker, policy, container_specs, Instant::now());
+        let mut supervisor = Supervisor::new(
+            docker,
+            LifecyclePolicy::default(),
+            container_specs,
+            Instant::now(),
+        );
+        for agent in &config.agents {
+            supervisor.set_idle_timeout(&agent.id, Duration::from_secs(agent.limits.idle_secs));
+        }
         for event in supervisor.reconcile(Instant::now()).await? {
             tracing::info!(?event, "reconciled");
         }
@@ -519,6 +520,54 @@ async fn supervise(
         }
     }
     supervisor.stop_all().await
+}
+
+/// Model tokens each agent used since midnight UTC, from the outcome
+/// records of its `use_model` calls. A log that cannot be read counts as
+/// none used, with a warning.
+fn tokens_used_today(audit: &Path) -> BTreeMap<String, u64> {
+    let mut used = BTreeMap::new();
+    let midnight = corral_audit::now_micros() / 86_400_000_000 * 86_400_000_000;
+    let reader = match corral_audit::AuditReader::open(audit) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "model budgets start at zero today");
+            return used;
+        }
+    };
+    let mut after = 0;
+    loop {
+        let page = match reader.query(&corral_audit::Filter {
+            action: Some("use_model".into()),
+            kind: Some(corral_audit::Kind::Outcome),
+            since_us: Some(midnight),
+            after_seq: Some(after),
+            limit: Some(5_000),
+            ..Default::default()
+        }) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "model budgets start at zero today");
+                return used;
+            }
+        };
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for r in &page {
+            let tokens: u64 = r
+                .detail
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    matches!(k, "input_tokens" | "output_tokens").then(|| v.parse::<u64>().ok())?
+                })
+                .sum();
+            *used.entry(r.agent.clone()).or_insert(0) += tokens;
+        }
+    }
+    used
 }
 
 /// An agent can write anything in its workspace, so no workspace may hold

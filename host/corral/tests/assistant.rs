@@ -554,3 +554,48 @@ fn workspaces_that_overlap_or_hold_host_state_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn the_days_model_budget_survives_a_restart_of_the_host() {
+    let model = openai_stand_in();
+    let config = UpConfig::write(&UpOptions {
+        model: Some(("openai", model.url("/v1"))),
+        ..UpOptions::default()
+    });
+    let rt = runtime();
+    {
+        let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+        let _agent = AgentLoop::start(&host, &config);
+        rt.block_on(async {
+            let mut chat = ChatClient::connect(&config.control()).await.unwrap();
+            let reply = ask(&mut chat, "hello").await.unwrap();
+            assert_eq!(reply, "You said: hello");
+        });
+        assert_eq!(host.stop(), Some(0));
+    }
+    // 120 tokens were used today. A budget of 100 a day now refuses the
+    // model, though this host has not used it yet.
+    std::fs::write(
+        config.dir.path().join("policies/budget.cedar"),
+        r#"@id("tiny-daily-budget")
+forbid (principal, action == Action::"use_model", resource)
+when { context.day_tokens > 100 };"#,
+    )
+    .unwrap();
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let _agent = AgentLoop::start(&host, &config);
+    rt.block_on(async {
+        let mut chat = ChatClient::connect(&config.control()).await.unwrap();
+        let reply = ask(&mut chat, "hello again").await.unwrap();
+        assert!(
+            reply.contains("denied") && reply.contains("tiny-daily-budget"),
+            "{reply}"
+        );
+    });
+    assert_eq!(host.stop(), Some(0));
+    assert_eq!(
+        model.requests().len(),
+        1,
+        "the refused call never reached the provider"
+    );
+}

@@ -76,6 +76,8 @@ pub enum Event {
 
 struct Managed {
     spec: ContainerSpec,
+    /// This agent's own idle timeout, over the policy's.
+    idle_timeout: Option<Duration>,
     id: Option<String>,
     started: Option<Instant>,
     last_used: Instant,
@@ -103,6 +105,7 @@ impl<B: ContainerBackend> Supervisor<B> {
                     spec.agent.clone(),
                     Managed {
                         spec,
+                        idle_timeout: None,
                         id: None,
                         started: None,
                         last_used: now,
@@ -116,6 +119,13 @@ impl<B: ContainerBackend> Supervisor<B> {
             backend,
             policy,
             agents,
+        }
+    }
+
+    /// Gives `agent` its own idle timeout instead of the policy's.
+    pub fn set_idle_timeout(&mut self, agent: &str, timeout: Duration) {
+        if let Some(m) = self.agents.get_mut(agent) {
+            m.idle_timeout = Some(timeout);
         }
     }
 
@@ -246,9 +256,14 @@ impl<B: ContainerBackend> Supervisor<B> {
         let mut events = Vec::new();
         let names: Vec<String> = self.agents.keys().cloned().collect();
         for agent in names {
-            let (id, last_used, started) = {
+            let (id, last_used, started, idle_timeout) = {
                 let m = &self.agents[&agent];
-                (m.id.clone(), m.last_used, m.started)
+                (
+                    m.id.clone(),
+                    m.last_used,
+                    m.started,
+                    m.idle_timeout.unwrap_or(self.policy.idle_timeout),
+                )
             };
             if let Some(id) = id {
                 let info = self.backend.inspect(&agent, &id).await?;
@@ -258,7 +273,7 @@ impl<B: ContainerBackend> Supervisor<B> {
                     {
                         m.crashes = 0;
                     }
-                    if now.duration_since(last_used) >= self.policy.idle_timeout {
+                    if now.duration_since(last_used) >= idle_timeout {
                         self.backend
                             .stop(&agent, &id, self.policy.stop_grace_secs)
                             .await?;

@@ -142,6 +142,36 @@ fn starts_on_demand_and_stops_when_idle() {
 }
 
 #[test]
+fn each_agent_keeps_its_own_idle_timeout_and_stop_all_clears_everything() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(
+        FakeEngine::default(),
+        policy(),
+        vec![spec("quick"), spec("patient")],
+        t0,
+    );
+    sup.set_idle_timeout("quick", 10 * S);
+    block(async {
+        sup.ensure_running("quick", t0).await.unwrap();
+        sup.ensure_running("patient", t0).await.unwrap();
+        let events = sup.tick(t0 + 11 * S).await.unwrap();
+        assert_eq!(
+            events,
+            [Event::StoppedIdle {
+                agent: "quick".into()
+            }]
+        );
+        assert!(
+            sup.container("patient").is_some(),
+            "the policy's 60 s still apply"
+        );
+        sup.stop_all().await.unwrap();
+        assert!(sup.container("patient").is_none());
+        assert!(sup.backend().ids().is_empty(), "stopped and removed");
+    });
+}
+
+#[test]
 fn a_crash_restarts_with_doubling_backoff_and_a_clean_exit_does_not() {
     let t0 = Instant::now();
     let mut sup = Supervisor::new(FakeEngine::default(), policy(), vec![spec("a")], t0);
