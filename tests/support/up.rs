@@ -89,6 +89,47 @@ impl UpConfig {
     pub fn control(&self) -> PathBuf {
         self.dir.path().join("state/control.sock")
     }
+
+    /// Every audit record, through `corral audit export --jsonl`.
+    pub fn audit_records(&self, corral: &Path) -> Vec<serde_json::Value> {
+        let out = Command::new(corral)
+            .args(["audit", "export", "--jsonl", "--audit"])
+            .arg(self.audit())
+            .output()
+            .expect("run corral audit export");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    /// Asserts that `corral audit verify` passes.
+    pub fn verify_audit(&self, corral: &Path) {
+        let out = Command::new(corral)
+            .args(["audit", "verify", "--audit"])
+            .arg(self.audit())
+            .output()
+            .expect("run corral audit verify");
+        assert!(
+            out.status.success(),
+            "audit verify failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Whether `needle` appears anywhere in the audit database's files.
+    pub fn audit_contains(&self, needle: &str) -> bool {
+        ["audit.db", "audit.db-wal"].iter().any(|f| {
+            std::fs::read(self.dir.path().join("state").join(f))
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+    }
 }
 
 /// A running `corral up`; stderr goes to a file the test can read.

@@ -240,18 +240,7 @@ impl ChatClient {
     /// not.
     pub async fn op(&mut self, op: &str, agent: &str) -> std::io::Result<Result<String, String>> {
         let frame = json!({ "op": op, "agent": agent });
-        self.write
-            .write_all(format!("{frame}\n").as_bytes())
-            .await?;
-        let mut line = String::new();
-        if self.read.read_line(&mut line).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "`corral up` closed the connection (is it shutting down?)",
-            ));
-        }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let value = self.exchange(frame).await?;
         Ok(match value["error"].as_str() {
             Some(e) => Err(e.to_string()),
             None => Ok(value["done"].as_str().unwrap_or_default().to_string()),
@@ -266,29 +255,39 @@ impl ChatClient {
         text: &str,
         mut interim: impl FnMut(&str),
     ) -> std::io::Result<Result<String, String>> {
-        let frame = json!({ "agent": agent, "text": text });
-        self.write
-            .write_all(format!("{frame}\n").as_bytes())
+        let mut value = self
+            .exchange(json!({ "agent": agent, "text": text }))
             .await?;
         loop {
-            let mut line = String::new();
-            if self.read.read_line(&mut line).await? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "`corral up` closed the connection (is it shutting down?)",
-                ));
-            }
-            let value: serde_json::Value = serde_json::from_str(&line)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             if let Some(error) = value["error"].as_str() {
                 return Ok(Err(error.to_string()));
             }
             let text = value["reply"].as_str().unwrap_or_default();
-            if value["last"] == json!(false) {
-                interim(text);
-                continue;
+            if value["last"] != json!(false) {
+                return Ok(Ok(text.to_string()));
             }
-            return Ok(Ok(text.to_string()));
+            interim(text);
+            value = self.read_frame().await?;
         }
+    }
+
+    /// Sends `frame` and reads the first answer.
+    async fn exchange(&mut self, frame: serde_json::Value) -> std::io::Result<serde_json::Value> {
+        self.write
+            .write_all(format!("{frame}\n").as_bytes())
+            .await?;
+        self.read_frame().await
+    }
+
+    async fn read_frame(&mut self) -> std::io::Result<serde_json::Value> {
+        let mut line = String::new();
+        if self.read.read_line(&mut line).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "`corral up` closed the connection (is it shutting down?)",
+            ));
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 }

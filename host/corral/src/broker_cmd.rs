@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use corral_audit::{AuditConfig, AuditLog, Durability};
 use corral_broker::{AgentSpec, Broker, BrokerLimits};
-use corral_policy::{EngineSources, PolicyStore, ToolAction, read_entities};
-use corral_tools::{ToolRegistry, ToolSource, file_sha256};
+use corral_policy::{EngineSources, PolicyStore, read_entities};
+use corral_tools::{ToolSource, file_sha256};
 
 use crate::audit_cmd::AuditPath;
 
@@ -115,15 +115,7 @@ pub fn run(args: BrokerArgs) -> Result<u8> {
         .iter()
         .map(|t| parse_tool(t))
         .collect::<Result<Vec<_>>>()?;
-    let runtime = Arc::new(crate::runtime_with_cache(corral_tools::Limits::default())?);
-    let registry = Arc::new(ToolRegistry::load(&runtime, &sources)?);
-    let mut actions = Vec::new();
-    for (info, _) in registry.tools() {
-        actions.push(
-            ToolAction::new(&info.name, &info.input_schema)
-                .map_err(|e| anyhow::anyhow!("tool `{}`: {e}", info.name))?,
-        );
-    }
+    let (runtime, registry, actions) = crate::load_tools(&sources)?;
     let entities_file = args.policies.join("entities.json");
     let store = PolicyStore::load(EngineSources {
         schema_file: args.policies.join("schema.cedarschema"),
@@ -181,24 +173,9 @@ pub fn run(args: BrokerArgs) -> Result<u8> {
             endpoints.push(endpoint);
         }
         println!("ready");
-        wait_for_shutdown().await;
+        crate::wait_for_shutdown().await;
         drop(endpoints);
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(0)
-}
-
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -346,6 +346,44 @@ fn print_inspect(file: &std::path::Path, c: &corral_tools::LoadedComponent) -> R
     Ok(())
 }
 
+/// Resolves on SIGTERM or Ctrl-C: how `corral broker` and `corral up` are
+/// asked to stop.
+pub(crate) async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Loads pinned tool components and derives each tool's Cedar action:
+/// what `corral broker` and `corral up` serve.
+pub(crate) fn load_tools(
+    sources: &[corral_tools::ToolSource],
+) -> Result<(
+    Arc<ToolRuntime>,
+    Arc<corral_tools::ToolRegistry>,
+    Vec<corral_policy::ToolAction>,
+)> {
+    let runtime = Arc::new(runtime_with_cache(Limits::default())?);
+    let registry = Arc::new(corral_tools::ToolRegistry::load(&runtime, sources)?);
+    let mut actions = Vec::new();
+    for (info, _) in registry.tools() {
+        actions.push(
+            corral_policy::ToolAction::new(&info.name, &info.input_schema)
+                .map_err(|e| anyhow::anyhow!("tool `{}`: {e}", info.name))?,
+        );
+    }
+    Ok((runtime, registry, actions))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_secret_spec;

@@ -22,7 +22,7 @@ use corral_channels::slack::{SlackChannel, SlackConfig};
 use corral_channels::terminal::{Ops, TerminalChannel};
 use corral_channels::{Message, Router};
 use corral_models::{ApiKey, ModelClient, ModelEndpoint, Provider};
-use corral_policy::{EngineSources, PolicyStore, ToolAction, read_entities};
+use corral_policy::{EngineSources, PolicyStore, read_entities};
 use corral_sandbox::{AgentImage, ContainerSpec, Docker, LifecyclePolicy, Limits, Supervisor};
 use corral_tools::{ToolRegistry, ToolSource, file_sha256};
 use serde_json::{Value, json};
@@ -203,15 +203,7 @@ pub fn run(args: UpArgs) -> Result<u8> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let runtime = Arc::new(crate::runtime_with_cache(corral_tools::Limits::default())?);
-    let registry = Arc::new(ToolRegistry::load(&runtime, &sources)?);
-    let mut actions = Vec::new();
-    for (info, _) in registry.tools() {
-        actions.push(
-            ToolAction::new(&info.name, &info.input_schema)
-                .map_err(|e| anyhow::anyhow!("tool `{}`: {e}", info.name))?,
-        );
-    }
+    let (runtime, registry, actions) = crate::load_tools(&sources)?;
     let store = Arc::new(
         PolicyStore::load(EngineSources {
             schema_file: config.policies.join("schema.cedarschema"),
@@ -441,7 +433,7 @@ async fn serve(
     };
     println!("ready");
 
-    wait_for_shutdown().await;
+    crate::wait_for_shutdown().await;
     tracing::info!("shutting down: no new messages");
     eprintln!("corral: shutting down; letting agents finish the messages they hold");
     // Channels stay connected while agents finish, so their replies still
@@ -626,19 +618,4 @@ enum Wake {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
-}
-
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

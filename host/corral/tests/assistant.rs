@@ -38,6 +38,22 @@ impl Drop for AgentLoop {
     }
 }
 
+/// `corral policy replay` of the run's log: its own policies against
+/// `candidate`.
+fn replay(config: &UpConfig, candidate: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(CORRAL)
+        .args(["policy", "replay", "--dir"])
+        .arg(config.dir.path().join("policies"))
+        .arg("--candidate")
+        .arg(candidate)
+        .arg("--audit")
+        .arg(config.audit())
+        .args(tools_args())
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn tools_args() -> Vec<String> {
     ["echo", "files", "http-get"]
         .iter()
@@ -68,34 +84,11 @@ async fn ask(client: &mut ChatClient, text: &str) -> Result<String, String> {
 }
 
 fn audit_records(config: &UpConfig) -> Vec<serde_json::Value> {
-    let out = Command::new(CORRAL)
-        .args(["audit", "export", "--jsonl", "--audit"])
-        .arg(config.audit())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    config.audit_records(CORRAL.as_ref())
 }
 
 fn verify(config: &UpConfig) {
-    let out = Command::new(CORRAL)
-        .args(["audit", "verify", "--audit"])
-        .arg(config.audit())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "audit verify failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    config.verify_audit(CORRAL.as_ref());
 }
 
 #[test]
@@ -211,16 +204,11 @@ when { principal.channel_kind == "terminal" };"#
 
     // Replay: without `terminal-closed` (the repository's starter set), both
     // refusals would have been allowed, by the starter permit.
-    let out = Command::new(CORRAL)
-        .args(["policy", "replay", "--json", "--dir"])
-        .arg(config.dir.path().join("policies"))
-        .arg("--candidate")
-        .arg(corral_tests::repo_root().join("policies"))
-        .arg("--audit")
-        .arg(config.audit())
-        .args(tools_args())
-        .output()
-        .unwrap();
+    let out = replay(
+        &config,
+        &corral_tests::repo_root().join("policies"),
+        &["--json"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -332,17 +320,7 @@ unless { resource in HostGroup::"public-apis" };"#
         && r["policy_ids"] == serde_json::json!(["no-unlisted-hosts"])));
 
     // Every decision of the run, model and reply ones included, replays.
-    let policies = config.dir.path().join("policies");
-    let out = Command::new(CORRAL)
-        .args(["policy", "replay", "--dir"])
-        .arg(&policies)
-        .arg("--candidate")
-        .arg(&policies)
-        .arg("--audit")
-        .arg(config.audit())
-        .args(tools_args())
-        .output()
-        .unwrap();
+    let out = replay(&config, &config.dir.path().join("policies"), &[]);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
         summary.contains("0 would flip") && summary.contains("0 could not be replayed"),
@@ -358,18 +336,10 @@ unless { resource in HostGroup::"public-apis" };"#
         !log.contains(TEST_MODEL_KEY),
         "the API key appeared in the host's log"
     );
-    for file in ["audit.db", "audit.db-wal"] {
-        let path = config.dir.path().join("state").join(file);
-        if let Ok(bytes) = std::fs::read(&path) {
-            assert!(
-                !bytes
-                    .windows(TEST_MODEL_KEY.len())
-                    .any(|w| w == TEST_MODEL_KEY.as_bytes()),
-                "the API key is in {}",
-                path.display()
-            );
-        }
-    }
+    assert!(
+        !config.audit_contains(TEST_MODEL_KEY),
+        "the API key is in the audit database"
+    );
 }
 
 #[test]

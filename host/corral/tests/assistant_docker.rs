@@ -199,25 +199,8 @@ unless { resource in HostGroup::"public-apis" };"#
         "no container is left behind after SIGTERM"
     );
 
-    let verify = Command::new(CORRAL)
-        .args(["audit", "verify", "--audit"])
-        .arg(config.audit())
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
-    let export = Command::new(CORRAL)
-        .args(["audit", "export", "--jsonl", "--audit"])
-        .arg(config.audit())
-        .output()
-        .unwrap();
-    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    config.verify_audit(CORRAL.as_ref());
+    let records = config.audit_records(CORRAL.as_ref());
     let has = |action: &str, decision: &str| {
         records
             .iter()
@@ -238,13 +221,8 @@ unless { resource in HostGroup::"public-apis" };"#
         invoker.contains("slack:U0042") && invoker.contains("slack:C0001"),
         "{invoker}"
     );
-    for file in ["audit.db", "audit.db-wal"] {
-        if let Ok(bytes) = std::fs::read(config.dir.path().join("state").join(file)) {
-            assert!(
-                !bytes
-                    .windows(TEST_MODEL_KEY.len())
-                    .any(|w| w == TEST_MODEL_KEY.as_bytes())
-            );
-        }
-    }
+    assert!(
+        !config.audit_contains(TEST_MODEL_KEY),
+        "the API key is in the audit database"
+    );
 }
