@@ -400,15 +400,16 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, agent: Arc<Age
             continue;
         };
         let session = Session::new(shared.clone(), agent.clone());
-        let (session_id, closed) = (session.id.clone(), session.closed.clone());
+        let (session_id, gone) = (session.id.clone(), session.gone.clone());
         let limits = frame_limits(&shared.limits);
         let id = agent.id.clone();
         let mailbox = shared.mailbox.clone();
         tokio::spawn(async move {
-            serve_connection(stream, limits, session, id.clone()).await;
-            // Flag first, then release: a message taken after this is
-            // released by its taker (see `Session::next_message`).
-            closed.store(true, std::sync::atomic::Ordering::Release);
+            serve_connection(stream, limits, session, id.clone(), gone.clone()).await;
+            // Marked first (the reader usually has already), then release:
+            // a message taken after the mark is released by its taker (see
+            // `Session::next_message`).
+            gone.mark();
             if let Some(mailbox) = mailbox {
                 mailbox.release(&id, &session_id);
             }
@@ -445,9 +446,10 @@ pub(crate) async fn serve_connection<H: ServerHandler>(
     limits: FrameLimits,
     handler: H,
     agent: Arc<str>,
+    gone: Arc<crate::frame::Gone>,
 ) {
     let (read, write) = stream.into_split();
-    let transport = FrameTransport::new(read, write, limits, agent.clone());
+    let transport = FrameTransport::new(read, write, limits, agent.clone(), gone);
     match rmcp::serve_server(handler, transport).await {
         Ok(running) => {
             let _ = running.waiting().await;
@@ -463,5 +465,12 @@ pub async fn serve_with_limits<H: ServerHandler>(
     limits: &BrokerLimits,
     handler: H,
 ) {
-    serve_connection(stream, frame_limits(limits), handler, Arc::from("bench")).await;
+    serve_connection(
+        stream,
+        frame_limits(limits),
+        handler,
+        Arc::from("bench"),
+        Default::default(),
+    )
+    .await;
 }

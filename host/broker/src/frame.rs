@@ -32,6 +32,36 @@ pub(crate) struct FrameLimits {
     pub frame_timeout: Duration,
 }
 
+/// Set once the peer is gone (end of stream, a read error, a broken
+/// limit), as soon as the reader sees it: handlers still running for that
+/// connection (a long-poll, say) must not go on taking work for it.
+#[derive(Default)]
+pub(crate) struct Gone {
+    flag: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Gone {
+    pub(crate) fn mark(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_gone() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Requests read but not yet answered, shared by the reading and writing
 /// halves: reading stops while it is at the limit.
 #[derive(Default)]
@@ -56,6 +86,7 @@ pub(crate) struct FrameTransport {
     frame_deadline: Option<Instant>,
     unanswered: Arc<Unanswered>,
     agent: Arc<str>,
+    gone: Arc<Gone>,
 }
 
 enum Step {
@@ -70,6 +101,7 @@ impl FrameTransport {
         write: OwnedWriteHalf,
         limits: FrameLimits,
         agent: Arc<str>,
+        gone: Arc<Gone>,
     ) -> Self {
         let (out, frames) = mpsc::channel(OUTPUT_FRAMES);
         tokio::spawn(write_frames(write, frames));
@@ -82,6 +114,7 @@ impl FrameTransport {
             frame_deadline: None,
             unanswered: Arc::new(Unanswered::default()),
             agent,
+            gone,
         }
     }
 
@@ -215,6 +248,7 @@ impl Transport<RoleServer> for FrameTransport {
             match self.read_frame().await {
                 Err(reason) => {
                     tracing::debug!(agent = %self.agent, %reason, "closing MCP connection");
+                    self.gone.mark();
                     return None;
                 }
                 Ok(false) => {
@@ -224,6 +258,7 @@ impl Transport<RoleServer> for FrameTransport {
                         self.limits.max_frame_bytes
                     );
                     if !self.queue_error(Value::Null, INVALID_REQUEST, message) {
+                        self.gone.mark();
                         return None;
                     }
                     continue;
@@ -246,6 +281,7 @@ impl Transport<RoleServer> for FrameTransport {
                 Classified::Reject { id, code, message } => {
                     tracing::debug!(agent = %self.agent, code, %message, "malformed frame");
                     if !self.queue_error(id, code, message) {
+                        self.gone.mark();
                         return None;
                     }
                 }

@@ -144,6 +144,7 @@ impl Session {
                     // The connection is gone: stop waiting for a message
                     // nobody can receive.
                     _ = context.ct.cancelled() => Ok(Value::Null),
+                    _ = self.gone.wait() => Ok(Value::Null),
                     next = self.next_message(p) => next,
                 }
             }
@@ -186,7 +187,7 @@ impl Session {
         };
         // Taken after the connection ended: nobody will answer it. (Taken
         // before, it is released when the connection's end is handled.)
-        if self.closed.load(Ordering::Acquire) {
+        if self.gone.is_gone() {
             mailbox.release(&self.agent.id, &self.id);
             return Ok(Value::Null);
         }

@@ -28,8 +28,8 @@ pub(crate) struct Session {
     pub(crate) calls: Arc<AtomicI64>,
     /// Model tokens used in this session, for budget policies.
     pub(crate) tokens: Arc<AtomicU64>,
-    /// Set when the connection has ended.
-    pub(crate) closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Marked as soon as the connection's reader sees the peer leave.
+    pub(crate) gone: Arc<crate::frame::Gone>,
 }
 
 impl Session {
@@ -42,7 +42,7 @@ impl Session {
             id: Arc::from(id),
             calls: Arc::new(AtomicI64::new(0)),
             tokens: Arc::new(AtomicU64::new(0)),
-            closed: Default::default(),
+            gone: Default::default(),
         }
     }
 

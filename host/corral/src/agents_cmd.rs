@@ -22,9 +22,17 @@ pub enum AgentsCmd {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-    /// Stop and remove an agent's container.
+    /// Stop and remove an agent's container: through the running `corral
+    /// up` when one is reachable (so it knows), else directly.
     Stop {
         agent: String,
+        /// The configuration `corral up` runs with (to find its control
+        /// socket).
+        #[arg(long, short, default_value = "corral.toml", env = "CORRAL_CONFIG")]
+        config: PathBuf,
+        /// The control socket, instead of reading the configuration.
+        #[arg(long)]
+        socket: Option<PathBuf>,
         /// Seconds to wait for a clean exit before killing.
         #[arg(long, default_value_t = 5)]
         grace: i32,
@@ -54,6 +62,18 @@ pub enum AgentsCmd {
     },
 }
 
+/// Asks the running `corral up` behind `socket` to `op` the agent.
+async fn host_op(socket: &std::path::Path, op: &str, agent: &str) -> Result<u8> {
+    let mut client = corral_channels::terminal::ChatClient::connect(socket).await?;
+    match client.op(op, agent).await? {
+        Ok(done) => {
+            println!("{done}");
+            Ok(0)
+        }
+        Err(e) => bail!("{e}"),
+    }
+}
+
 pub fn run(cmd: AgentsCmd) -> Result<u8> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,16 +89,28 @@ pub fn run(cmd: AgentsCmd) -> Result<u8> {
             Some(s) => s.clone(),
             None => crate::config::Config::load(config)?.0.control_socket(),
         };
-        return rt.block_on(async {
-            let mut client = corral_channels::terminal::ChatClient::connect(&socket).await?;
-            match client.op("start", agent).await? {
-                Ok(done) => {
-                    println!("{done}");
-                    Ok(0)
-                }
-                Err(e) => bail!("{e}"),
-            }
+        return rt.block_on(host_op(&socket, "start", agent));
+    }
+    if let AgentsCmd::Stop {
+        agent,
+        config,
+        socket,
+        ..
+    } = &cmd
+    {
+        // A host that manages the agent must do the stopping, or it would
+        // go on believing the container runs.
+        let socket = socket.clone().or_else(|| {
+            config
+                .exists()
+                .then(|| crate::config::Config::load(config).ok())
+                .flatten()
+                .map(|c| c.0.control_socket())
         });
+        if let Some(socket) = socket.filter(|s| std::os::unix::net::UnixStream::connect(s).is_ok())
+        {
+            return rt.block_on(host_op(&socket, "stop", agent));
+        }
     }
     rt.block_on(async {
         let docker = Docker::connect().await?;
@@ -104,7 +136,7 @@ pub fn run(cmd: AgentsCmd) -> Result<u8> {
                 }
                 Ok(0)
             }
-            AgentsCmd::Stop { agent, grace } => {
+            AgentsCmd::Stop { agent, grace, .. } => {
                 let c = find(&agent, &docker.list().await?)?;
                 if c.running {
                     ContainerBackend::stop(&docker, &agent, &c.id, grace).await?;

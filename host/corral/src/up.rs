@@ -406,8 +406,10 @@ async fn serve(
         Arc::new(move |op: String, agent: String| {
             let wake = wake_tx.clone();
             Box::pin(async move {
-                if op != "start" {
-                    return Err(format!("unknown operation `{op}`; the host knows `start`"));
+                if op != "start" && op != "stop" {
+                    return Err(format!(
+                        "unknown operation `{op}`; the host knows `start` and `stop`"
+                    ));
                 }
                 if external {
                     return Err(
@@ -416,7 +418,12 @@ async fn serve(
                     );
                 }
                 let (done, result) = tokio::sync::oneshot::channel();
-                wake.send(Wake::Start(agent, done))
+                let request = if op == "start" {
+                    Wake::Start(agent, done)
+                } else {
+                    Wake::Stop(agent, done)
+                };
+                wake.send(request)
                     .map_err(|_| "the host is shutting down".to_string())?;
                 result
                     .await
@@ -482,6 +489,15 @@ async fn supervise(
                 let (agent, done) = match wake {
                     Wake::Message(agent) => (agent, None),
                     Wake::Start(agent, done) => (agent, Some(done)),
+                    Wake::Stop(agent, done) => {
+                        let answer = match supervisor.stop(&agent).await {
+                            Ok(true) => Ok(format!("stopped and removed agent `{agent}`'s container; its next message starts a new one")),
+                            Ok(false) => Ok(format!("agent `{agent}` has no running container")),
+                            Err(e) => Err(format!("agent `{agent}`: {e}")),
+                        };
+                        let _ = done.send(answer);
+                        continue;
+                    }
                 };
                 let result = supervisor.ensure_running(&agent, Instant::now()).await;
                 let answer = match &result {
@@ -614,6 +630,7 @@ fn check_isolation(config: &Config, workspaces: &[(&str, &Path)]) -> Result<()> 
 enum Wake {
     Message(String),
     Start(String, tokio::sync::oneshot::Sender<Result<String, String>>),
+    Stop(String, tokio::sync::oneshot::Sender<Result<String, String>>),
 }
 
 fn short(id: &str) -> &str {

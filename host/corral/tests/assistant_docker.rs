@@ -96,6 +96,24 @@ unless { resource in HostGroup::"public-apis" };"#
             .unwrap();
         assert!(!unknown.status.success());
         assert!(String::from_utf8_lossy(&unknown.stderr).contains("nobody"));
+        // Stopped through the host, which then starts a fresh one for the
+        // next message.
+        let stopped = Command::new(CORRAL)
+            .args(["agents", "stop", "assistant", "--socket"])
+            .arg(config.control())
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&stopped.stdout).contains("stopped and removed"),
+            "{}{}",
+            String::from_utf8_lossy(&stopped.stdout),
+            String::from_utf8_lossy(&stopped.stderr)
+        );
+        assert!(
+            docker(&["ps", "-aq", "--filter", "label=corral.agent=assistant"])
+                .trim()
+                .is_empty()
+        );
 
         slack.mention(
             "env1",

@@ -243,6 +243,31 @@ impl<B: ContainerBackend> Supervisor<B> {
         first.map_or(Ok(()), Err)
     }
 
+    /// Stops and removes `agent`'s container now (an operator's `corral
+    /// agents stop`); the next message starts a fresh one. False if none
+    /// was running.
+    pub async fn stop(&mut self, agent: &str) -> Result<bool, SandboxError> {
+        let Some(m) = self.agents.get(agent) else {
+            return Err(SandboxError::Engine {
+                agent: agent.to_string(),
+                action: "stop",
+                message: "the agent is not in the configuration".into(),
+            });
+        };
+        let Some(id) = m.id.clone() else {
+            return Ok(false);
+        };
+        self.backend
+            .stop(agent, &id, self.policy.stop_grace_secs)
+            .await?;
+        self.backend.remove(agent, &id).await?;
+        self.clear(agent);
+        if let Some(m) = self.agents.get_mut(agent) {
+            m.restart_at = None;
+        }
+        Ok(true)
+    }
+
     /// Records activity, so the agent is not stopped as idle.
     pub fn touch(&mut self, agent: &str, now: Instant) {
         if let Some(m) = self.agents.get_mut(agent) {
@@ -266,7 +291,24 @@ impl<B: ContainerBackend> Supervisor<B> {
                 )
             };
             if let Some(id) = id {
-                let info = self.backend.inspect(&agent, &id).await?;
+                let info = match self.backend.inspect(&agent, &id).await {
+                    Ok(info) => info,
+                    Err(e) => {
+                        // Removed behind the supervisor's back (`docker rm`),
+                        // or the engine lost it: forget it, so the next
+                        // message starts a fresh one, and go on with the
+                        // other agents.
+                        let _ = self.backend.remove(&agent, &id).await;
+                        self.clear(&agent);
+                        events.push(Event::Removed {
+                            id,
+                            why: format!(
+                                "agent `{agent}`'s container is gone from the engine ({e})"
+                            ),
+                        });
+                        continue;
+                    }
+                };
                 if info.running {
                     if started.is_some_and(|s| now.duration_since(s) >= self.policy.healthy_after)
                         && let Some(m) = self.agents.get_mut(&agent)

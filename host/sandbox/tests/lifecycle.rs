@@ -65,8 +65,17 @@ impl ContainerBackend for FakeEngine {
         self.containers.lock().unwrap().remove(id);
         Ok(())
     }
-    async fn inspect(&self, _agent: &str, id: &str) -> Result<ContainerInfo, SandboxError> {
-        Ok(self.containers.lock().unwrap()[id].clone())
+    async fn inspect(&self, agent: &str, id: &str) -> Result<ContainerInfo, SandboxError> {
+        self.containers
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SandboxError::Engine {
+                agent: agent.to_string(),
+                action: "inspect its container",
+                message: format!("no such container: {id}"),
+            })
     }
     async fn list(&self) -> Result<Vec<ContainerInfo>, SandboxError> {
         Ok(self.containers.lock().unwrap().values().cloned().collect())
@@ -168,6 +177,37 @@ fn each_agent_keeps_its_own_idle_timeout_and_stop_all_clears_everything() {
         sup.stop_all().await.unwrap();
         assert!(sup.container("patient").is_none());
         assert!(sup.backend().ids().is_empty(), "stopped and removed");
+    });
+}
+
+#[test]
+fn a_container_removed_behind_its_back_is_forgotten_and_started_afresh() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(
+        FakeEngine::default(),
+        policy(),
+        vec![spec("a"), spec("b")],
+        t0,
+    );
+    block(async {
+        let (first, _) = sup.ensure_running("a", t0).await.unwrap();
+        sup.ensure_running("b", t0).await.unwrap();
+        // Someone runs `docker rm -f` on it.
+        ContainerBackend::remove(sup.backend(), "a", &first)
+            .await
+            .unwrap();
+        let events = sup.tick(t0 + S).await.unwrap();
+        assert!(
+            matches!(&events[..], [Event::Removed { id, .. }] if *id == first),
+            "{events:?}"
+        );
+        assert!(sup.container("b").is_some(), "the other agent is untouched");
+        let (second, event) = sup.ensure_running("a", t0 + 2 * S).await.unwrap();
+        assert_ne!(second, first);
+        assert!(event.is_some());
+        assert!(sup.stop("a").await.unwrap(), "an operator's stop");
+        assert!(!sup.stop("a").await.unwrap(), "nothing left to stop");
+        assert!(sup.stop("nobody").await.is_err());
     });
 }
 
