@@ -291,6 +291,13 @@ impl SlackStandIn {
                 }
                 "/api/chat.postMessage" => {
                     let body = req.json();
+                    // A way for tests to see a post Slack refuses.
+                    if body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("REFUSE-THIS-POST"))
+                    {
+                        return (200, json!({"ok": false, "error": "msg_too_long"}));
+                    }
                     let ts = format!("{}.000200", 1_764_000_000 + (body.to_string().len() % 1000));
                     (
                         200,

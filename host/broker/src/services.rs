@@ -64,8 +64,15 @@ pub trait Mailbox: Send + Sync + 'static {
     /// reply from that agent.
     fn pending(&self, agent: &str, id: u64) -> Option<Inbound>;
     /// Delivers the reply to message `id`, which the agent then no longer
-    /// holds. `last` is false for an interim update.
-    fn reply(&self, agent: &str, id: u64, text: String, last: bool) -> Result<(), String>;
+    /// holds, and resolves once the channel has delivered it (or failed
+    /// to). `last` is false for an interim update.
+    fn reply<'a>(
+        &'a self,
+        agent: &'a str,
+        id: u64,
+        text: String,
+        last: bool,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// What one turn of an agent may spend.
@@ -317,8 +324,8 @@ impl Session {
                 "denied",
             ));
         }
-        let delivered = mailbox.reply(agent, p.message, p.text, p.last);
-        if p.last && delivered.is_ok() {
+        let delivered = mailbox.reply(agent, p.message, p.text, p.last).await;
+        if p.last {
             // A new turn starts with the next message.
             self.agent.steps.store(0, Ordering::Release);
         }

@@ -14,4 +14,4 @@ mod router;
 pub mod slack;
 pub mod terminal;
 
-pub use router::{Delivery, Message, Origin, Reply, RouteError, Router};
+pub use router::{Delivery, Message, Origin, Receipt, Reply, RouteError, Router};

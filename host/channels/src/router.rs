@@ -9,7 +9,7 @@ use corral_audit::{AuditLog, Entry, Kind};
 use corral_policy::{Common, PolicyError, PolicyStore, RequestEntity, uid};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Where a message came from, in Cedar's terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,14 +36,30 @@ pub struct Message {
 }
 
 /// An agent's answer, on its way back to the channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Reply {
     pub message: u64,
     pub agent: String,
     pub text: String,
     /// False for an interim update; the message is still open.
     pub last: bool,
+    /// The channel says here whether the person got it (posted to Slack,
+    /// written to the terminal), so the audit log records what happened,
+    /// not just what was handed over.
+    pub delivered: Option<oneshot::Sender<Result<(), String>>>,
 }
+
+impl Reply {
+    /// Tells the router's caller how delivery went.
+    pub fn report(&mut self, outcome: Result<(), String>) {
+        if let Some(done) = self.delivered.take() {
+            let _ = done.send(outcome);
+        }
+    }
+}
+
+/// How a reply's delivery ended, as the channel reported it.
+pub type Receipt = oneshot::Receiver<Result<(), String>>;
 
 /// Where a channel wants the replies to its messages.
 pub type Delivery = mpsc::UnboundedSender<Reply>;
@@ -262,7 +278,9 @@ impl Router {
     }
 
     /// Sends `agent`'s reply to message `id` back to its channel.
-    pub fn reply(&self, agent: &str, id: u64, text: String, last: bool) -> Result<(), String> {
+    /// The receipt resolves once the channel has delivered the reply, or
+    /// failed to.
+    pub fn reply(&self, agent: &str, id: u64, text: String, last: bool) -> Result<Receipt, String> {
         let delivery = {
             let mut inboxes = self.inboxes();
             let inbox = inboxes
@@ -277,14 +295,16 @@ impl Router {
                 format!("agent `{agent}`: message {id} is not waiting for a reply")
             })?
         };
+        let (done, receipt) = oneshot::channel();
         let sent = delivery.send(Reply {
             message: id,
             agent: agent.to_string(),
             text,
             last,
+            delivered: Some(done),
         });
         self.settled.notify_waiters();
-        sent.map_err(|_| {
+        sent.map(|()| receipt).map_err(|_| {
             format!(
                 "agent `{agent}`: the person who sent message {id} is gone (their channel closed)"
             )
@@ -324,6 +344,7 @@ impl Router {
                     "⚠ agent `{agent}` stopped before it answered this message (its connection to the broker ended; `corral agents logs {agent}` may say why). Please ask again."
                 ),
                 last: true,
+                delivered: None,
             });
         }
         self.settled.notify_waiters();

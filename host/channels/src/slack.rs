@@ -256,10 +256,10 @@ impl SlackState {
             Ok(_) => {
                 let state = self.clone();
                 tokio::spawn(async move {
-                    while let Some(reply) = replies.recv().await {
-                        state
-                            .post_now(channel.clone(), thread.clone(), reply.text)
-                            .await;
+                    while let Some(mut reply) = replies.recv().await {
+                        let text = std::mem::take(&mut reply.text);
+                        let posted = state.post_now(channel.clone(), thread.clone(), text).await;
+                        reply.report(posted);
                         if reply.last {
                             break;
                         }
@@ -272,22 +272,29 @@ impl SlackState {
 
     fn post(self: &Arc<Self>, channel: String, thread: String, text: String) {
         let state = self.clone();
-        tokio::spawn(async move { state.post_now(channel, thread, text).await });
+        tokio::spawn(async move {
+            let _ = state.post_now(channel, thread, text).await;
+        });
     }
 
-    async fn post_now(&self, channel: String, thread: String, text: String) {
+    /// Posts `text` in the thread; the error says what Slack said.
+    async fn post_now(&self, channel: String, thread: String, text: String) -> Result<(), String> {
         let request = SlackApiChatPostMessageRequest::new(
             SlackChannelId(channel.clone()),
             SlackMessageContent::new().with_text(text),
         )
         .with_thread_ts(SlackTs(thread));
-        if let Err(e) = self
+        match self
             .client
             .open_session(&self.bot_token)
             .chat_post_message(&request)
             .await
         {
-            tracing::warn!(%channel, error = %e, "slack: chat.postMessage failed");
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "slack: chat.postMessage failed");
+                Err(format!("slack chat.postMessage to {channel}: {e}"))
+            }
         }
     }
 }

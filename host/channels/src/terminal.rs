@@ -188,14 +188,16 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
                 }
             }
             Ok(id) => {
-                while let Some(reply) = replies.recv().await {
+                while let Some(mut reply) = replies.recv().await {
                     if reply.message != id {
                         continue;
                     }
                     let frame = json!({ "message": id, "reply": reply.text, "last": reply.last });
                     if !send(&mut write, &frame).await {
+                        reply.report(Err("the terminal client went away".into()));
                         return;
                     }
+                    reply.report(Ok(()));
                     if reply.last {
                         break;
                     }

@@ -47,6 +47,9 @@ pub struct UpArgs {
 
 struct RouterMailbox(Arc<Router>);
 
+/// How long a reply's delivery may take before it is recorded as failed.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn inbound(m: Message) -> Inbound {
     Inbound {
         id: m.id,
@@ -76,8 +79,24 @@ impl Mailbox for RouterMailbox {
         self.0.pending(agent, id).map(inbound)
     }
 
-    fn reply(&self, agent: &str, id: u64, text: String, last: bool) -> Result<(), String> {
-        self.0.reply(agent, id, text, last)
+    fn reply<'a>(
+        &'a self,
+        agent: &'a str,
+        id: u64,
+        text: String,
+        last: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        let handed = self.0.reply(agent, id, text, last);
+        Box::pin(async move {
+            let receipt = handed?;
+            match tokio::time::timeout(DELIVERY_TIMEOUT, receipt).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err("the channel dropped the reply without delivering it".into()),
+                Err(_) => Err(format!(
+                    "the channel did not confirm delivery within {DELIVERY_TIMEOUT:?}"
+                )),
+            }
+        })
     }
 }
 

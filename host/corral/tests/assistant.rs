@@ -450,11 +450,34 @@ fn a_slack_direct_message_is_answered_in_its_thread_and_the_bots_own_posts_are_i
             slack.acked().contains(&"d2".to_string()),
             "ignored events are still acknowledged"
         );
+        // A reply Slack refuses to post is recorded as not delivered.
+        slack.direct_message(
+            "d3",
+            "D0001",
+            "U0042",
+            r#"/tool echo {"message": "REFUSE-THIS-POST"}"#,
+            "1764000012.000100",
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
     });
     assert_eq!(host.stop(), Some(0));
     let records = audit_records(&config);
     let invokes: Vec<_> = records.iter().filter(|r| r["action"] == "invoke").collect();
-    assert_eq!(invokes.len(), 1, "only the person's message was an invoke");
+    assert_eq!(invokes.len(), 2, "only the person's messages were invokes");
+    let outcomes: Vec<_> = records
+        .iter()
+        .filter(|r| r["action"] == "post_message" && r["kind"] == "outcome")
+        .collect();
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes[0]["outcome"], "ok");
+    assert_eq!(outcomes[1]["outcome"], "error");
+    assert!(
+        outcomes[1]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("msg_too_long")),
+        "{:?}",
+        outcomes[1]
+    );
     let args = invokes[0]["arguments"].as_str().unwrap_or_default();
     assert!(
         args.contains("slack:U0042") && args.contains("slack:D0001"),
