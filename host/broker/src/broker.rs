@@ -98,6 +98,14 @@ pub(crate) struct AgentState {
 }
 
 impl AgentState {
+    /// Takes one token from the agent's bucket, or says how long to wait.
+    pub fn take_rate(&self, now: std::time::Instant) -> Result<(), std::time::Duration> {
+        self.rate
+            .lock()
+            .map(|mut r| r.try_take(now))
+            .unwrap_or(Ok(()))
+    }
+
     fn today() -> i64 {
         corral_audit::now_micros() / 86_400_000_000
     }

@@ -29,4 +29,4 @@ pub use broker::{
     AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME, serve_with_limits,
 };
 pub use limits::BrokerLimits;
-pub use services::{Inbound, Mailbox, Models, TurnLimits};
+pub use services::{Inbound, Mailbox, Models, TurnLimits, tokens_in_outcome};

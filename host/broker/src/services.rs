@@ -129,14 +129,6 @@ fn params<T: for<'de> Deserialize<'de>>(
         .map_err(|e| McpError::invalid_params(format!("{method}: bad params: {e}"), None))
 }
 
-fn denied(message: String, decision: &Decision, class: &str) -> McpError {
-    McpError::new(
-        ErrorCode(DENIED),
-        message,
-        Some(json!({ "error": class, "policy_ids": decision.policy_ids })),
-    )
-}
-
 impl Session {
     pub(crate) async fn custom(
         &self,
@@ -252,6 +244,30 @@ impl Session {
         })
     }
 
+    /// The MCP error for a recorded denial: who may not do what, why, the
+    /// record, and the next step.
+    fn refuse_if_denied(
+        &self,
+        decided: &Recorded,
+        decision: &Decision,
+        what: &str,
+        next: &str,
+    ) -> Result<(), McpError> {
+        if decision.allowed {
+            return Ok(());
+        }
+        Err(McpError::new(
+            ErrorCode(DENIED),
+            format!(
+                "denied: agent `{}` may not {what}: {} (audit record {}); next step: {next}",
+                self.agent.id,
+                decision.explain(),
+                decided.seq
+            ),
+            Some(json!({ "error": "denied", "policy_ids": decision.policy_ids })),
+        ))
+    }
+
     fn record_outcome(&self, decided: Recorded, outcome: Outcome, detail: Option<String>) {
         let mut record = Entry::new(
             Kind::Outcome,
@@ -312,18 +328,12 @@ impl Session {
                 started,
             )
             .await?;
-        let seq = decided.seq;
-        if !decision.allowed {
-            return Err(denied(
-                format!(
-                    "denied: agent `{agent}` may not post to channel `{}`: {} (audit record {seq}); next step: ask a policy author for a `post_message` permit",
-                    message.channel,
-                    decision.explain()
-                ),
-                &decision,
-                "denied",
-            ));
-        }
+        self.refuse_if_denied(
+            &decided,
+            &decision,
+            &format!("post to channel `{}`", message.channel),
+            "ask a policy author for a `post_message` permit",
+        )?;
         let delivered = mailbox.reply(agent, p.message, p.text, p.last).await;
         if p.last {
             // A new turn starts with the next message.
@@ -364,13 +374,7 @@ impl Session {
         // the usage it adds must not interleave with another call's, or
         // concurrent calls would all pass the same check.
         let _turn = self.agent.model_turn.lock().await;
-        let limited = self
-            .agent
-            .rate
-            .lock()
-            .map(|mut r| r.try_take(started))
-            .unwrap_or(Ok(()));
-        if let Err(wait) = limited {
+        if let Err(wait) = self.agent.take_rate(started) {
             return Err(McpError::new(
                 ErrorCode(DENIED),
                 format!(
@@ -412,7 +416,7 @@ impl Session {
             &[],
         );
         // The conversation itself is the person's business, not the log's:
-        // its shape and size are recorded, and its hash.
+        // only its shape and size are recorded.
         let arguments = json!({
             "model": name,
             "messages": request.messages.len(),
@@ -432,17 +436,12 @@ impl Session {
                 started,
             )
             .await?;
-        let seq = decided.seq;
-        if !decision.allowed {
-            return Err(denied(
-                format!(
-                    "denied: agent `{agent}` may not use model `{name}`: {} (audit record {seq}); next step: ask a policy author for a `use_model` permit or a larger budget",
-                    decision.explain()
-                ),
-                &decision,
-                "denied",
-            ));
-        }
+        self.refuse_if_denied(
+            &decided,
+            &decision,
+            &format!("use model `{name}`"),
+            "ask a policy author for a `use_model` permit or a larger budget",
+        )?;
         self.agent.steps.fetch_add(1, Ordering::AcqRel);
         let result = client.complete(&request).await;
         match result {
@@ -450,16 +449,7 @@ impl Session {
                 let used = response.usage.input_tokens + response.usage.output_tokens;
                 self.tokens.fetch_add(used, Ordering::Relaxed);
                 self.agent.add_day_tokens(used);
-                self.record_outcome(
-                    decided,
-                    Outcome::Ok,
-                    Some(format!(
-                        "input_tokens={} output_tokens={} stop_reason={}",
-                        response.usage.input_tokens,
-                        response.usage.output_tokens,
-                        response.stop_reason
-                    )),
-                );
+                self.record_outcome(decided, Outcome::Ok, Some(usage_detail(&response)));
                 serde_json::to_value(&response)
                     .map_err(|e| McpError::internal_error(e.to_string(), None))
             }
@@ -475,6 +465,26 @@ impl Session {
             }
         }
     }
+}
+
+/// The `use_model` outcome's detail: the provider's token counts, which
+/// [`tokens_in_outcome`] reads back.
+fn usage_detail(response: &corral_models::ChatResponse) -> String {
+    format!(
+        "input_tokens={} output_tokens={} stop_reason={}",
+        response.usage.input_tokens, response.usage.output_tokens, response.stop_reason
+    )
+}
+
+/// The tokens a `use_model` outcome record's detail reports (0 if none).
+pub fn tokens_in_outcome(detail: &str) -> u64 {
+    detail
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            matches!(k, "input_tokens" | "output_tokens").then(|| v.parse::<u64>().ok())?
+        })
+        .sum()
 }
 
 /// A decision on the record, waiting for its outcome.

@@ -55,13 +55,7 @@ impl Session {
         let arrived = Instant::now();
         let deadline = arrived + self.shared.limits.call_timeout;
 
-        let limited = self
-            .agent
-            .rate
-            .lock()
-            .map(|mut r| r.try_take(arrived))
-            .unwrap_or(Ok(()));
-        if let Err(wait) = limited {
+        if let Err(wait) = self.agent.take_rate(arrived) {
             return refusal(
                 "rate-limited",
                 format!(

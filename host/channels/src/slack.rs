@@ -180,20 +180,14 @@ async fn on_push(
 impl SlackState {
     fn handle(self: &Arc<Self>, event: SlackPushEventCallback) {
         let team = event.team_id.0.clone();
-        let (user, channel, text, ts, thread, agent) = match event.event {
+        let (user, channel, text, thread, agent) = match event.event {
             SlackEventCallbackBody::AppMention(m) => {
                 let agent = self.config.channels.get(&m.channel.0).cloned();
-                let ts = m.origin.ts.0.clone();
-                let thread = m
-                    .origin
-                    .thread_ts
-                    .map(|t| t.0)
-                    .unwrap_or_else(|| ts.clone());
+                let thread = thread_of(&m.origin);
                 (
                     m.user.0,
                     m.channel.0,
                     m.content.text.unwrap_or_default(),
-                    ts,
                     thread,
                     agent,
                 )
@@ -205,31 +199,24 @@ impl SlackState {
                 if !direct || m.sender.bot_id.is_some() || m.subtype.is_some() {
                     return;
                 }
+                let thread = thread_of(&m.origin);
                 let (Some(user), Some(channel)) = (m.sender.user, m.origin.channel) else {
                     return;
                 };
                 if user.0 == self.bot_user {
                     return;
                 }
-                let ts = m.origin.ts.0.clone();
-                let thread = m
-                    .origin
-                    .thread_ts
-                    .map(|t| t.0)
-                    .unwrap_or_else(|| ts.clone());
                 let text = m.content.and_then(|c| c.text).unwrap_or_default();
                 (
                     user.0,
                     channel.0,
                     text,
-                    ts,
                     thread,
                     self.config.direct_messages.clone(),
                 )
             }
             _ => return,
         };
-        let _ = ts;
         let text = strip_mention(&text, &self.bot_user);
         let Some(agent) = agent else {
             self.post(
@@ -297,6 +284,11 @@ impl SlackState {
             }
         }
     }
+}
+
+/// The thread a message belongs to: its own `ts` when it starts one.
+fn thread_of(origin: &SlackMessageOrigin) -> String {
+    origin.thread_ts.as_ref().unwrap_or(&origin.ts).0.clone()
 }
 
 /// Removes the bot's own mention (`<@U123>`) from the text.

@@ -581,16 +581,7 @@ fn tokens_used_today(audit: &Path) -> BTreeMap<String, u64> {
         let Some(last) = page.last() else { break };
         after = last.seq;
         for r in &page {
-            let tokens: u64 = r
-                .detail
-                .as_deref()
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once('=')?;
-                    matches!(k, "input_tokens" | "output_tokens").then(|| v.parse::<u64>().ok())?
-                })
-                .sum();
+            let tokens = corral_broker::tokens_in_outcome(r.detail.as_deref().unwrap_or_default());
             *used.entry(r.agent.clone()).or_insert(0) += tokens;
         }
     }

@@ -342,17 +342,24 @@ unless { resource in HostGroup::"public-apis" };"#
     );
 }
 
+/// `corral up` on a configuration it must refuse: it exits at once.
+fn up_once(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(CORRAL)
+        .arg("up")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("CORRAL_TEST_UNSET_KEY")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn bad_configuration_names_the_key_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("corral.toml");
     std::fs::write(&path, "policies = \"p\"\nagnets = []\n").unwrap();
-    let out = Command::new(CORRAL)
-        .arg("up")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = up_once(&path, &[]);
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -365,12 +372,7 @@ fn bad_configuration_names_the_key_and_the_file() {
         "policies = \"p\"\n[[agents]]\nid = \"a\"\nworkspace = \"w\"\nmodel = \"gpt\"\n",
     )
     .unwrap();
-    let out = Command::new(CORRAL)
-        .arg("up")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = up_once(&path, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("model `gpt` is not defined") && err.contains("[models.gpt]"),
@@ -382,13 +384,7 @@ fn bad_configuration_names_the_key_and_the_file() {
         "policies = \"p\"\n[[agents]]\nid = \"a\"\nworkspace = \"w\"\nmodel = \"m\"\n[models.m]\nprovider = \"anthropic\"\nmodel = \"x\"\napi_key_env = \"CORRAL_TEST_UNSET_KEY\"\n",
     )
     .unwrap();
-    let out = Command::new(CORRAL)
-        .arg("up")
-        .arg("--config")
-        .arg(&path)
-        .env_remove("CORRAL_TEST_UNSET_KEY")
-        .output()
-        .unwrap();
+    let out = up_once(&path, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CORRAL_TEST_UNSET_KEY"), "{err}");
 }
@@ -518,11 +514,7 @@ fn workspaces_that_overlap_or_hold_host_state_are_refused() {
     let mut toml = std::fs::read_to_string(&config.path).unwrap();
     toml.push_str("[[agents]]\nid = \"twin\"\nworkspace = \"workspace/assistant/twin\"\n");
     std::fs::write(&config.path, &toml).unwrap();
-    let out = Command::new(CORRAL)
-        .args(["up", "--external-agents", "--config"])
-        .arg(&config.path)
-        .output()
-        .unwrap();
+    let out = up_once(&config.path, &["--external-agents"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
     assert!(
@@ -535,11 +527,7 @@ fn workspaces_that_overlap_or_hold_host_state_are_refused() {
         .unwrap()
         .replace("workspace = \"workspace/assistant\"", "workspace = \".\"");
     std::fs::write(&config.path, toml).unwrap();
-    let out = Command::new(CORRAL)
-        .args(["up", "--external-agents", "--config"])
-        .arg(&config.path)
-        .output()
-        .unwrap();
+    let out = up_once(&config.path, &["--external-agents"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
     assert!(

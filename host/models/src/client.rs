@@ -32,10 +32,6 @@ impl ApiKey {
     pub fn new(value: impl Into<String>) -> Self {
         ApiKey(value.into())
     }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -96,6 +92,8 @@ pub enum ModelError {
 pub struct ModelClient {
     endpoint: ModelEndpoint,
     http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The provider's key header, built and checked once, marked sensitive.
+    auth: Option<(&'static str, http::HeaderValue)>,
 }
 
 impl std::fmt::Debug for ModelClient {
@@ -108,13 +106,23 @@ impl std::fmt::Debug for ModelClient {
 
 impl ModelClient {
     pub fn new(endpoint: ModelEndpoint) -> Result<Self, ModelError> {
-        if let Some(key) = &endpoint.api_key
-            && (key.0.is_empty() || http::HeaderValue::from_str(&key.0).is_err())
-        {
-            return Err(ModelError::BadKey {
-                model: endpoint.name.clone(),
-            });
-        }
+        let auth = match &endpoint.api_key {
+            None => None,
+            Some(key) => {
+                let (name, text) = match endpoint.provider {
+                    Provider::Anthropic => ("x-api-key", key.0.clone()),
+                    Provider::OpenAi => ("authorization", format!("Bearer {}", key.0)),
+                };
+                let mut value = http::HeaderValue::from_str(&text)
+                    .ok()
+                    .filter(|_| !key.0.is_empty())
+                    .ok_or_else(|| ModelError::BadKey {
+                        model: endpoint.name.clone(),
+                    })?;
+                value.set_sensitive(true);
+                Some((name, value))
+            }
+        };
         let url: http::Uri = endpoint.base_url.parse().map_err(|e| ModelError::BadUrl {
             model: endpoint.name.clone(),
             url: endpoint.base_url.clone(),
@@ -142,7 +150,11 @@ impl ModelClient {
             .enable_http1()
             .build();
         let http = Client::builder(TokioExecutor::new()).build(https);
-        Ok(ModelClient { endpoint, http })
+        Ok(ModelClient {
+            endpoint,
+            http,
+            auth,
+        })
     }
 
     pub fn endpoint(&self) -> &ModelEndpoint {
@@ -169,17 +181,11 @@ impl ModelClient {
             ),
         };
         let mut builder = http::Request::post(&url).header("content-type", "application/json");
-        match (e.provider, &e.api_key) {
-            (Provider::Anthropic, key) => {
-                builder = builder.header("anthropic-version", "2023-06-01");
-                if let Some(key) = key {
-                    builder = builder.header("x-api-key", sensitive(key)?);
-                }
-            }
-            (Provider::OpenAi, Some(key)) => {
-                builder = builder.header("authorization", sensitive_bearer(key)?);
-            }
-            (Provider::OpenAi, None) => {}
+        if e.provider == Provider::Anthropic {
+            builder = builder.header("anthropic-version", "2023-06-01");
+        }
+        if let Some((name, value)) = &self.auth {
+            builder = builder.header(*name, value.clone());
         }
         let req = builder
             .body(Full::new(Bytes::from(body.to_string())))
@@ -249,19 +255,6 @@ impl ModelClient {
             _ => text,
         }
     }
-}
-
-fn sensitive(key: &crate::ApiKey) -> Result<http::HeaderValue, ModelError> {
-    let mut value = http::HeaderValue::from_str(key.expose()).map_err(|_| ModelError::Tls {
-        model: String::new(),
-        message: "the API key holds characters not allowed in an HTTP header".into(),
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-fn sensitive_bearer(key: &crate::ApiKey) -> Result<http::HeaderValue, ModelError> {
-    sensitive(&ApiKey(format!("Bearer {}", key.expose())))
 }
 
 /// Both providers put a human message at `error.message`.

@@ -366,16 +366,13 @@ impl PolicyEngine {
         writable: bool,
         common: &Common,
     ) -> Decision {
-        let request = self.request(
+        self.decide(
             uid("Agent", agent),
-            uid("Action", "mount"),
+            "mount",
             uid("HostPath", host_path),
             json!({ "common": common.to_json(), "writable": writable }),
-        );
-        match request {
-            Ok(r) => self.authorize(&r),
-            Err(e) => self.refuse(e.to_string()),
-        }
+            &[],
+        )
     }
 
     /// Decides `action` for a principal and resource that may be known only
@@ -414,37 +411,26 @@ impl PolicyEngine {
             Ok(e) => e,
             Err(e) => return self.refuse(format!("request entities: {e}")),
         };
+        self.authorize_in(&request, &entities)
+    }
+
+    /// Decides a request: indexed, and fail-closed.
+    pub fn authorize(&self, request: &Request) -> Decision {
+        self.authorize_in(request, &self.entities)
+    }
+
+    /// [`Self::authorize`] against `entities` (the store, or the store plus
+    /// request-time entities).
+    fn authorize_in(&self, request: &Request, entities: &Entities) -> Decision {
+        // Cedar can allow a principal that is missing from the store when a
+        // policy does not look at its attributes; an unknown agent must
+        // never be allowed anything.
         if let Some(p) = request.principal()
             && entities.ancestors(p).is_none()
         {
             return self.refuse(format!("unknown principal {p}"));
         }
-        let (Some(p), Some(a), Some(r)) =
-            (request.principal(), request.action(), request.resource())
-        else {
-            return self.refuse("request has an unknown principal, action or resource");
-        };
-        let candidates = self.index.candidates(p, a, r, &entities);
-        match self.index.subset(&candidates) {
-            Ok(subset) => {
-                let response = self.authorizer.is_authorized(&request, &subset, &entities);
-                self.decision(&response)
-            }
-            Err(e) => self.refuse(e),
-        }
-    }
-
-    /// Decides a request: indexed, and fail-closed.
-    pub fn authorize(&self, request: &Request) -> Decision {
-        // Cedar can allow a principal that is missing from the store when a
-        // policy does not look at its attributes; an unknown agent must
-        // never be allowed anything.
-        if let Some(p) = request.principal()
-            && self.entities.ancestors(p).is_none()
-        {
-            return self.refuse(format!("unknown principal {p}"));
-        }
-        match self.authorize_raw(request) {
+        match self.evaluate(request, entities) {
             Ok(response) => self.decision(&response),
             Err(message) => self.refuse(message),
         }
@@ -468,16 +454,18 @@ impl PolicyEngine {
     /// Cedar's own response over the indexed subset: identical to
     /// `is_authorized` over the whole set (see `tests/differential.rs`).
     pub fn authorize_raw(&self, request: &Request) -> Result<Response, String> {
+        self.evaluate(request, &self.entities)
+    }
+
+    fn evaluate(&self, request: &Request, entities: &Entities) -> Result<Response, String> {
         let (Some(p), Some(a), Some(r)) =
             (request.principal(), request.action(), request.resource())
         else {
             return Err("request has an unknown principal, action or resource".into());
         };
-        let candidates = self.index.candidates(p, a, r, &self.entities);
+        let candidates = self.index.candidates(p, a, r, entities);
         let subset = self.index.subset(&candidates)?;
-        Ok(self
-            .authorizer
-            .is_authorized(request, &subset, &self.entities))
+        Ok(self.authorizer.is_authorized(request, &subset, entities))
     }
 
     /// The plain, unindexed Cedar response (for comparison and benchmarks).

@@ -224,19 +224,14 @@ impl<B: ContainerBackend> Supervisor<B> {
     /// them all; returns the first error.
     pub async fn stop_all(&mut self) -> Result<(), SandboxError> {
         let mut first = None;
-        let running: Vec<(String, String)> = self
+        let running: Vec<String> = self
             .agents
             .iter()
-            .filter_map(|(a, m)| m.id.clone().map(|id| (a.clone(), id)))
+            .filter(|(_, m)| m.id.is_some())
+            .map(|(a, _)| a.clone())
             .collect();
-        for (agent, id) in running {
-            let stopped = self
-                .backend
-                .stop(&agent, &id, self.policy.stop_grace_secs)
-                .await;
-            let removed = self.backend.remove(&agent, &id).await;
-            self.clear(&agent);
-            if let Err(e) = stopped.and(removed) {
+        for agent in running {
+            if let Err(e) = self.stop(&agent).await {
                 first.get_or_insert(e);
             }
         }
@@ -257,15 +252,18 @@ impl<B: ContainerBackend> Supervisor<B> {
         let Some(id) = m.id.clone() else {
             return Ok(false);
         };
-        self.backend
+        // Removed even if the stop failed (it may have exited already), and
+        // forgotten either way: the next message starts a fresh one.
+        let stopped = self
+            .backend
             .stop(agent, &id, self.policy.stop_grace_secs)
-            .await?;
-        self.backend.remove(agent, &id).await?;
+            .await;
+        let removed = self.backend.remove(agent, &id).await;
         self.clear(agent);
         if let Some(m) = self.agents.get_mut(agent) {
             m.restart_at = None;
         }
-        Ok(true)
+        stopped.and(removed).map(|()| true)
     }
 
     /// Records activity, so the agent is not stopped as idle.
