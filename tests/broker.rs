@@ -504,3 +504,82 @@ fn unknown_tools_and_bad_input_are_refused_and_recorded_with_their_class() {
             .all(|r| r.decision.as_deref() == Some("deny") && !r.errors.is_empty())
     );
 }
+
+#[test]
+fn the_hot_path_and_rmcp_give_the_same_answer_and_the_same_records() {
+    let mut b = TestBroker::start(BrokerOptions::default());
+    let mut c = b.client("assistant");
+    let args = json!({"message": "same"});
+    // A plain call is answered on the connection's reader thread; one with
+    // `_meta` is handed to rmcp's service. The agent cannot tell them apart.
+    let plain = c.call_tool("echo", args.clone());
+    let via_rmcp = c.request(
+        "tools/call",
+        json!({"name": "echo", "arguments": args, "_meta": {"progressToken": 7}}),
+    );
+    assert_eq!(plain, via_rmcp["result"], "{via_rmcp}");
+    assert!(!is_error(&plain), "{plain}");
+    // A denial looks the same on both paths too.
+    let denied = json!({"name": "files_write", "arguments": {"path": ".env", "content": "x"}});
+    let plain_denial = c.request("tools/call", denied.clone());
+    let mut with_meta = denied;
+    with_meta["_meta"] = json!({"progressToken": 8});
+    let rmcp_denial = c.request("tools/call", with_meta);
+    let strip_seq = |v: &Value| {
+        let text = result_text(&v["result"]);
+        text.split("(audit record")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(is_error(&plain_denial["result"]), "{plain_denial}");
+    assert_eq!(strip_seq(&plain_denial), strip_seq(&rmcp_denial));
+    drop(c);
+    b.stop();
+
+    let records = b.records();
+    let calls: Vec<_> = records.iter().filter(|r| r.kind == Kind::Call).collect();
+    let decisions: Vec<_> = calls.iter().map(|r| r.decision.as_deref()).collect();
+    assert_eq!(
+        decisions,
+        [Some("allow"), Some("allow"), Some("deny"), Some("deny")],
+        "{records:#?}"
+    );
+    let sessions: Vec<i64> = calls
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.session).unwrap()["calls_in_session"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sessions, [1, 2, 3, 4], "one counter for both paths");
+    let outcomes = records
+        .iter()
+        .filter(|r| r.kind == Kind::Outcome && r.outcome == Some(Outcome::Ok))
+        .count();
+    assert_eq!(outcomes, 2, "{records:#?}");
+}
+
+#[test]
+fn stopping_ends_open_connections_and_keeps_every_record() {
+    let mut b = TestBroker::start(BrokerOptions::default());
+    let mut c = b.client("assistant");
+    for i in 0..20 {
+        let r = c.call_tool("echo", json!({"message": i.to_string()}));
+        assert!(!is_error(&r), "{r}");
+    }
+    // The client is still connected: stopping must end its connection
+    // (its thread holds the audit log) and still commit every outcome.
+    b.stop();
+    assert!(
+        c.read_message().is_none(),
+        "the broker should have closed the connection"
+    );
+    let records = b.records();
+    assert_eq!(
+        records.iter().filter(|r| r.kind == Kind::Outcome).count(),
+        20,
+        "{records:#?}"
+    );
+}

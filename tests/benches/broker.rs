@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_audit::{AuditConfig, AuditLog, Durability, Entry, Kind};
-use corral_broker::{BrokerLimits, serve_with_limits};
+use corral_broker::{BrokerLimits, InlineCalls, serve_with_limits};
 use corral_tests::broker::{BrokerOptions, TestBroker};
 use corral_tests::component_path;
 use corral_tests::mcp::McpClient;
@@ -109,18 +109,27 @@ impl ServerHandler for BareEcho {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let input = Value::Object(request.arguments.unwrap_or_default()).to_string();
+        Ok(tokio::task::block_in_place(|| self.call_tool_inline(request)).into())
+    }
+}
 
-        let (runtime, echo) = (self.runtime.clone(), self.echo.clone());
-        let work = move || runtime.call(&echo, "echo", &input, &bare_context());
-        // The same hand-off the broker makes: the call runs in place on
-        // the worker (`block_in_place`), so the difference between the two
-        // is policy and audit alone.
-        let out = tokio::task::block_in_place(work)
-            .map_err(|e| ErrorData::internal_error(e.error.to_string(), None))?;
-        let mut result = CallToolResult::success(vec![ContentBlock::text(out.output.clone())]);
-        result.structured_content = serde_json::from_str(&out.output).ok();
-        Ok(result.into())
+/// The broker's hot path, without policy or audit: answered on the
+/// connection's reader thread, as the broker answers a plain `tools/call`.
+impl InlineCalls for BareEcho {
+    fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult {
+        let input = Value::Object(request.arguments.unwrap_or_default()).to_string();
+        match self
+            .runtime
+            .call(&self.echo, "echo", &input, &bare_context())
+        {
+            Ok(out) => {
+                let mut result =
+                    CallToolResult::success(vec![ContentBlock::text(out.output.clone())]);
+                result.structured_content = serde_json::from_str(&out.output).ok();
+                result
+            }
+            Err(e) => CallToolResult::error(vec![ContentBlock::text(e.error.to_string())]),
+        }
     }
 }
 
@@ -306,6 +315,60 @@ fn broker(durability: Durability) -> TestBroker {
     })
 }
 
+/// One appender waiting for each record in turn: what a call's decision
+/// record costs on its own.
+fn append_latency(dir: &Path, durability: Durability) -> Latency {
+    let path = dir.join(format!("latency-{}.db", durability_name(durability)));
+    let log = AuditLog::open(AuditConfig::new(&path).durability(durability)).unwrap();
+    let entry = |n: usize| {
+        let mut e = Entry::new(Kind::Call, "bench-0", "echo", "Tool::\"echo\"");
+        e.arguments = json!({"message": "hello", "n": n});
+        e.allowed = Some(true);
+        e.policy_ids = vec!["echo-for-all-agents".into()];
+        e
+    };
+    for n in 0..scale(1_000) {
+        log.append_blocking(entry(n)).unwrap();
+    }
+    let samples = (0..scale(10_000))
+        .map(|n| {
+            let e = entry(n);
+            let t = Instant::now();
+            log.append_blocking(e).unwrap();
+            t.elapsed()
+        })
+        .collect();
+    latency(samples)
+}
+
+/// The policy decision for one echo call, as the broker makes it.
+fn decision_latency(b: &TestBroker) -> Latency {
+    let args = json!({"message": "hello"});
+    let once = || {
+        let t = Instant::now();
+        let engine = b.policies.current();
+        let common = corral_policy::Common::now("bench-session", 1);
+        let request = engine
+            .tool_request("bench-0", "echo", &args, &common)
+            .unwrap();
+        let d = engine.authorize(&request);
+        let e = t.elapsed();
+        assert!(d.allowed);
+        e
+    };
+    for _ in 0..scale(3_000) {
+        once();
+    }
+    latency((0..scale(20_000)).map(|_| once()).collect())
+}
+
+fn durability_name(d: Durability) -> &'static str {
+    match d {
+        Durability::Strict => "strict",
+        Durability::Batched { .. } => "batched",
+    }
+}
+
 fn appends_per_second(dir: &Path, durability: Durability) -> f64 {
     let path = dir.join(format!("appends-{durability:?}.db").replace([' ', '{', '}', ':'], ""));
     let log = AuditLog::open(AuditConfig::new(&path).durability(durability)).unwrap();
@@ -409,6 +472,20 @@ fn main() {
         ("strict", Durability::Strict),
     ] {
         let b = broker(durability);
+        if name == "batched" {
+            let d = decision_latency(&b);
+            println!(
+                "policy decision alone:           p50 {:.1} µs, p99 {:.1} µs",
+                us(d.p50),
+                us(d.p99)
+            );
+        }
+        let a = append_latency(dir.path(), durability);
+        println!(
+            "audit record alone, {name:<7}:    p50 {:.1} µs, p99 {:.1} µs",
+            us(a.p50),
+            us(a.p99)
+        );
         let lat = sequential(&b.socket("bench-0"));
         let sockets: Vec<_> = (0..AGENTS)
             .map(|i| b.socket(&format!("bench-{i}")))

@@ -182,6 +182,10 @@ impl TestBroker {
     /// queued (outcome records are written after the response is sent).
     pub fn stop(&mut self) {
         self.endpoints.clear();
+        if let Some(broker) = &self.broker {
+            let running = broker.close_connections(std::time::Duration::from_secs(10));
+            assert_eq!(running, 0, "connections still running after 10 s");
+        }
         if let Some(rt) = self.rt.take() {
             rt.shutdown_timeout(std::time::Duration::from_secs(10));
         }

@@ -14,8 +14,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::frame::{FrameLimits, FrameTransport, INVALID_REQUEST};
-use crate::limits::{BrokerLimits, RateLimiter};
+use crate::frame::{FrameLimits, INVALID_REQUEST, InlineCalls, Live, serve_connection};
+use crate::limits::{BrokerLimits, RateLimiter, Slots};
 use crate::services::{Mailbox, Models, TurnLimits};
 use crate::session::Session;
 
@@ -78,13 +78,14 @@ pub(crate) struct Shared {
     pub limits: BrokerLimits,
     pub mailbox: Option<Arc<dyn Mailbox>>,
     pub models: Models,
+    pub live: Live,
 }
 
 /// Per-agent state, shared by the agent's connections.
 pub(crate) struct AgentState {
     pub id: Arc<str>,
     pub workspace: PathBuf,
-    pub running: Arc<Semaphore>,
+    pub running: Arc<Slots>,
     pub rate: Mutex<RateLimiter>,
     pub sessions: std::sync::atomic::AtomicU64,
     pub model: Option<String>,
@@ -181,6 +182,7 @@ impl BrokerBuilder {
                 limits: self.limits,
                 mailbox: self.mailbox,
                 models: self.models,
+                live: Live::default(),
             }),
             socket_root: self.socket_root,
             socket_owner: self.socket_owner,
@@ -277,6 +279,15 @@ impl Broker {
         &self.shared.limits
     }
 
+    /// Ends every agent connection and waits up to `grace` for their
+    /// threads (a tool call in progress runs to its end, and its outcome is
+    /// recorded). Call it before flushing the audit log on shutdown: a
+    /// connection's thread holds a handle to the log. Returns how many
+    /// connections were still running when `grace` ran out. Blocking.
+    pub fn close_connections(&self, grace: std::time::Duration) -> usize {
+        self.shared.live.close(grace)
+    }
+
     /// Starts serving `agent` on `<socket_root>/<id>/mcp.sock`. Must be
     /// called inside a tokio runtime.
     pub fn serve(&self, agent: AgentSpec) -> Result<AgentEndpoint, BrokerError> {
@@ -300,7 +311,7 @@ impl Broker {
         let state = Arc::new(AgentState {
             id: Arc::from(agent.id.as_str()),
             workspace: agent.workspace.clone(),
-            running: Arc::new(Semaphore::new(self.shared.limits.max_in_flight.max(1))),
+            running: Slots::new(self.shared.limits.max_in_flight),
             rate: Mutex::new(RateLimiter::new(
                 self.shared.limits.rate_per_second,
                 self.shared.limits.rate_burst,
@@ -412,8 +423,17 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, agent: Arc<Age
         let limits = frame_limits(&shared.limits);
         let id = agent.id.clone();
         let mailbox = shared.mailbox.clone();
+        let owner = shared.clone();
         tokio::spawn(async move {
-            serve_connection(stream, limits, session, id.clone(), gone.clone()).await;
+            serve_connection(
+                stream,
+                limits,
+                session,
+                id.clone(),
+                gone.clone(),
+                Some(&owner.live),
+            )
+            .await;
             // Marked first (the reader usually has already), then release:
             // a message taken after the mark is released by its taker (see
             // `Session::next_message`).
@@ -447,28 +467,11 @@ async fn refuse(mut stream: UnixStream, agent: Arc<str>, max: usize) {
     let _ = stream.shutdown().await;
 }
 
-/// Serves MCP on one connection with `handler` until the peer leaves or a
-/// limit ends it.
-pub(crate) async fn serve_connection<H: ServerHandler>(
-    stream: UnixStream,
-    limits: FrameLimits,
-    handler: H,
-    agent: Arc<str>,
-    gone: Arc<crate::frame::Gone>,
-) {
-    let (read, write) = stream.into_split();
-    let transport = FrameTransport::new(read, write, limits, agent.clone(), gone);
-    match rmcp::serve_server(handler, transport).await {
-        Ok(running) => {
-            let _ = running.waiting().await;
-        }
-        Err(e) => tracing::debug!(%agent, error = %e, "MCP session ended before initialize"),
-    }
-}
-
 /// Serves MCP with any `handler` over the broker's own framing and limits.
-/// Benchmarks use it to measure the transport without policy or audit.
-pub async fn serve_with_limits<H: ServerHandler>(
+/// Benchmarks use it to measure the transport without policy or audit:
+/// `handler` answers a plain `tools/call` on the connection's thread, as
+/// the broker's own session does.
+pub async fn serve_with_limits<H: ServerHandler + InlineCalls + Clone>(
     stream: UnixStream,
     limits: &BrokerLimits,
     handler: H,
@@ -479,6 +482,7 @@ pub async fn serve_with_limits<H: ServerHandler>(
         handler,
         Arc::from("bench"),
         Default::default(),
+        None,
     )
     .await;
 }

@@ -1,24 +1,37 @@
 //! The wire: newline-delimited JSON-RPC 2.0 (MCP's stdio framing) over one
-//! Unix stream, with the limits rmcp's own transport does not enforce.
+//! Unix stream, with the limits rmcp's own transport does not enforce, and
+//! a hot path that answers `tools/call` and `ping` without rmcp's service.
 //!
-//! rmcp's `AsyncRwTransport` silently ignores a frame that is not JSON and
-//! has no read deadline. MCP clients deserve an answer to a malformed frame
-//! (JSON-RPC `-32700`), and a host facing hostile agents needs a bound on
-//! how long a frame may take and how many requests may wait unanswered.
-//! So this transport owns the framing and hands rmcp whole messages.
+//! Each connection has a reader thread of its own. It reads frames with
+//! blocking reads under deadlines (idle, slowloris) and a size cap, and
+//! answers a malformed frame with JSON-RPC's error (rmcp's own transport
+//! would drop it silently). Once the handshake has been made through rmcp,
+//! the reader answers a plain `tools/call` and `ping` itself: the decision,
+//! its record, the tool run and the answer happen on the thread that read
+//! the request. rmcp's service hands every request through three tasks
+//! (reader loop, handler, writer), and on this two-core machine each
+//! hand-off between threads costs tens of microseconds: more than the
+//! policy decision and the Wasm call together. Everything else (the
+//! handshake, `tools/list`, Corral's own methods, tasks, requests with
+//! `_meta`) goes to rmcp, which answers through the same writer.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use rmcp::RoleServer;
+use rmcp::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientRequest, JsonRpcMessage, JsonRpcRequest,
+    ProtocolVersion, ServerResult,
+};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc};
-use tokio::time::Instant;
 
 /// JSON-RPC's reserved error codes.
 pub(crate) const PARSE_ERROR: i64 = -32700;
@@ -62,31 +75,200 @@ impl Gone {
     }
 }
 
-/// Requests read but not yet answered, shared by the reading and writing
-/// halves: reading stops while it is at the limit.
+/// Requests handed to rmcp and not yet answered, shared by the reader
+/// thread and rmcp's side: reading stops while it is at the limit.
 #[derive(Default)]
 struct Unanswered {
-    count: AtomicUsize,
-    answered: Notify,
+    count: Mutex<usize>,
+    answered: Condvar,
 }
 
-pub(crate) struct FrameTransport {
-    read: BufReader<OwnedReadHalf>,
-    /// Frames for the writer task. Nothing in `receive` may await a write:
-    /// rmcp drops the `receive` future whenever another branch of its
-    /// `select!` wins, and an await there could lose an answer or cut one
-    /// in half. Queueing is synchronous; the writer task writes whole
-    /// frames in order.
-    out: Option<mpsc::Sender<Vec<u8>>>,
+impl Unanswered {
+    fn add(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    /// Saturating: an error answer to a frame rmcp rejected was never
+    /// counted.
+    fn answer(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        self.answered.notify_one();
+    }
+
+    /// Waits until fewer than `max` are unanswered, or the peer is gone.
+    fn wait_below(&self, max: usize, gone: &Gone) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= max && !gone.is_gone() {
+            n = self
+                .answered
+                .wait_timeout(n, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A request the reader thread answers itself, on its own thread.
+pub trait InlineCalls: Send + Sync + 'static {
+    /// Runs one `tools/call` to its end on the calling thread, which may
+    /// block (the audit record, the tool); never called on an async worker.
+    fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult;
+}
+
+/// What the reader and rmcp's side of one connection share.
+struct Connection {
+    /// Whole frames only: the reader thread and the writer thread each take
+    /// the lock for one complete write.
+    write: Mutex<UnixStream>,
+    unanswered: Unanswered,
+    /// Set when rmcp has answered `initialize` with a protocol version the
+    /// hot path speaks: from then on the reader answers `tools/call` and
+    /// `ping` itself.
+    inline: AtomicBool,
+    agent: Arc<str>,
+}
+
+impl Connection {
+    /// Writes one or more whole frames. A peer that does not take them
+    /// within the frame timeout (it does not read its answers) loses the
+    /// connection: its socket is shut down, which also ends the reader.
+    fn write(&self, frames: &[u8]) -> bool {
+        let mut stream = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        match stream.write_all(frames) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(agent = %self.agent, error = %e, "closing: cannot write to the agent");
+                let _ = stream.shutdown(Shutdown::Both);
+                false
+            }
+        }
+    }
+
+    /// Ends the connection both ways; the reader's read returns at once.
+    fn shutdown(&self) {
+        let stream = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+
+    fn write_message(&self, message: &TxJsonRpcMessage<RoleServer>) -> bool {
+        match serde_json::to_vec(message) {
+            Ok(mut bytes) => {
+                bytes.push(b'\n');
+                self.write(&bytes)
+            }
+            Err(e) => {
+                tracing::error!(agent = %self.agent, error = %e, "answer not serializable");
+                false
+            }
+        }
+    }
+
+    fn write_error(&self, id: Value, code: i64, message: String) -> bool {
+        let frame = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": { "code": code, "message": message },
+        });
+        let mut bytes = frame.to_string().into_bytes();
+        bytes.push(b'\n');
+        self.write(&bytes)
+    }
+}
+
+/// The connections a broker serves, so that it can end them: their
+/// reader threads hold sessions (and through them the audit log), and
+/// must be done before the host flushes the log and exits.
+#[derive(Default)]
+pub(crate) struct Live {
+    connections: Mutex<Vec<Weak<Connection>>>,
+}
+
+impl Live {
+    fn add(&self, connection: &Arc<Connection>) {
+        let mut list = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|c| c.strong_count() > 0);
+        list.push(Arc::downgrade(connection));
+    }
+
+    /// Shuts every connection down and waits up to `grace` for their
+    /// threads to finish (a tool call in progress runs to its end).
+    /// Returns how many were still running.
+    pub(crate) fn close(&self, grace: Duration) -> usize {
+        let list: Vec<Weak<Connection>> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for c in list.iter().filter_map(Weak::upgrade) {
+            c.shutdown();
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            let running = list.iter().filter(|c| c.strong_count() > 0).count();
+            if running == 0 || Instant::now() >= deadline {
+                return running;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Shuts the connection down when rmcp's side ends or is dropped (the
+/// runtime going away drops it without running to its end).
+struct CloseOnDrop(Arc<Connection>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// The frames of one connection, read with deadlines and a size cap.
+struct FrameReader {
+    stream: UnixStream,
+    buf: Box<[u8]>,
+    /// `buf[start..end]` is read and not yet consumed.
+    start: usize,
+    end: usize,
     limits: FrameLimits,
     line: Vec<u8>,
     /// Discarding the rest of an oversized frame.
     discarding: bool,
     /// When the frame being read must be complete.
     frame_deadline: Option<Instant>,
-    unanswered: Arc<Unanswered>,
-    agent: Arc<str>,
-    gone: Arc<Gone>,
+}
+
+/// How long the reader keeps looking for the agent's next frame before it
+/// sleeps in `read`. An agent in a loop of calls sends its next request
+/// a few tens of microseconds after its answer; a thread that slept in
+/// between pays a wake-up on this machine that costs more than the call
+/// itself, and runs that call on cold caches. The look yields the core
+/// to any other thread that wants it, so it costs a busy machine little.
+const LOOK_AHEAD: Duration = Duration::from_micros(100);
+
+/// Without blocking: `Some(Ok(n))` read, `Some(Ok(0))` the end of the
+/// stream, `None` nothing there yet.
+fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole
+    // call, and the descriptor stays open: `stream` is borrowed.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n >= 0 {
+        return Some(Ok(n as usize));
+    }
+    let e = std::io::Error::last_os_error();
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
+        _ => Some(Err(e)),
+    }
 }
 
 enum Step {
@@ -95,74 +277,77 @@ enum Step {
     Oversized,
 }
 
-impl FrameTransport {
-    pub(crate) fn new(
-        read: OwnedReadHalf,
-        write: OwnedWriteHalf,
-        limits: FrameLimits,
-        agent: Arc<str>,
-        gone: Arc<Gone>,
-    ) -> Self {
-        let (out, frames) = mpsc::channel(OUTPUT_FRAMES);
-        tokio::spawn(write_frames(write, frames));
-        FrameTransport {
-            read: BufReader::with_capacity(16 * 1024, read),
-            out: Some(out),
-            limits,
-            line: Vec::new(),
-            discarding: false,
-            frame_deadline: None,
-            unanswered: Arc::new(Unanswered::default()),
-            agent,
-            gone,
-        }
-    }
-
-    /// Queues a JSON-RPC error for a frame rmcp never saw. False when the
-    /// connection must end: it is closed, or the agent leaves so many
-    /// answers unread that the queue is full.
-    fn queue_error(&self, id: Value, code: i64, message: String) -> bool {
-        let frame = json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": { "code": code, "message": message },
-        });
-        let mut bytes = frame.to_string().into_bytes();
-        bytes.push(b'\n');
-        match self.out.as_ref().map(|o| o.try_send(bytes)) {
-            Some(Ok(())) => true,
-            Some(Err(mpsc::error::TrySendError::Full(_))) => {
-                tracing::warn!(agent = %self.agent, "closing: the agent does not read its answers");
-                false
-            }
-            _ => false,
-        }
-    }
-
-    /// Reads one frame into `self.line`. Cancel-safe: rmcp polls `receive`
-    /// inside `select!`, so every bit of progress lives in `self`.
-    /// `Ok(true)` is a line, `Ok(false)` an oversized frame now skipped,
-    /// `Err` the end of the connection (with the reason for the log).
-    async fn read_frame(&mut self) -> Result<bool, String> {
+impl FrameReader {
+    /// Reads more into the empty buffer: first a short look without
+    /// sleeping, then a blocking read under the frame's or the idle
+    /// deadline. `Ok(0)` is the end of the stream.
+    fn fill(&mut self) -> Result<usize, String> {
+        self.start = 0;
+        self.end = 0;
+        let looking = Instant::now();
         loop {
-            let deadline = match self.frame_deadline {
-                Some(d) => d,
-                None => Instant::now() + self.limits.idle_timeout,
-            };
-            let available = match tokio::time::timeout_at(deadline, self.read.fill_buf()).await {
-                Err(_) if self.frame_deadline.is_some() => {
-                    return Err(format!(
-                        "frame not completed within {:?} of its first byte",
-                        self.limits.frame_timeout
-                    ));
+            match recv_now(&self.stream, &mut self.buf) {
+                Some(Ok(n)) => {
+                    self.end = n;
+                    return Ok(n);
                 }
-                Err(_) => return Err(format!("idle for {:?}", self.limits.idle_timeout)),
-                Ok(Err(e)) => return Err(format!("read error: {e}")),
-                Ok(Ok(buf)) => buf,
-            };
-            if available.is_empty() {
-                return Err("closed by the agent".into());
+                Some(Err(e)) => return Err(format!("read error: {e}")),
+                None if looking.elapsed() < LOOK_AHEAD => std::thread::yield_now(),
+                None => break,
             }
+        }
+        let (deadline, what) = match self.frame_deadline {
+            Some(d) => (
+                d,
+                format!(
+                    "frame not completed within {:?} of its first byte",
+                    self.limits.frame_timeout
+                ),
+            ),
+            None => (
+                Instant::now() + self.limits.idle_timeout,
+                format!("idle for {:?}", self.limits.idle_timeout),
+            ),
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(what);
+            }
+            if let Err(e) = self.stream.set_read_timeout(Some(left)) {
+                return Err(format!("cannot set a read deadline: {e}"));
+            }
+            match self.stream.read(&mut self.buf) {
+                Ok(n) => {
+                    self.end = n;
+                    return Ok(n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(what);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read error: {e}")),
+            }
+        }
+    }
+
+    /// Reads one frame into `self.line`. `Ok(true)` is a line, `Ok(false)`
+    /// an oversized frame now skipped, `Err` the end of the connection
+    /// (with the reason for the log).
+    fn read_frame(&mut self) -> Result<bool, String> {
+        loop {
+            if self.start == self.end {
+                let n = self.fill()?;
+                if n == 0 {
+                    return Err("closed by the agent".into());
+                }
+            }
+            let available = &self.buf[self.start..self.end];
             if self.frame_deadline.is_none() {
                 self.frame_deadline = Some(Instant::now() + self.limits.frame_timeout);
             }
@@ -191,7 +376,7 @@ impl FrameTransport {
                     Step::More
                 }
             };
-            self.read.consume(take);
+            self.start += take;
             match step {
                 Step::Line => return Ok(true),
                 Step::Oversized => return Ok(false),
@@ -201,7 +386,15 @@ impl FrameTransport {
     }
 }
 
-impl Transport<RoleServer> for FrameTransport {
+/// rmcp's side of a connection: the frames the reader thread hands over,
+/// and answers written in order by the writer thread.
+struct Forwarded {
+    frames: mpsc::Receiver<RxJsonRpcMessage<RoleServer>>,
+    out: Option<mpsc::Sender<Vec<u8>>>,
+    connection: Arc<Connection>,
+}
+
+impl Transport<RoleServer> for Forwarded {
     type Error = std::io::Error;
 
     fn send(
@@ -209,12 +402,18 @@ impl Transport<RoleServer> for FrameTransport {
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let out = self.out.clone();
-        let unanswered = self.unanswered.clone();
+        let connection = self.connection.clone();
         async move {
-            let answers_a_request = matches!(
-                item,
-                rmcp::model::JsonRpcMessage::Response(_) | rmcp::model::JsonRpcMessage::Error(_)
-            );
+            let answers_a_request =
+                matches!(item, JsonRpcMessage::Response(_) | JsonRpcMessage::Error(_));
+            if let JsonRpcMessage::Response(r) = &item
+                && let ServerResult::InitializeResult(init) = &r.result
+            {
+                // Newer versions carry per-request metadata that rmcp
+                // checks; those sessions stay on rmcp's path throughout.
+                let legacy = init.protocol_version < ProtocolVersion::V_2026_07_28;
+                connection.inline.store(legacy, Ordering::Release);
+            }
             let mut bytes = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
             bytes.push(b'\n');
             let closed =
@@ -224,69 +423,14 @@ impl Transport<RoleServer> for FrameTransport {
                 None => Err(closed()),
             };
             if answers_a_request {
-                // Saturating: an error answer to a frame rmcp rejected was
-                // never counted.
-                let _ = unanswered
-                    .count
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-                unanswered.answered.notify_one();
+                connection.unanswered.answer();
             }
             result
         }
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
-        loop {
-            // Back-pressure: stop reading while too many requests wait.
-            while self.unanswered.count.load(Ordering::Acquire) >= self.limits.max_unanswered {
-                let notified = self.unanswered.answered.notified();
-                if self.unanswered.count.load(Ordering::Acquire) < self.limits.max_unanswered {
-                    break;
-                }
-                notified.await;
-            }
-            match self.read_frame().await {
-                Err(reason) => {
-                    tracing::debug!(agent = %self.agent, %reason, "closing MCP connection");
-                    self.gone.mark();
-                    return None;
-                }
-                Ok(false) => {
-                    tracing::warn!(agent = %self.agent, limit = self.limits.max_frame_bytes, "oversized frame discarded");
-                    let message = format!(
-                        "frame larger than the broker's limit of {} bytes was discarded; send smaller arguments or raise limits.max_frame_bytes",
-                        self.limits.max_frame_bytes
-                    );
-                    if !self.queue_error(Value::Null, INVALID_REQUEST, message) {
-                        self.gone.mark();
-                        return None;
-                    }
-                    continue;
-                }
-                Ok(true) => {}
-            }
-            let parsed = {
-                let text = trim_line(&self.line);
-                (!text.is_empty()).then(|| classify(text))
-            };
-            self.line.clear();
-            let Some(parsed) = parsed else { continue };
-            match parsed {
-                Classified::Message(msg) => {
-                    if matches!(*msg, rmcp::model::JsonRpcMessage::Request(_)) {
-                        self.unanswered.count.fetch_add(1, Ordering::AcqRel);
-                    }
-                    return Some(*msg);
-                }
-                Classified::Reject { id, code, message } => {
-                    tracing::debug!(agent = %self.agent, code, %message, "malformed frame");
-                    if !self.queue_error(id, code, message) {
-                        self.gone.mark();
-                        return None;
-                    }
-                }
-            }
-        }
+        self.frames.recv().await
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
@@ -296,25 +440,205 @@ impl Transport<RoleServer> for FrameTransport {
     }
 }
 
-/// Frames waiting to be written, per connection. Answers to requests are
-/// bounded by the unanswered-request limit; the rest is error replies to
-/// frames the agent keeps sending without reading.
+/// Frames rmcp may queue per connection before its sends wait.
 const OUTPUT_FRAMES: usize = 256;
 
-async fn write_frames(mut write: OwnedWriteHalf, mut frames: mpsc::Receiver<Vec<u8>>) {
+/// Writes rmcp's answers; whatever else is queued goes out in the same
+/// write. When rmcp closes, the connection ends.
+fn write_frames(connection: Arc<Connection>, mut frames: mpsc::Receiver<Vec<u8>>) {
     let mut batch = Vec::new();
-    while let Some(frame) = frames.recv().await {
-        // Whatever else is queued goes out in the same write.
+    while let Some(frame) = frames.blocking_recv() {
         batch.clear();
         batch.extend_from_slice(&frame);
         while let Ok(more) = frames.try_recv() {
             batch.extend_from_slice(&more);
         }
-        if write.write_all(&batch).await.is_err() {
+        if !connection.write(&batch) {
             return;
         }
     }
-    let _ = write.shutdown().await;
+    connection.shutdown();
+}
+
+/// A `tools/call` the hot path may answer: nothing in it that rmcp must
+/// interpret (metadata, task or multi-round input).
+fn plain(params: &CallToolRequestParams) -> bool {
+    params.meta.is_none() && params.input_responses.is_none() && params.request_state.is_none()
+}
+
+/// The reader thread: frames in, hot-path answers out, the rest to rmcp.
+fn read_frames<H: InlineCalls>(
+    mut reader: FrameReader,
+    connection: Arc<Connection>,
+    handler: H,
+    forward: mpsc::Sender<RxJsonRpcMessage<RoleServer>>,
+    gone: Arc<Gone>,
+) {
+    let agent = connection.agent.clone();
+    let max_unanswered = reader.limits.max_unanswered;
+    let reason = loop {
+        // Back-pressure: stop reading while too many requests wait.
+        connection.unanswered.wait_below(max_unanswered, &gone);
+        if forward.is_closed() {
+            break "the MCP session ended".to_string();
+        }
+        match reader.read_frame() {
+            Err(reason) => break reason,
+            Ok(false) => {
+                tracing::warn!(agent = %agent, limit = reader.limits.max_frame_bytes, "oversized frame discarded");
+                let message = format!(
+                    "frame larger than the broker's limit of {} bytes was discarded; send smaller arguments or raise limits.max_frame_bytes",
+                    reader.limits.max_frame_bytes
+                );
+                if !connection.write_error(Value::Null, INVALID_REQUEST, message) {
+                    break "cannot write".into();
+                }
+                continue;
+            }
+            Ok(true) => {}
+        }
+        let parsed = {
+            let text = trim_line(&reader.line);
+            (!text.is_empty()).then(|| classify(text))
+        };
+        reader.line.clear();
+        let msg = match parsed {
+            None => continue,
+            Some(Classified::Message(msg)) => *msg,
+            Some(Classified::Reject { id, code, message }) => {
+                tracing::debug!(agent = %agent, code, %message, "malformed frame");
+                if !connection.write_error(id, code, message) {
+                    break "cannot write".into();
+                }
+                continue;
+            }
+        };
+        let inline = connection.inline.load(Ordering::Acquire);
+        let written = match msg {
+            JsonRpcMessage::Request(JsonRpcRequest {
+                id,
+                request: ClientRequest::CallToolRequest(call),
+                ..
+            }) if inline && plain(&call.params) => {
+                let mut result =
+                    ServerResult::CallToolResult(handler.call_tool_inline(call.params));
+                // The shape rmcp gives peers before 2026-07-28, the only
+                // ones this path serves.
+                result.strip_result_type_for_legacy_peer();
+                result.strip_non_object_output_for_legacy_peer();
+                connection.write_message(&JsonRpcMessage::response(result, id))
+            }
+            JsonRpcMessage::Request(JsonRpcRequest {
+                id,
+                request: ClientRequest::PingRequest(_),
+                ..
+            }) if inline => {
+                connection.write_message(&JsonRpcMessage::response(ServerResult::empty(()), id))
+            }
+            other => {
+                if matches!(other, JsonRpcMessage::Request(_)) {
+                    connection.unanswered.add();
+                }
+                if forward.blocking_send(other).is_err() {
+                    break "the MCP session ended".into();
+                }
+                true
+            }
+        };
+        if !written {
+            break "cannot write".into();
+        }
+    };
+    tracing::debug!(agent = %agent, %reason, "closing MCP connection");
+    gone.mark();
+    // The session (and its audit handle) goes before this thread's hold on
+    // the connection, which is what `Live::close` waits for.
+    drop(handler);
+    drop(forward);
+    connection.shutdown();
+}
+
+/// Serves MCP on one connection with `handler` until the peer leaves or a
+/// limit ends it: the reader and writer threads, and rmcp's service for
+/// what the hot path does not answer.
+pub(crate) async fn serve_connection<H: ServerHandler + InlineCalls + Clone>(
+    stream: tokio::net::UnixStream,
+    limits: FrameLimits,
+    handler: H,
+    agent: Arc<str>,
+    gone: Arc<Gone>,
+    live: Option<&Live>,
+) {
+    let streams = stream
+        .into_std()
+        .and_then(|s| s.set_nonblocking(false).map(|()| s))
+        .and_then(|s| {
+            s.set_write_timeout(Some(limits.frame_timeout))?;
+            Ok((s.try_clone()?, s))
+        });
+    let (read, write) = match streams {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%agent, error = %e, "cannot set up the connection");
+            gone.mark();
+            return;
+        }
+    };
+    let connection = Arc::new(Connection {
+        write: Mutex::new(write),
+        unanswered: Unanswered::default(),
+        inline: AtomicBool::new(false),
+        agent: agent.clone(),
+    });
+    if let Some(live) = live {
+        live.add(&connection);
+    }
+    let (forward, frames) = mpsc::channel(limits.max_unanswered + 16);
+    let (out, answers) = mpsc::channel(OUTPUT_FRAMES);
+    let reader = FrameReader {
+        stream: read,
+        buf: vec![0; 16 * 1024].into_boxed_slice(),
+        start: 0,
+        end: 0,
+        limits,
+        line: Vec::new(),
+        discarding: false,
+        frame_deadline: None,
+    };
+    let started = {
+        let (c, h, g) = (connection.clone(), handler.clone(), gone.clone());
+        std::thread::Builder::new()
+            .name(format!("corral-conn-{agent}"))
+            // Cedar's evaluator recurses; Wasm guests get their own stack
+            // inside wasmtime's limit.
+            .stack_size(8 << 20)
+            .spawn(move || read_frames(reader, c, h, forward, g))
+            .and_then(|_| {
+                let c = connection.clone();
+                std::thread::Builder::new()
+                    .name(format!("corral-write-{agent}"))
+                    .spawn(move || write_frames(c, answers))
+            })
+    };
+    if let Err(e) = started {
+        tracing::error!(%agent, error = %e, "cannot start the connection's threads");
+        gone.mark();
+        return;
+    }
+    let transport = Forwarded {
+        frames,
+        out: Some(out),
+        connection: connection.clone(),
+    };
+    // However rmcp ends, the reader must not go on: shutting the socket
+    // down ends its read.
+    let _close = CloseOnDrop(connection);
+    match rmcp::serve_server(handler, transport).await {
+        Ok(running) => {
+            let _ = running.waiting().await;
+        }
+        Err(e) => tracing::debug!(%agent, error = %e, "MCP session ended before initialize"),
+    }
 }
 
 fn trim_line(line: &[u8]) -> &[u8] {

@@ -8,6 +8,9 @@
 //! On each socket it speaks MCP (JSON-RPC 2.0, one message per line, as in
 //! the stdio transport) through rmcp, over a framing layer of its own
 //! ([`frame`]) that enforces frame size, read deadlines and back-pressure.
+//! Each connection has its own reader thread, which answers the hot path
+//! (`tools/call`, `ping`) itself once rmcp has made the handshake, so a
+//! call crosses no thread boundary between its request and its answer.
 //!
 //! A `tools/call` takes this path ([`session`]):
 //! rate limit → Cedar request (agent, the tool's action, `context.input`,
@@ -28,5 +31,6 @@ mod session;
 pub use broker::{
     AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME, serve_with_limits,
 };
+pub use frame::InlineCalls;
 pub use limits::BrokerLimits;
 pub use services::{Inbound, Mailbox, Models, TurnLimits, tokens_in_outcome};

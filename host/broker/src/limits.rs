@@ -1,5 +1,6 @@
 //! What one agent may ask of the broker, and how fast.
 
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Per-agent limits. The defaults suit an interactive agent; raise them in
@@ -79,6 +80,54 @@ impl RateLimiter {
     }
 }
 
+/// The calls one agent may have running at once. Calls wait for a slot on
+/// the thread that will run them (the connection's reader), so this is a
+/// plain blocking semaphore, not an async one.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A taken slot; dropping it frees the slot.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<Slots>);
+
+impl Slots {
+    pub(crate) fn new(n: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// Takes a slot, waiting at most `timeout` for one.
+    pub(crate) fn take(self: &Arc<Self>, timeout: Duration) -> Option<Slot> {
+        let deadline = Instant::now() + timeout;
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            free = self
+                .freed
+                .wait_timeout(free, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *free -= 1;
+        Some(Slot(self.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +146,19 @@ mod tests {
         );
         assert!(r.try_take(t0 + Duration::from_millis(100)).is_ok());
         assert!(r.try_take(t0 + Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn slots_wait_then_give_up() {
+        let slots = Slots::new(1);
+        let first = slots.take(Duration::ZERO).expect("a free slot");
+        assert!(slots.take(Duration::from_millis(20)).is_none());
+        let waiter = {
+            let slots = slots.clone();
+            std::thread::spawn(move || slots.take(Duration::from_secs(10)).is_some())
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(first);
+        assert!(waiter.join().unwrap(), "a freed slot goes to the waiter");
     }
 }

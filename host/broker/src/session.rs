@@ -18,6 +18,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
 use crate::broker::{AgentState, Shared};
+use crate::frame::InlineCalls;
 use crate::gate::AuditedGate;
 
 #[derive(Clone)]
@@ -46,11 +47,11 @@ impl Session {
         }
     }
 
-    /// The whole path of one `tools/call`: rate limit, a slot, then —
-    /// on one thread that may block, with no hand-off in between — the
-    /// decision, its record, the tool run and the outcome record. Every
+    /// The whole path of one `tools/call`, on the calling thread, which may
+    /// block: rate limit, a slot, then the decision, its record, the tool
+    /// run and the outcome record, with no hand-off in between. Every
     /// refusal says who, what, which policies, and what to do next.
-    async fn call(&self, name: &str, arguments: Value) -> CallToolResult {
+    pub(crate) fn call_now(&self, name: &str, arguments: Value) -> CallToolResult {
         let agent = self.agent.id.clone();
         let arrived = Instant::now();
         let deadline = arrived + self.shared.limits.call_timeout;
@@ -67,36 +68,24 @@ impl Session {
                 &[],
             );
         }
-        let permit = match tokio::time::timeout(
-            self.shared.limits.call_timeout,
-            self.agent.running.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(p)) => p,
-            _ => {
-                return refusal(
-                    "timed-out",
-                    format!(
-                        "agent `{agent}`, tool `{name}`: not started: the agent's {} other calls did not finish within {:?}; retry later or raise limits.max_in_flight",
-                        self.shared.limits.max_in_flight, self.shared.limits.call_timeout
-                    ),
-                    &[],
-                );
-            }
+        let Some(slot) = self.agent.running.take(self.shared.limits.call_timeout) else {
+            return refusal(
+                "timed-out",
+                format!(
+                    "agent `{agent}`, tool `{name}`: not started: the agent's {} other calls did not finish within {:?}; retry later or raise limits.max_in_flight",
+                    self.shared.limits.max_in_flight, self.shared.limits.call_timeout
+                ),
+                &[],
+            );
         };
-        let this = self.clone();
-        let tool = name.to_string();
-        run_blocking(move || {
-            let result = this.decide_and_run(&tool, arguments, arrived, deadline);
-            drop(permit);
-            result
-        })
-        .await
-        .unwrap_or_else(|panic| {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.decide_and_run(name, arguments, arrived, deadline)
+        }));
+        drop(slot);
+        result.unwrap_or_else(|panic| {
             refusal(
                 "host-error",
-                format!("agent `{agent}`, tool `{name}`: the broker hit a bug running this call ({panic}); nothing else was affected; please report it"),
+                format!("agent `{agent}`, tool `{name}`: the broker hit a bug running this call ({}); nothing else was affected; please report it", panic_text(&*panic)),
                 &[],
             )
         })
@@ -280,12 +269,7 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let guarded = move || {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-            p.downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into())
-        })
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| panic_text(&*p))
     };
     match tokio::runtime::Handle::current().runtime_flavor() {
         tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(guarded),
@@ -293,6 +277,14 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
             .await
             .unwrap_or_else(|e| Err(e.to_string())),
     }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// An MCP tool error result (`isError: true`): one line for people, and
@@ -348,8 +340,19 @@ impl ServerHandler for Session {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let arguments = Value::Object(request.arguments.unwrap_or_default());
-        Ok(self.call(&request.name, arguments).await.into())
+        // Requests the hot path leaves to rmcp (with `_meta`, say) take the
+        // same path, on a thread that may block.
+        let this = self.clone();
+        let result = run_blocking(move || this.call_tool_inline(request))
+            .await
+            .unwrap_or_else(|panic| {
+                refusal(
+                    "host-error",
+                    format!("the broker hit a bug running this call ({panic}); nothing else was affected; please report it"),
+                    &[],
+                )
+            });
+        Ok(result.into())
     }
 
     async fn on_custom_request(
@@ -360,5 +363,12 @@ impl ServerHandler for Session {
         self.custom(&request.method, request.params, &context)
             .await
             .map(CustomResult::new)
+    }
+}
+
+impl InlineCalls for Session {
+    fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult {
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        self.call_now(&request.name, arguments)
     }
 }

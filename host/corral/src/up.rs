@@ -483,13 +483,25 @@ async fn serve(
             Err(e) => eprintln!("corral: the container supervisor failed: {e}"),
         }
     }
+    // The agents are gone; their connections' threads hold the audit log
+    // and must finish before it is flushed.
     drop(endpoints);
+    let running = tokio::task::block_in_place(|| broker.close_connections(CLOSE_GRACE));
+    if running > 0 {
+        eprintln!(
+            "corral: {running} agent connection(s) still busy after {CLOSE_GRACE:?}; their last records may be missing"
+        );
+    }
     drop(broker);
     drop(router);
     drop(audit);
     eprintln!("corral: stopped");
     Ok(0)
 }
+
+/// How long shutdown waits for agent connections to finish a tool call in
+/// progress.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Starts containers when messages arrive, stops idle ones, restarts
 /// crashed ones; stops them all when told to (shutdown).
