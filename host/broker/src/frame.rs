@@ -552,10 +552,12 @@ fn read_frames<H: InlineCalls>(
     tracing::debug!(agent = %agent, %reason, "closing MCP connection");
     gone.mark();
     // The session (and its audit handle) goes before this thread's hold on
-    // the connection, which is what `Live::close` waits for.
+    // the connection, which is what `Live::close` waits for. The socket
+    // stays open for writing: an agent that half-closed after its last
+    // request still gets rmcp's answers, and the writer shuts the socket
+    // down when rmcp is done.
     drop(handler);
     drop(forward);
-    connection.shutdown();
 }
 
 /// Serves MCP on one connection with `handler` until the peer leaves or a
