@@ -213,6 +213,20 @@ impl AuditLog {
         &self.inner.path
     }
 
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// Commits what [`Self::append_detached`] queued, on this thread,
+    /// unless another thread is committing (it takes the queue along).
+    /// For a thread with a moment to spare, such as a broker connection
+    /// that has just sent its answer: the outcome record then does not
+    /// ride on the next decision's commit. Blocking, like a commit (in
+    /// strict mode it syncs).
+    pub fn commit_queued(&self) {
+        self.inner.lead();
+    }
+
     /// Queues `entry` for the background thread; the ticket resolves when
     /// it is recorded. For async callers that must not block.
     pub fn append(&self, entry: Entry) -> Ticket {

@@ -241,3 +241,23 @@ fn a_detached_entry_is_committed_without_another_append() {
     // committed it.
     drop(log);
 }
+
+#[test]
+fn commit_queued_commits_detached_entries_on_the_calling_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let log = AuditLog::open(AuditConfig::new(&path).durability(Durability::Batched {
+        window: Duration::from_millis(10),
+    }))
+    .unwrap();
+    // The background thread sleeps up to 100 ms between looks when idle;
+    // `commit_queued` must not wait for it.
+    log.append_detached(call("alice", "echo", true, 1));
+    log.append_detached(call("bob", "echo", false, 2));
+    log.commit_queued();
+    let reader = AuditReader::open(&path).unwrap();
+    assert_eq!(reader.head_seq().unwrap(), 2);
+    let report = reader.verify().unwrap();
+    assert_eq!((report.records, report.first_bad), (2, None));
+    drop(log);
+}
