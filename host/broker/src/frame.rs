@@ -50,7 +50,7 @@ pub(crate) struct FrameLimits {
 /// connection (a long-poll, say) must not go on taking work for it.
 #[derive(Default)]
 pub(crate) struct Gone {
-    flag: std::sync::atomic::AtomicBool,
+    flag: AtomicBool,
     notify: Notify,
 }
 
@@ -218,16 +218,6 @@ impl Live {
     }
 }
 
-/// Shuts the connection down when rmcp's side ends or is dropped (the
-/// runtime going away drops it without running to its end).
-struct CloseOnDrop(Arc<Connection>);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.0.shutdown();
-    }
-}
-
 /// The frames of one connection, read with deadlines and a size cap.
 struct FrameReader {
     stream: UnixStream,
@@ -300,23 +290,21 @@ impl FrameReader {
                 None => break,
             }
         }
-        let (deadline, what) = match self.frame_deadline {
-            Some(d) => (
-                d,
-                format!(
-                    "frame not completed within {:?} of its first byte",
-                    self.limits.frame_timeout
-                ),
+        let deadline = self
+            .frame_deadline
+            .unwrap_or_else(|| Instant::now() + self.limits.idle_timeout);
+        // Built only when the deadline passes: this is every call's path.
+        let expired = |frame_deadline: Option<Instant>, limits: &FrameLimits| match frame_deadline {
+            Some(_) => format!(
+                "frame not completed within {:?} of its first byte",
+                limits.frame_timeout
             ),
-            None => (
-                Instant::now() + self.limits.idle_timeout,
-                format!("idle for {:?}", self.limits.idle_timeout),
-            ),
+            None => format!("idle for {:?}", limits.idle_timeout),
         };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(what);
+                return Err(expired(self.frame_deadline, &self.limits));
             }
             if let Err(e) = self.stream.set_read_timeout(Some(left)) {
                 return Err(format!("cannot set a read deadline: {e}"));
@@ -332,7 +320,7 @@ impl FrameReader {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(what);
+                    return Err(expired(self.frame_deadline, &self.limits));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("read error: {e}")),
@@ -631,16 +619,18 @@ pub(crate) async fn serve_connection<H: ServerHandler + InlineCalls + Clone>(
     if let Err(e) = started {
         tracing::error!(%agent, error = %e, "cannot start the connection's threads");
         gone.mark();
+        connection.shutdown();
         return;
     }
     let transport = Forwarded {
         frames,
         out: Some(out),
-        connection: connection.clone(),
+        connection,
     };
-    // However rmcp ends, the reader must not go on: shutting the socket
-    // down ends its read.
-    let _close = CloseOnDrop(connection);
+    // However rmcp's side ends (or is dropped with the runtime), dropping
+    // the transport closes the writer's queue: the writer sends what rmcp
+    // queued, then shuts the socket down, which ends the reader's read.
+    // Shutting it down here instead could cut those last answers off.
     match rmcp::serve_server(handler, transport).await {
         Ok(running) => {
             let _ = running.waiting().await;
@@ -698,7 +688,7 @@ fn classify(text: &[u8]) -> Classified {
     {
         return reject("invalid request: `method` must be a string".into());
     }
-    match serde_json::from_value::<RxJsonRpcMessage<RoleServer>>(value.clone()) {
+    match serde_json::from_value::<RxJsonRpcMessage<RoleServer>>(value) {
         Ok(msg) => Classified::Message(Box::new(msg)),
         Err(e) => reject(format!("invalid request: {e}")),
     }

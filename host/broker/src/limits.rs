@@ -103,18 +103,20 @@ impl Slots {
 
     /// Takes a slot, waiting at most `timeout` for one.
     pub(crate) fn take(self: &Arc<Self>, timeout: Duration) -> Option<Slot> {
-        let deadline = Instant::now() + timeout;
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
+        if *free == 0 {
+            let deadline = Instant::now() + timeout;
+            while *free == 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                free = self
+                    .freed
+                    .wait_timeout(free, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
-            free = self
-                .freed
-                .wait_timeout(free, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
         }
         *free -= 1;
         Some(Slot(self.clone()))

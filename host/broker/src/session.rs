@@ -83,10 +83,9 @@ impl Session {
         }));
         drop(slot);
         result.unwrap_or_else(|panic| {
-            refusal(
-                "host-error",
-                format!("agent `{agent}`, tool `{name}`: the broker hit a bug running this call ({}); nothing else was affected; please report it", panic_text(&*panic)),
-                &[],
+            host_bug(
+                &format!("agent `{agent}`, tool `{name}`"),
+                &panic_text(&*panic),
             )
         })
     }
@@ -287,6 +286,17 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".into())
 }
 
+/// The refusal for a call the broker itself failed (a panic, caught).
+fn host_bug(who: &str, panic: &str) -> CallToolResult {
+    refusal(
+        "host-error",
+        format!(
+            "{who}: the broker hit a bug running this call ({panic}); nothing else was affected; please report it"
+        ),
+        &[],
+    )
+}
+
 /// An MCP tool error result (`isError: true`): one line for people, and
 /// the same facts structured for programs.
 fn refusal(class: &str, message: String, policy_ids: &[String]) -> CallToolResult {
@@ -345,13 +355,7 @@ impl ServerHandler for Session {
         let this = self.clone();
         let result = run_blocking(move || this.call_tool_inline(request))
             .await
-            .unwrap_or_else(|panic| {
-                refusal(
-                    "host-error",
-                    format!("the broker hit a bug running this call ({panic}); nothing else was affected; please report it"),
-                    &[],
-                )
-            });
+            .unwrap_or_else(|panic| host_bug(&format!("agent `{}`", self.agent.id), &panic));
         Ok(result.into())
     }
 
