@@ -125,10 +125,12 @@ impl UpConfig {
 
     /// Whether `needle` appears anywhere in the audit database's files.
     pub fn audit_contains(&self, needle: &str) -> bool {
-        ["audit.db", "audit.db-wal"].iter().any(|f| {
-            std::fs::read(self.dir.path().join("state").join(f))
-                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        })
+        ["audit.db", "audit.db-wal", "audit.db-spool"]
+            .iter()
+            .any(|f| {
+                std::fs::read(self.dir.path().join("state").join(f))
+                    .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            })
     }
 }
 

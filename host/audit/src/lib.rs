@@ -7,22 +7,31 @@
 //! hash, so [`AuditReader::verify`] finds an edited, deleted or reordered
 //! record and names the first bad one.
 //!
-//! One write connection, behind a lock. Whichever appending thread finds
-//! it free commits everything queued as one transaction (leader/follower
-//! group commit): alone, an append commits on its own thread without a
-//! hand-off; under load, one commit (and one fsync) covers every append
-//! that arrived while the previous one ran. Two durability modes
-//! ([`Durability`]):
+//! An append seals its record into the chain and writes it, as one JSON
+//! line, to the log's spool (`<log>-spool`) on the caller's thread: one
+//! small `write`, with no hand-off. The spool is the log's write-ahead
+//! log: a record is durable once the spool is. A background thread moves
+//! records into SQLite, where queries see them, within about 10 ms, a
+//! batch per transaction; once the spool passes 4 MiB it syncs SQLite's
+//! WAL and empties the spool. `verify` checks the records not yet moved
+//! in place, and the next writer to open the log moves in whatever a
+//! crashed one left. Only one writer may have a log open (the spool is
+//! locked). Two durability modes ([`Durability`]):
 //!
-//! - `Strict` (the default): the commit that holds a decision is fsynced
-//!   before the append returns. The broker waits for it before it runs the
-//!   tool, so no side effect can happen without its decision surviving a
-//!   crash or power loss.
-//! - `Batched { window }`: the append returns once the decision is
-//!   committed to the write-ahead log (it survives the broker being killed),
-//!   and the log is fsynced within `window`. What a power loss or kernel
-//!   crash can lose: decisions committed in the last `window` before it,
-//!   together with their tools' effects having possibly happened.
+//! - `Strict` (the default): the spool is fsynced before the append
+//!   returns; one fsync covers every append written while the previous one
+//!   ran (group commit). The broker waits for it before it runs the tool,
+//!   so no side effect can happen without its decision surviving a crash
+//!   or power loss.
+//! - `Batched { window }`: the append returns once the record is written
+//!   to the spool (it survives the broker being killed), and the
+//!   background thread fsyncs the spool within `window` (at most 5 ms).
+//!   What a power loss or kernel crash can lose: decisions written in the
+//!   last `window` before it, together with their tools' effects having
+//!   possibly happened.
+//!
+//! A write or sync that fails stops the log: every later append is refused
+//! (fail closed) until it is reopened.
 //!
 //! The crate depends on neither the broker nor the policy engine: it stores
 //! what it is given, and `corral policy replay` reads it back.
@@ -30,6 +39,7 @@
 mod reader;
 mod record;
 mod redact;
+mod spool;
 mod time;
 mod writer;
 

@@ -6,6 +6,7 @@ use rusqlite::{Connection, OpenFlags, Row, ToSql};
 
 use crate::AuditError;
 use crate::record::{GENESIS_HASH, Kind, Outcome, Record};
+use crate::spool;
 
 /// Which records to read. Every field narrows the selection.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,11 @@ pub struct VerifyReport {
     pub head_hash: String,
     /// The first record that breaks the chain, and why.
     pub first_bad: Option<(i64, String)>,
+    /// Of `records`, how many are in the spool and not yet in the
+    /// database: written by a writer that stopped (or has not yet moved
+    /// them) before it could move them in. The next writer to open the
+    /// log moves them; queries show them from then on.
+    pub spooled: u64,
 }
 
 impl VerifyReport {
@@ -138,57 +144,78 @@ impl AuditReader {
             .map_err(|e| self.err(e))
     }
 
-    /// Walks the whole chain in order. Stops at the first bad record.
+    /// Walks the whole chain in order, the database's records and then
+    /// those still in the spool. Stops at the first bad record.
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))
-            .map_err(|e| self.err(e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        // The spool first: a live writer empties it only once the database
+        // holds its records, so the database read after it holds everything
+        // before the spool's first record.
+        let spooled = spool::read_for_reader(&self.path);
         let mut report = VerifyReport {
             records: 0,
             head_seq: 0,
             head_hash: GENESIS_HASH.to_string(),
             first_bad: None,
+            spooled: 0,
         };
-        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-            let seq: i64 = row.get(0).map_err(|e| self.err(e))?;
-            let record = match read_row(row) {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    report.first_bad = Some((seq, format!("unreadable: {e}")));
+        {
+            let mut stmt = self
+                .conn
+                .prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                let seq: i64 = row.get(0).map_err(|e| self.err(e))?;
+                let record = match read_row(row) {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
+                        report.first_bad = Some((seq, format!("unreadable: {e}")));
+                        return Ok(report);
+                    }
+                    Err(e) => {
+                        report.first_bad = Some((seq, format!("unreadable: {e}")));
+                        return Ok(report);
+                    }
+                };
+                if !report.step(record, "") {
                     return Ok(report);
                 }
-                Err(e) => {
-                    report.first_bad = Some((seq, format!("unreadable: {e}")));
-                    return Ok(report);
-                }
-            };
-            let problem = if record.seq != report.head_seq + 1 {
-                Some(format!(
-                    "expected record {} next: {} record(s) before it were deleted",
-                    report.head_seq + 1,
-                    record.seq - report.head_seq - 1
-                ))
-            } else if record.prev_hash != report.head_hash {
-                Some(format!(
-                    "its prev_hash does not match record {}'s hash: records were reordered, deleted or replaced",
-                    report.head_seq
-                ))
-            } else if record.compute_hash() != record.hash {
-                Some("its hash does not match its contents: the record was edited".to_string())
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                report.first_bad = Some((record.seq, problem));
+            }
+        }
+        let spooled = match spooled {
+            Ok(spooled) => spooled,
+            Err(e) => {
+                report.first_bad =
+                    Some((report.head_seq + 1, format!("the spool is unreadable: {e}")));
                 return Ok(report);
             }
-            report.records += 1;
-            report.head_seq = record.seq;
-            report.head_hash = record.hash;
+        };
+        for record in spooled.records {
+            // Already moved into the database; the writer had not yet
+            // emptied the spool.
+            if record.seq <= report.head_seq && report.spooled == 0 {
+                continue;
+            }
+            if !report.step(record, " (in the spool)") {
+                return Ok(report);
+            }
+            report.spooled += 1;
         }
         Ok(report)
+    }
+}
+
+impl VerifyReport {
+    /// Checks `record` as the chain's next; `false` once it is bad.
+    fn step(&mut self, record: Record, place: &str) -> bool {
+        if let Some(problem) = spool::chain_problem(self.head_seq, &self.head_hash, &record) {
+            self.first_bad = Some((record.seq, format!("{problem}{place}")));
+            return false;
+        }
+        self.records += 1;
+        self.head_seq = record.seq;
+        self.head_hash = record.hash;
+        true
     }
 }
 

@@ -1,11 +1,13 @@
-//! The single writer: group commit, hash chain, durability modes.
+//! The single writer: the spool, the hash chain, durability modes, and
+//! moving records into SQLite.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
@@ -13,15 +15,16 @@ use tokio::sync::oneshot;
 use crate::AuditError;
 use crate::record::{Entry, GENESIS_HASH, Record};
 use crate::redact::Redactor;
+use crate::spool;
 
 /// When a decision counts as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Fsynced before the ticket resolves.
+    /// Fsynced before the append returns.
     #[default]
     Strict,
-    /// In the write-ahead log before the ticket resolves; fsynced within
-    /// `window`.
+    /// Written (it survives the broker being killed) before the append
+    /// returns; fsynced within `window`.
     Batched { window: Duration },
 }
 
@@ -31,7 +34,7 @@ pub struct AuditConfig {
     pub path: PathBuf,
     pub durability: Durability,
     pub redactor: Redactor,
-    /// Most records committed in one transaction.
+    /// Most records moved into SQLite in one transaction.
     pub max_batch: usize,
 }
 
@@ -63,7 +66,7 @@ pub struct Receipt {
     pub hash: String,
 }
 
-type Outcome = Result<Receipt, String>;
+type Outcome = Result<Receipt, AuditError>;
 
 /// Resolves when the entry is recorded.
 pub struct Ticket(oneshot::Receiver<Outcome>);
@@ -71,65 +74,22 @@ pub struct Ticket(oneshot::Receiver<Outcome>);
 impl Ticket {
     pub async fn recorded(self) -> Result<Receipt, AuditError> {
         match self.0.await {
-            Ok(Ok(receipt)) => Ok(receipt),
-            Ok(Err(e)) => Err(AuditError::WriterStopped(e)),
+            Ok(outcome) => outcome,
             Err(_) => Err(AuditError::WriterStopped("the log was closed".into())),
         }
     }
 }
 
-/// A reply a blocked thread waits on.
-#[derive(Default)]
-struct Slot {
-    outcome: Mutex<Option<Outcome>>,
-    ready: Condvar,
-}
-
-impl Slot {
-    fn wait(&self) -> Outcome {
-        let mut guard = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(outcome) = guard.take() {
-                return outcome;
-            }
-            guard = self.ready.wait(guard).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// Where a commit is reported.
-enum Reply {
-    None,
-    Async(oneshot::Sender<Outcome>),
-    Sync(Arc<Slot>),
-}
-
-impl Reply {
-    fn send(self, outcome: Outcome) {
-        match self {
-            Reply::None => {}
-            Reply::Async(tx) => {
-                let _ = tx.send(outcome);
-            }
-            Reply::Sync(slot) => {
-                *slot.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
-                slot.ready.notify_one();
-            }
-        }
-    }
-}
-
-type Job = (Entry, Reply);
-
 /// The handle the broker appends through. Cloning is cheap. When the last
-/// handle is dropped, everything queued is committed and synced.
+/// handle is dropped, everything written is moved into SQLite and synced,
+/// and the spool is emptied.
 ///
-/// Commits are made by whichever appending thread finds the writer free
-/// (leader/follower group commit): an uncontended append commits on its
-/// own thread with no hand-off, and appends that arrive while a commit is
-/// running are committed together by the next leader. A background thread
-/// commits entries queued without a waiting caller and, in batched mode,
-/// fsyncs the write-ahead log within the window.
+/// An append seals its record into the chain and writes it to the spool
+/// on the caller's thread (see the `spool` module for why a spool). In
+/// strict mode the caller then syncs the spool, unless a sync that started
+/// after its write is already running, in which case it waits for that one
+/// (group commit). A background thread moves records into SQLite and, in
+/// batched mode, is what makes them durable within the window.
 #[derive(Clone)]
 pub struct AuditLog {
     inner: Arc<Inner>,
@@ -138,15 +98,59 @@ pub struct AuditLog {
 
 struct Inner {
     path: PathBuf,
+    spool_path: PathBuf,
     durability: Durability,
     redactor: Redactor,
     max_batch: usize,
-    queue: Mutex<Vec<Job>>,
-    writer: Mutex<Writer>,
-    /// Batched mode: commits not yet fsynced.
-    dirty: AtomicBool,
+    /// The chain's head and the spool. A record is sealed and written under
+    /// this lock, so the spool's order is the chain's.
+    chain: Mutex<Chain>,
+    /// Records written to the spool so far; bumped under `chain`.
+    written: AtomicU64,
+    /// Batched mode: records were written since the background thread's
+    /// last sync of the spool.
+    unsynced: AtomicBool,
+    sync: GroupSync,
+    /// Why the log stopped taking appends, once a write could not be undone
+    /// or a sync failed: a failed fsync may have lost writes that no later
+    /// fsync will report, so nothing written since can be vouched for.
+    /// Cleared only by reopening, which checks the spool against the chain.
+    broken: OnceLock<String>,
+    /// SQLite. The background thread is its only user while the log is
+    /// open.
+    store: Mutex<Store>,
+    /// Async appends, made by the background thread.
+    queue: Mutex<Vec<(Entry, oneshot::Sender<Outcome>)>>,
     shutdown: Mutex<bool>,
     wake: Condvar,
+}
+
+struct Chain {
+    spool: File,
+    /// Bytes in the spool: where a failed write is cut back to.
+    len: u64,
+    last_seq: i64,
+    last_hash: String,
+    /// In the spool, not yet in SQLite.
+    unmoved: Vec<Record>,
+    line: Vec<u8>,
+}
+
+/// Strict mode's group commit: one fdatasync covers every record written
+/// before it started.
+struct GroupSync {
+    state: Mutex<SyncState>,
+    done: Condvar,
+    /// The spool, through a descriptor of its own so that syncing never
+    /// holds the chain lock.
+    file: File,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Records known durable, counted like `Inner::written`.
+    durable: u64,
+    running: bool,
 }
 
 /// Owned by the `AuditLog` handles only: when the last goes, the
@@ -158,37 +162,94 @@ struct Lifetime {
 
 impl Drop for Lifetime {
     fn drop(&mut self) {
-        *self
-            .inner
-            .shutdown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = true;
+        *lock(&self.inner.shutdown) = true;
         self.inner.wake.notify_all();
-        if let Some(handle) = self.thread.lock().ok().and_then(|mut h| h.take()) {
+        if let Some(handle) = lock(&self.thread).take() {
             let _ = handle.join();
         }
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl AuditLog {
-    /// Opens (creating if needed) the log.
+    /// Opens (creating if needed) the log. What a previous writer left in
+    /// the spool is checked against the chain and moved into SQLite first;
+    /// a spool that does not continue the chain is refused, not dropped.
+    /// Only one writer at a time: a second open of the same log fails.
     pub fn open(config: AuditConfig) -> Result<AuditLog, AuditError> {
-        let conn = open_writer(&config.path)?;
-        let (seq, hash) = chain_head(&conn, &config.path)?;
+        let path = config.path.clone();
+        let io = |message: String| AuditError::Io {
+            path: path.display().to_string(),
+            message,
+        };
+        let conn = open_writer(&path)?;
+        let spool_path = spool::path_of(&path);
+        let spool_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spool_path)
+            .map_err(|e| {
+                io(format!(
+                    "cannot open the spool {}: {e}",
+                    spool_path.display()
+                ))
+            })?;
+        spool_file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => io(format!(
+                "another process has this log open for writing (its spool {} is locked); stop that broker or `corral up` first",
+                spool_path.display()
+            )),
+            std::fs::TryLockError::Error(e) => {
+                io(format!("cannot lock the spool {}: {e}", spool_path.display()))
+            }
+        })?;
+        let (seq, hash) = chain_head(&conn, &path)?;
+        let mut store = Store {
+            conn,
+            path: path.clone(),
+            last_seq: seq,
+            wal: None,
+        };
+        let (last_seq, last_hash) = store.recover(&spool_path, seq, hash, config.max_batch)?;
+        spool_file.set_len(0).map_err(|e| {
+            io(format!(
+                "cannot empty the spool {}: {e}",
+                spool_path.display()
+            ))
+        })?;
+        let sync_file = spool_file.try_clone().map_err(|e| {
+            io(format!(
+                "cannot open the spool {}: {e}",
+                spool_path.display()
+            ))
+        })?;
         let inner = Arc::new(Inner {
-            path: config.path.clone(),
+            path: path.clone(),
+            spool_path,
             durability: config.durability,
             redactor: config.redactor,
             max_batch: config.max_batch.max(1),
-            queue: Mutex::new(Vec::new()),
-            writer: Mutex::new(Writer {
-                conn,
-                path: config.path.clone(),
-                last_seq: seq,
-                last_hash: hash,
-                wal: None,
+            chain: Mutex::new(Chain {
+                spool: spool_file,
+                len: 0,
+                last_seq,
+                last_hash,
+                unmoved: Vec::new(),
+                line: Vec::with_capacity(1024),
             }),
-            dirty: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+            unsynced: AtomicBool::new(false),
+            sync: GroupSync {
+                state: Mutex::new(SyncState::default()),
+                done: Condvar::new(),
+                file: sync_file,
+            },
+            broken: OnceLock::new(),
+            store: Mutex::new(store),
+            queue: Mutex::new(Vec::new()),
             shutdown: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -196,10 +257,7 @@ impl AuditLog {
         let thread = std::thread::Builder::new()
             .name("corral-audit".into())
             .spawn(move || background.run_background())
-            .map_err(|e| AuditError::Io {
-                path: config.path.display().to_string(),
-                message: format!("cannot start the audit thread: {e}"),
-            })?;
+            .map_err(|e| io(format!("cannot start the audit thread: {e}")))?;
         Ok(AuditLog {
             _lifetime: Arc::new(Lifetime {
                 inner: inner.clone(),
@@ -217,187 +275,348 @@ impl AuditLog {
         self.inner.durability
     }
 
-    /// Commits what [`Self::append_detached`] queued, on this thread,
-    /// unless another thread is committing (it takes the queue along).
-    /// For a thread with a moment to spare, such as a broker connection
-    /// that has just sent its answer: the outcome record then does not
-    /// ride on the next decision's commit. Blocking, like a commit (in
-    /// strict mode it syncs).
-    pub fn commit_queued(&self) {
-        self.inner.lead();
-    }
-
     /// Queues `entry` for the background thread; the ticket resolves when
     /// it is recorded. For async callers that must not block.
     pub fn append(&self, entry: Entry) -> Ticket {
         let (tx, rx) = oneshot::channel();
-        self.inner.push((entry, Reply::Async(tx)));
-        self.inner.wake.notify_one();
+        lock(&self.inner.queue).push((entry, tx));
+        self.inner.notify_background();
         Ticket(rx)
     }
 
-    /// Appends `entry` and returns once it is recorded, committing on this
-    /// thread when no other commit is running. Blocks: call it from a
-    /// thread that may block (inside `block_in_place`, `spawn_blocking`,
-    /// or a tool's host call), never directly on an async worker.
+    /// Appends `entry` and returns once it is recorded. Blocks (in strict
+    /// mode for an fsync): call it from a thread that may block (inside
+    /// `block_in_place`, `spawn_blocking`, or a tool's host call), never
+    /// directly on an async worker.
     pub fn append_blocking(&self, entry: Entry) -> Result<Receipt, AuditError> {
-        let slot = Arc::new(Slot::default());
-        self.inner.push((entry, Reply::Sync(slot.clone())));
-        self.inner.lead();
-        slot.wait().map_err(AuditError::WriterStopped)
+        let record = prepare(&self.inner.redactor, &entry);
+        let (receipt, number) = self.inner.write(record)?;
+        if self.inner.durability == Durability::Strict {
+            self.inner.sync_through(number)?;
+        }
+        Ok(receipt)
     }
 
-    /// Queues `entry` without waiting: for outcome records, which follow a
-    /// decision already recorded. Committed with the next commit, or by the
-    /// background thread within its tick.
+    /// Writes `entry` without waiting for it to be durable: for outcome
+    /// records, which follow a decision already recorded. The next sync
+    /// covers it. A failure is logged; it also stops the log, so the next
+    /// decision is refused.
     pub fn append_detached(&self, entry: Entry) {
-        self.inner.push((entry, Reply::None));
+        let record = prepare(&self.inner.redactor, &entry);
+        if let Err(e) = self.inner.write(record) {
+            tracing::error!(error = %e, "an outcome record could not be written");
+        }
     }
 }
 
-/// How often the background thread looks for unattended entries.
-const TICK: Duration = Duration::from_millis(5);
+/// Batched mode: how often the background thread syncs the spool while it
+/// holds unsynced records; at most the window.
+const SYNC_TICK: Duration = Duration::from_millis(5);
 
-/// How long the background thread sleeps when it has nothing to do; an
-/// entry appended without a waiting caller is committed within this.
+/// How long records wait in the spool before they are moved into SQLite,
+/// where queries see them: long enough that one transaction takes in many.
+const MOVE_TICK: Duration = Duration::from_millis(10);
+
+/// How long the background thread sleeps when there is nothing to do.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
 /// WAL size at which the background thread checkpoints.
 const CHECKPOINT_BYTES: u64 = 8 << 20;
 
+/// Spool size at which it is emptied. Emptying holds appends off for one
+/// sync of SQLite's WAL (only what SQLite holds durably may leave the
+/// spool), so it is rare; until then the spool keeps records already
+/// moved, which a reopen and `verify` skip.
+const SPOOL_EMPTY_AT: u64 = 4 << 20;
+
 impl Inner {
-    fn push(&self, job: Job) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(job);
+    fn stopped(&self) -> Option<AuditError> {
+        self.broken
+            .get()
+            .map(|why| AuditError::WriterStopped(why.clone()))
     }
 
-    /// Commits queued entries if no one else is; returns when the queue was
-    /// seen empty after letting go of the writer, so an entry queued before
-    /// this call is committed by this thread or by the leader it found.
-    fn lead(&self) {
-        loop {
-            let Ok(mut writer) = self.writer.try_lock() else {
-                // The current leader drains the queue before it lets go,
-                // and looks again after: our entry is in its hands.
-                return;
-            };
-            loop {
-                let batch: Vec<Job> = {
-                    let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                    if q.is_empty() {
-                        break;
-                    }
-                    let n = q.len().min(self.max_batch);
-                    q.drain(..n).collect()
-                };
-                let entries: Vec<&Entry> = batch.iter().map(|(e, _)| e).collect();
-                let committed = writer.commit(&entries, &self.redactor).and_then(|r| {
-                    if self.durability == Durability::Strict {
-                        writer.sync()?;
-                    }
-                    Ok(r)
-                });
-                match committed {
-                    Ok(receipts) => {
-                        // The first unsynced commit starts the window: wake the
-                        // background thread, which may be in its idle sleep.
-                        if matches!(self.durability, Durability::Batched { .. })
-                            && !self.dirty.swap(true, Ordering::AcqRel)
-                        {
-                            self.wake.notify_one();
-                        }
-                        for ((_, reply), receipt) in batch.into_iter().zip(receipts) {
-                            reply.send(Ok(receipt));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit commit failed; refusing the queued decisions");
-                        let message = e.to_string();
-                        for (_, reply) in batch {
-                            reply.send(Err(message.clone()));
-                        }
-                        writer.reload_head();
-                    }
-                }
-            }
-            drop(writer);
-            if self
-                .queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-            {
-                return;
-            }
+    fn stop_taking_appends(&self, why: String) {
+        tracing::error!(reason = %why, "the audit log stops taking appends");
+        let _ = self.broken.set(why);
+    }
+
+    /// Seals `record` as the chain's next and writes it to the spool.
+    /// Returns its receipt and its number among records written.
+    fn write(&self, mut record: Record) -> Result<(Receipt, u64), AuditError> {
+        if let Some(e) = self.stopped() {
+            return Err(e);
         }
+        let mut guard = lock(&self.chain);
+        let chain = &mut *guard;
+        record.seq = chain.last_seq + 1;
+        record.prev_hash = std::mem::take(&mut chain.last_hash);
+        record.hash = record.compute_hash();
+        chain.line.clear();
+        let encoded = serde_json::to_writer(&mut chain.line, &record);
+        chain.line.push(b'\n');
+        let written = encoded.map_err(|e| e.to_string()).and_then(|()| {
+            (&chain.spool)
+                .write_all(&chain.line)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = written {
+            chain.last_hash = record.prev_hash;
+            let why = format!(
+                "cannot write to the spool {}: {e}",
+                self.spool_path.display()
+            );
+            // A partial line would break the chain for every later record:
+            // cut it off, or stop.
+            if let Err(cut) = chain.spool.set_len(chain.len) {
+                self.stop_taking_appends(format!(
+                    "{why}; cutting back the partial write failed too: {cut}"
+                ));
+            }
+            return Err(AuditError::Io {
+                path: self.path.display().to_string(),
+                message: why,
+            });
+        }
+        chain.len += chain.line.len() as u64;
+        chain.last_seq = record.seq;
+        chain.last_hash.clone_from(&record.hash);
+        let receipt = Receipt {
+            seq: record.seq,
+            hash: record.hash.clone(),
+        };
+        let first_unmoved = chain.unmoved.is_empty();
+        chain.unmoved.push(record);
+        let number = self.written.fetch_add(1, Ordering::AcqRel) + 1;
+        drop(guard);
+        let first_unsynced = matches!(self.durability, Durability::Batched { .. })
+            && !self.unsynced.swap(true, Ordering::AcqRel);
+        if first_unmoved || first_unsynced {
+            // A tick starts now; the background thread may be in its idle
+            // sleep.
+            self.notify_background();
+        }
+        Ok((receipt, number))
     }
 
-    /// Copies the WAL back into the database once it has grown, on this
-    /// thread's own connection: a checkpoint fsyncs the database file, and
-    /// left to SQLite's automatic checkpoint it would land inside some
-    /// appender's commit.
-    fn checkpoint(&self, conn: &mut Option<Connection>) {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        if size < CHECKPOINT_BYTES {
+    /// Wakes the background thread. Under the shutdown lock, which the
+    /// thread holds from looking for work until it sleeps: a wake cannot
+    /// fall in between and be lost.
+    fn notify_background(&self) {
+        let _guard = lock(&self.shutdown);
+        self.wake.notify_one();
+    }
+
+    /// Returns once record `number` (and all before it) is durable: by a
+    /// sync of its own, or by one another thread started after it was
+    /// written.
+    fn sync_through(&self, number: u64) -> Result<(), AuditError> {
+        let mut state = lock(&self.sync.state);
+        loop {
+            if state.durable >= number {
+                return Ok(());
+            }
+            if let Some(e) = self.stopped() {
+                return Err(e);
+            }
+            if !state.running {
+                break;
+            }
+            state = self
+                .sync
+                .done
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        state.running = true;
+        drop(state);
+        // Everything written so far, not just `number`: later writers find
+        // themselves covered and skip their own sync.
+        let target = self.written.load(Ordering::Acquire);
+        let synced = self.sync.file.sync_data();
+        let mut state = lock(&self.sync.state);
+        state.running = false;
+        let result = match synced {
+            Ok(()) => {
+                state.durable = state.durable.max(target);
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("fdatasync of {} failed: {e}", self.spool_path.display());
+                self.stop_taking_appends(why.clone());
+                Err(AuditError::WriterStopped(why))
+            }
+        };
+        drop(state);
+        self.sync.done.notify_all();
+        result
+    }
+
+    /// The background thread's append path, for [`AuditLog::append`]: all
+    /// queued entries written, then one sync.
+    fn serve_queue(&self) {
+        let queued = std::mem::take(&mut *lock(&self.queue));
+        if queued.is_empty() {
             return;
         }
-        if conn.is_none() {
-            *conn = Connection::open(&self.path).ok();
-        }
-        if let Some(c) = conn.as_ref()
-            && let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::warn!(error = %e, "audit checkpoint failed; will retry");
+        let mut last = 0;
+        let written: Vec<_> = queued
+            .into_iter()
+            .map(|(entry, tx)| {
+                let result = self.write(prepare(&self.redactor, &entry));
+                if let Ok((_, number)) = &result {
+                    last = last.max(*number);
+                }
+                (tx, result)
+            })
+            .collect();
+        let synced = if self.durability == Durability::Strict && last > 0 {
+            self.sync_through(last)
+        } else {
+            Ok(())
+        };
+        for (tx, result) in written {
+            let outcome = match (&synced, result) {
+                (Ok(()), Ok((receipt, _))) => Ok(receipt),
+                (Err(e), Ok(_)) => Err(AuditError::WriterStopped(reason(e))),
+                (_, Err(e)) => Err(e),
+            };
+            let _ = tx.send(outcome);
         }
     }
 
-    fn run_background(&self) {
-        let mut wal: Option<File> = None;
-        let mut checkpointer: Option<Connection> = None;
-        let window = match self.durability {
-            Durability::Batched { window } => window.min(TICK),
-            Durability::Strict => TICK,
+    /// Moves the records written since the last move into SQLite. Once
+    /// the spool has grown past `SPOOL_EMPTY_AT` (or with `all`, at
+    /// shutdown), also moves whatever was written meanwhile, syncs SQLite's
+    /// WAL and empties the spool, holding appends off while it does.
+    fn move_into_store(&self, all: bool) {
+        let (batch, full) = {
+            let mut chain = lock(&self.chain);
+            let full = all && chain.len > 0 || chain.len > SPOOL_EMPTY_AT;
+            (std::mem::take(&mut chain.unmoved), full)
         };
+        let mut store = lock(&self.store);
+        if let Err(e) = store.take_in(&batch, self.max_batch) {
+            self.keep_unmoved(batch, &e);
+            return;
+        }
+        if !full {
+            return;
+        }
+        let mut chain = lock(&self.chain);
+        let rest = std::mem::take(&mut chain.unmoved);
+        // A failed sync stops the log, as in strict mode; the spool keeps
+        // the records for the next open.
+        let moved = store
+            .take_in(&rest, self.max_batch)
+            .and_then(|()| store.sync().map_err(|e| self.stop_on_sync(e)));
+        if let Err(e) = moved {
+            drop(chain);
+            self.keep_unmoved(rest, &e);
+            return;
+        }
+        match chain.spool.set_len(0) {
+            // Even if the cut is not yet durable: a reopen skips spooled
+            // records the database already holds.
+            Ok(()) => chain.len = 0,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.spool_path.display(), "cannot empty the audit spool; will retry")
+            }
+        }
+    }
+
+    fn stop_on_sync(&self, e: AuditError) -> AuditError {
+        self.stop_taking_appends(e.to_string());
+        e
+    }
+
+    /// Puts `batch` back in front of what was written since, for the next
+    /// try; they are safe in the spool meanwhile. Stops the log if the
+    /// spool grows past bounds because nothing can be moved.
+    fn keep_unmoved(&self, batch: Vec<Record>, e: &AuditError) {
+        tracing::warn!(error = %e, "moving audit records into SQLite failed; they stay in the spool and are retried");
+        let mut chain = lock(&self.chain);
+        let newer = std::mem::replace(&mut chain.unmoved, batch);
+        chain.unmoved.extend(newer);
+        if chain.len > 16 * SPOOL_EMPTY_AT {
+            drop(chain);
+            self.stop_taking_appends(format!(
+                "the spool {} has grown past {} MiB because records cannot be moved into SQLite: {e}",
+                self.spool_path.display(),
+                (16 * SPOOL_EMPTY_AT) >> 20
+            ));
+        }
+    }
+
+    /// Serves async appends at once. In batched mode, syncs the spool
+    /// `SYNC_TICK` (or the window, if shorter) after the first unsynced
+    /// record was written; moves records into SQLite `MOVE_TICK` after the
+    /// first unmoved one.
+    fn run_background(&self) {
+        let sync_tick = match self.durability {
+            Durability::Batched { window } => Some(window.min(SYNC_TICK)),
+            Durability::Strict => None,
+        };
+        let (mut sync_due, mut move_due): (Option<Instant>, Option<Instant>) = (None, None);
         loop {
-            // Tick while there is work to finish; otherwise sleep long and
-            // let an async append or shutdown wake us.
-            let busy = self.dirty.load(Ordering::Acquire)
-                || !self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_empty();
             let stopping = {
-                let guard = self.shutdown.lock().unwrap_or_else(|p| p.into_inner());
-                if *guard {
-                    true
-                } else {
-                    let wait = if busy { window } else { IDLE_TICK };
-                    let (guard, _) = self
+                let mut guard = lock(&self.shutdown);
+                loop {
+                    if *guard {
+                        break true;
+                    }
+                    if !lock(&self.queue).is_empty() {
+                        break false;
+                    }
+                    let now = Instant::now();
+                    let unmoved = !lock(&self.chain).unmoved.is_empty();
+                    let unsynced = self.unsynced.load(Ordering::Acquire);
+                    let due = |pending: bool, due: &mut Option<Instant>, tick: Duration| {
+                        if !pending {
+                            *due = None;
+                        }
+                        if pending && due.is_none() {
+                            *due = Some(now + tick);
+                        }
+                        *due
+                    };
+                    let next = [
+                        due(unsynced, &mut sync_due, sync_tick.unwrap_or(IDLE_TICK)),
+                        due(unmoved, &mut move_due, MOVE_TICK),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    let wait = match next {
+                        Some(at) if at <= now => break false,
+                        Some(at) => at - now,
+                        None => IDLE_TICK,
+                    };
+                    guard = self
                         .wake
                         .wait_timeout(guard, wait)
-                        .unwrap_or_else(|p| p.into_inner());
-                    *guard
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
             };
-            self.lead();
-            // Cleared before the fsync, so a commit that lands during it
-            // marks the log dirty again for the next tick. The fsync runs
-            // on its own descriptor, without the writer lock: commits go on
-            // while it flushes.
-            if self.dirty.swap(false, Ordering::AcqRel) {
-                let _ = sync_wal(&self.path, &mut wal);
+            self.serve_queue();
+            let now = Instant::now();
+            if stopping || sync_due.is_some_and(|at| at <= now) {
+                sync_due = None;
+                // Cleared first: a record written during the sync starts
+                // the next tick.
+                self.unsynced.store(false, Ordering::Release);
+                // A failure stops the log; `sync_through` says so.
+                let _ = self.sync_through(self.written.load(Ordering::Acquire));
             }
-            self.checkpoint(&mut checkpointer);
+            if stopping || move_due.is_some_and(|at| at <= now) {
+                move_due = None;
+                self.move_into_store(stopping);
+                lock(&self.store).checkpoint();
+            }
             if stopping {
-                self.lead();
-                if self.dirty.swap(false, Ordering::AcqRel) {
-                    let _ = sync_wal(&self.path, &mut wal);
-                }
+                self.serve_queue();
+                self.move_into_store(true);
                 return;
             }
         }
@@ -462,14 +681,13 @@ fn open_writer(path: &Path) -> Result<Connection, AuditError> {
             message: format!("cannot switch to WAL mode (journal mode is {mode})"),
         });
     }
-    // NORMAL: commits reach the WAL without a sync of SQLite's own. The
-    // log syncs the WAL itself: after every commit in strict mode
-    // (`Writer::sync`), within the window in batched mode. Checkpoints run
-    // on a connection of their own at SQLite's default (FULL), which syncs
-    // the WAL before and the database after copying.
+    // NORMAL: commits reach the WAL without a sync of SQLite's own; the
+    // log syncs the WAL itself (`Store::sync`) before it lets records
+    // leave the spool. SQLite still syncs the WAL before and the database
+    // after each checkpoint.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(&err)?;
-    // Checkpoints run on the background thread (`Inner::checkpoint`).
+    // Checkpoints run on the background thread (`Store::checkpoint`).
     conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(&err)?;
     conn.execute_batch(SCHEMA).map_err(&err)?;
@@ -492,41 +710,97 @@ fn chain_head(conn: &Connection, path: &Path) -> Result<(i64, String), AuditErro
     Ok(head.unwrap_or((0, GENESIS_HASH.to_string())))
 }
 
-struct Writer {
+/// The SQLite side: where records end up, indexed for queries.
+struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The last record SQLite holds: a retry after a failed sync does not
+    /// insert a record twice.
     last_seq: i64,
-    last_hash: String,
-    /// The WAL, for strict mode's own fdatasync after each commit.
+    /// SQLite's WAL, for the log's own fdatasync.
     wal: Option<File>,
 }
 
-impl Writer {
-    /// Strict mode's durability point: one fdatasync of the WAL per group
-    /// commit, made here rather than inside SQLite (`synchronous = FULL`)
-    /// so that the log owns it: a failed sync fails the whole batch (none
-    /// of its decisions counts as recorded, so none of their tools runs)
-    /// and the next sync uses a fresh descriptor, which a failed one
-    /// cannot be trusted to report again. It is not faster: one record
-    /// cost about 250 µs p50 either way in the broker benchmark, against a
-    /// bare fdatasync of 100–150 µs, because a commit writes several WAL
-    /// pages (the row and two index entries).
-    fn sync(&mut self) -> Result<(), AuditError> {
-        sync_wal(&self.path, &mut self.wal).map_err(|message| AuditError::Io {
-            path: self.path.display().to_string(),
-            message,
-        })
+impl Store {
+    /// Moves what a previous writer left in the spool into SQLite, after
+    /// checking that it continues the chain. Returns the chain's head.
+    fn recover(
+        &mut self,
+        spool_path: &Path,
+        mut seq: i64,
+        mut hash: String,
+        max_batch: usize,
+    ) -> Result<(i64, String), AuditError> {
+        let spooled = spool::read(spool_path)?;
+        if spooled.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = spooled.torn_bytes,
+                spool = %spool_path.display(),
+                "dropping a torn last line from the audit spool: a write cut off by a crash, never acknowledged as durable"
+            );
+        }
+        let bad = |record: &Record, why: String| AuditError::Layout {
+            path: spool_path.display().to_string(),
+            message: format!(
+                "record {} in the spool {why}; the spool holds decisions not yet in the database, so the log will not open for writing until this is resolved (`corral audit verify` shows the chain)",
+                record.seq
+            ),
+        };
+        let mut fresh = Vec::new();
+        for record in spooled.records {
+            if record.seq <= seq {
+                // Moved already, by a writer that stopped before it could
+                // empty the spool; it must match what the database holds.
+                let stored: Option<String> = self
+                    .conn
+                    .query_row("SELECT hash FROM audit WHERE seq = ?1", [record.seq], |r| {
+                        r.get(0)
+                    })
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })
+                    .map_err(sqlite_err(&self.path))?;
+                if stored.as_deref() != Some(record.hash.as_str()) {
+                    return Err(bad(
+                        &record,
+                        "differs from the database's record of that number".into(),
+                    ));
+                }
+                continue;
+            }
+            if let Some(why) = spool::chain_problem(seq, &hash, &record) {
+                return Err(bad(&record, format!("breaks the chain: {why}")));
+            }
+            seq = record.seq;
+            hash.clone_from(&record.hash);
+            fresh.push(record);
+        }
+        if !fresh.is_empty() {
+            tracing::info!(
+                records = fresh.len(),
+                "moving records a previous writer left in the audit spool into the database"
+            );
+            self.take_in(&fresh, max_batch)?;
+            self.sync()?;
+        }
+        Ok((seq, hash))
     }
 
-    fn commit(
-        &mut self,
-        batch: &[&Entry],
-        redactor: &Redactor,
-    ) -> Result<Vec<Receipt>, AuditError> {
+    /// Inserts the records it does not hold yet, `max_batch` per
+    /// transaction. Not durable until [`Store::sync`].
+    fn take_in(&mut self, records: &[Record], max_batch: usize) -> Result<(), AuditError> {
+        let start = records.partition_point(|r| r.seq <= self.last_seq);
+        for chunk in records[start..].chunks(max_batch.max(1)) {
+            self.insert(chunk)?;
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, records: &[Record]) -> Result<(), AuditError> {
         let err = sqlite_err(&self.path);
         let tx = self.conn.transaction().map_err(&err)?;
-        let mut receipts = Vec::with_capacity(batch.len());
-        let (mut seq, mut prev) = (self.last_seq, self.last_hash.clone());
         {
             let mut insert = tx
                 .prepare_cached(
@@ -537,9 +811,7 @@ impl Writer {
                      ?16, ?17, ?18, ?19, ?20)",
                 )
                 .map_err(&err)?;
-            for entry in batch {
-                seq += 1;
-                let record = seal(redactor, entry, seq, prev);
+            for record in records {
                 insert
                     .execute(params![
                         record.seq,
@@ -564,51 +836,65 @@ impl Writer {
                         record.hash,
                     ])
                     .map_err(&err)?;
-                prev = record.hash.clone();
-                receipts.push(Receipt {
-                    seq,
-                    hash: record.hash,
-                });
             }
         }
         tx.commit().map_err(&err)?;
-        self.last_seq = seq;
-        self.last_hash = prev;
-        Ok(receipts)
+        if let Some(last) = records.last() {
+            self.last_seq = last.seq;
+        }
+        Ok(())
     }
 
-    /// After a failed commit the in-memory head may be ahead of the disk.
-    fn reload_head(&mut self) {
-        if let Ok((seq, hash)) = chain_head(&self.conn, &self.path) {
-            self.last_seq = seq;
-            self.last_hash = hash;
+    /// fsync applies to the file, not the descriptor: syncing a read-only
+    /// handle of our own flushes what SQLite's connection wrote.
+    fn sync(&mut self) -> Result<(), AuditError> {
+        let mut name = self.path.clone().into_os_string();
+        name.push("-wal");
+        let io = |message: String| AuditError::Io {
+            path: self.path.display().to_string(),
+            message,
+        };
+        if self.wal.is_none() {
+            let file = File::open(&name)
+                .map_err(|e| io(format!("cannot open {}: {e}", Path::new(&name).display())))?;
+            self.wal = Some(file);
+        }
+        match self.wal.as_ref().map(File::sync_data) {
+            Some(Err(e)) => Err(io(format!(
+                "fdatasync of {} failed: {e}",
+                Path::new(&name).display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Copies the WAL back into the database once it has grown. Here, on
+    /// the background thread, rather than left to SQLite's automatic
+    /// checkpoint, which would run inside whichever commit crossed the
+    /// threshold.
+    fn checkpoint(&mut self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if size < CHECKPOINT_BYTES {
+            return;
+        }
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "audit checkpoint failed; will retry");
         }
     }
 }
 
-/// fsync applies to the file, not the descriptor: syncing a read-only
-/// handle of our own flushes what SQLite's connection wrote.
-fn sync_wal(path: &Path, wal: &mut Option<File>) -> Result<(), String> {
-    let mut name = path.to_path_buf().into_os_string();
-    name.push("-wal");
-    if wal.is_none() {
-        *wal = Some(File::open(&name).map_err(|e| format!("cannot open {}: {e}", name.display()))?);
-    }
-    let synced = wal.as_ref().map(File::sync_data).unwrap_or(Ok(()));
-    synced.map_err(|e| {
-        tracing::error!(error = %e, path = %path.display(), "fsync of the audit WAL failed");
-        // A descriptor whose sync failed may never report the lost write
-        // again: open a fresh one next time.
-        *wal = None;
-        format!("fsync of {} failed: {e}", name.display())
-    })
-}
-
-fn seal(redactor: &Redactor, entry: &Entry, seq: i64, prev_hash: String) -> Record {
+/// The record for `entry`, redacted, before the chain gives it a number
+/// and hashes: done outside the chain lock.
+fn prepare(redactor: &Redactor, entry: &Entry) -> Record {
     let (arguments, redacted) = redactor.redact(&entry.arguments);
     let (session, session_redacted) = redactor.redact(&entry.session);
-    let mut record = Record {
-        seq,
+    Record {
+        seq: 0,
         time_us: entry.time_us,
         kind: entry.kind,
         agent: entry.agent.clone(),
@@ -628,11 +914,17 @@ fn seal(redactor: &Redactor, entry: &Entry, seq: i64, prev_hash: String) -> Reco
         outcome: entry.outcome,
         parent: entry.parent,
         detail: entry.detail.clone(),
-        prev_hash,
+        prev_hash: String::new(),
         hash: String::new(),
-    };
-    record.hash = record.compute_hash();
-    record
+    }
+}
+
+/// The text of `e` as a stop reason, without wrapping one twice.
+fn reason(e: &AuditError) -> String {
+    match e {
+        AuditError::WriterStopped(why) => why.clone(),
+        other => other.to_string(),
+    }
 }
 
 pub(crate) fn json_list(items: &[String]) -> String {

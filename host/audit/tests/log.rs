@@ -1,10 +1,12 @@
 //! The log against real SQLite files: appends, the chain across restarts,
-//! both durability modes, filters, and each kind of tampering.
+//! both durability modes, filters, each kind of tampering, and the spool
+//! a crashed writer leaves.
 
 use std::time::Duration;
 
 use corral_audit::{
     AuditConfig, AuditLog, AuditReader, Durability, Entry, Filter, GENESIS_HASH, Kind, Outcome,
+    Record,
 };
 use serde_json::json;
 
@@ -242,22 +244,196 @@ fn a_detached_entry_is_committed_without_another_append() {
     drop(log);
 }
 
+/// `count` records sealed onto the chain that ends at `head`, as a
+/// writer would have spooled them.
+fn sealed(head: (i64, String), count: i64) -> Vec<Record> {
+    let (mut seq, mut prev) = head;
+    let mut records = Vec::new();
+    for n in 0..count {
+        seq += 1;
+        let mut r = Record {
+            seq,
+            time_us: 1_700_000_000_000_000 + n,
+            kind: Kind::Call,
+            agent: "alice".into(),
+            action: "echo".into(),
+            resource: "Tool::\"echo\"".into(),
+            arguments: json!({"n": n}).to_string(),
+            redacted: false,
+            session: "{}".into(),
+            decision: Some("allow".into()),
+            policy_ids: vec!["allow-echo".into()],
+            errors: vec![],
+            policy_hash: "policyhash".into(),
+            tool_sha256: None,
+            duration_us: None,
+            outcome: None,
+            parent: None,
+            detail: None,
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        r.hash = r.compute_hash();
+        prev = r.hash.clone();
+        records.push(r);
+    }
+    records
+}
+
+/// The spool a writer killed before it could move `records` into SQLite
+/// leaves behind; `torn`: with a last line its death cut off.
+fn write_spool(path: &std::path::Path, records: &[Record], torn: bool) -> String {
+    let mut text: String = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    if torn {
+        text.push_str("{\"seq\":");
+    }
+    std::fs::write(spool_of(path), &text).unwrap();
+    text
+}
+
+fn spool_of(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.to_path_buf().into_os_string();
+    name.push("-spool");
+    name.into()
+}
+
+fn head(path: &std::path::Path) -> (i64, String) {
+    let report = AuditReader::open(path).unwrap().verify().unwrap();
+    (report.head_seq, report.head_hash)
+}
+
 #[test]
-fn commit_queued_commits_detached_entries_on_the_calling_thread() {
+fn records_a_crashed_writer_left_in_the_spool_are_verified_then_moved_in() {
+    let (_d, path) = fresh_log(10);
+    let (seq, hash) = head(&path);
+    let mut spooled = vec![];
+    // A record the database already holds: the writer died between moving
+    // it and emptying the spool.
+    let last = AuditReader::open(&path).unwrap().last(1).unwrap().remove(0);
+    assert_eq!((last.seq, &last.hash), (seq, &hash));
+    spooled.push(last);
+    spooled.extend(sealed((seq, hash), 5));
+    write_spool(&path, &spooled, true);
+
+    let report = AuditReader::open(&path).unwrap().verify().unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        (report.records, report.spooled, report.head_seq),
+        (15, 5, 15)
+    );
+
+    let log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+    let receipt = log.append_blocking(call("bob", "echo", true, 99)).unwrap();
+    assert_eq!(
+        receipt.seq, 16,
+        "the chain continues after the spooled records"
+    );
+    drop(log);
+    let reader = AuditReader::open(&path).unwrap();
+    let report = reader.verify().unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records, report.spooled), (16, 0));
+    let moved = reader
+        .query(&Filter {
+            after_seq: Some(10),
+            limit: Some(5),
+            ..Filter::default()
+        })
+        .unwrap();
+    assert_eq!(moved, spooled[1..], "moved in field by field");
+    assert_eq!(std::fs::metadata(spool_of(&path)).unwrap().len(), 0);
+}
+
+#[test]
+fn a_spool_that_breaks_the_chain_is_refused_and_kept() {
+    let (_d, path) = fresh_log(10);
+    let mut records = sealed(head(&path), 4);
+    // Edited after it was written: the chain names it.
+    records[2].decision = Some("deny".into());
+    let text = write_spool(&path, &records, false);
+
+    let report = AuditReader::open(&path).unwrap().verify().unwrap();
+    let (bad, why) = report.first_bad.clone().unwrap();
+    assert_eq!(bad, 13, "{report:?}");
+    assert!(
+        why.contains("edited") && why.contains("in the spool"),
+        "{why}"
+    );
+
+    let err = AuditLog::open(AuditConfig::new(&path))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("record 13 in the spool breaks the chain") && err.contains("-spool"),
+        "{err}"
+    );
+    // Nothing was dropped: the spool and the database are as they were.
+    assert_eq!(std::fs::read_to_string(spool_of(&path)).unwrap(), text);
+    assert_eq!(AuditReader::open(&path).unwrap().head_seq().unwrap(), 10);
+
+    std::fs::write(spool_of(&path), "not json\n").unwrap();
+    let err = AuditLog::open(AuditConfig::new(&path))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("line 1 is not an audit record"), "{err}");
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_has_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let log = AuditLog::open(AuditConfig::new(&path).durability(Durability::Batched {
-        window: Duration::from_millis(10),
-    }))
-    .unwrap();
-    // The background thread sleeps up to 100 ms between looks when idle;
-    // `commit_queued` must not wait for it.
-    log.append_detached(call("alice", "echo", true, 1));
-    log.append_detached(call("bob", "echo", false, 2));
-    log.commit_queued();
-    let reader = AuditReader::open(&path).unwrap();
-    assert_eq!(reader.head_seq().unwrap(), 2);
-    let report = reader.verify().unwrap();
-    assert_eq!((report.records, report.first_bad), (2, None));
-    drop(log);
+    let first = AuditLog::open(AuditConfig::new(&path)).unwrap();
+    let err = AuditLog::open(AuditConfig::new(&path))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("another process has this log open for writing"),
+        "{err}"
+    );
+    first
+        .append_blocking(call("alice", "echo", true, 1))
+        .unwrap();
+    drop(first);
+    let second = AuditLog::open(AuditConfig::new(&path)).unwrap();
+    assert_eq!(
+        second
+            .append_blocking(call("alice", "echo", true, 2))
+            .unwrap()
+            .seq,
+        2
+    );
+}
+
+#[test]
+fn an_acknowledged_append_is_on_record_before_it_is_moved_into_sqlite() {
+    for durability in [
+        Durability::Strict,
+        Durability::Batched {
+            window: Duration::from_millis(10),
+        },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let log = AuditLog::open(AuditConfig::new(&path).durability(durability)).unwrap();
+        for n in 1..=20 {
+            log.append_blocking(call("alice", "echo", true, n)).unwrap();
+            if n % 2 == 0 {
+                log.append_detached(call("bob", "echo", false, n));
+            }
+        }
+        // Whether or not the background thread has moved them yet.
+        let report = AuditReader::open(&path).unwrap().verify().unwrap();
+        assert!(report.ok(), "{durability:?}: {report:?}");
+        assert_eq!(report.records, 30, "{durability:?}");
+        drop(log);
+        let reader = AuditReader::open(&path).unwrap();
+        assert_eq!(reader.head_seq().unwrap(), 30, "{durability:?}");
+        assert_eq!(reader.verify().unwrap().spooled, 0, "{durability:?}");
+    }
 }

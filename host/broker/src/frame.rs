@@ -114,10 +114,6 @@ pub trait InlineCalls: Send + Sync + 'static {
     /// Runs one `tools/call` to its end on the calling thread, which may
     /// block (the audit record, the tool); never called on an async worker.
     fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult;
-
-    /// Runs after an inline answer has been written, before the next frame
-    /// is read: work that must happen but need not delay the answer.
-    fn after_answer(&self) {}
 }
 
 /// What the reader and rmcp's side of one connection share.
@@ -518,9 +514,7 @@ fn read_frames<H: InlineCalls>(
                 // ones this path serves.
                 result.strip_result_type_for_legacy_peer();
                 result.strip_non_object_output_for_legacy_peer();
-                let written = connection.write_message(&JsonRpcMessage::response(result, id));
-                handler.after_answer();
-                written
+                connection.write_message(&JsonRpcMessage::response(result, id))
             }
             JsonRpcMessage::Request(JsonRpcRequest {
                 id,

@@ -375,18 +375,4 @@ impl InlineCalls for Session {
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         self.call_now(&request.name, arguments)
     }
-
-    /// In batched mode the outcome record is committed now, while the
-    /// agent reads its answer, rather than in the next decision's commit,
-    /// where it would delay that call. In strict mode it stays queued: the
-    /// next decision's fsync covers it, and a commit of its own here would
-    /// cost a second fsync per call.
-    fn after_answer(&self) {
-        if matches!(
-            self.shared.audit.durability(),
-            corral_audit::Durability::Batched { .. }
-        ) {
-            self.shared.audit.commit_queued();
-        }
-    }
 }

@@ -105,6 +105,13 @@ pub fn run(cmd: AuditCmd) -> Result<u8> {
                         "ok: {} records, chain intact; head #{} {}",
                         report.records, report.head_seq, report.head_hash
                     );
+                    if report.spooled > 0 {
+                        println!(
+                            "{} of them are in the spool ({}-spool), not yet in the database: the broker moves them in within milliseconds, or when it next starts after a crash",
+                            report.spooled,
+                            log.path.display()
+                        );
+                    }
                     Ok(0)
                 }
                 Some((seq, why)) => {

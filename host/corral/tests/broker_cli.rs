@@ -425,6 +425,12 @@ fn kill_9_during_load_loses_no_decision() {
     assert!(done < 10_000, "the load finished before the kill");
     drop(broker);
 
+    // Before anyone restarts it: what the dead broker left in its spool is
+    // on record, and the chain through the database and the spool holds.
+    let out = env.corral(&["audit", "verify", "--audit", &env.audit()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    eprintln!("after kill -9, before the restart: {}", text(&out.stdout).trim());
+
     // Restart on the same log: the chain continues.
     let broker = env.broker(&fast);
     let mut c = McpClient::ready(broker.socket("assistant"));
@@ -436,6 +442,11 @@ fn kill_9_during_load_loses_no_decision() {
 
     let out = env.corral(&["audit", "verify", "--audit", &env.audit()]);
     assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        !text(&out.stdout).contains("in the spool"),
+        "a clean stop moves every record into the database: {}",
+        text(&out.stdout)
+    );
 
     let reader = AuditReader::open(&env.path("audit.db")).unwrap();
     let records = reader.query(&Filter::default()).unwrap();
