@@ -32,6 +32,11 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
+/// The `corral` binary's allocator, so the broker here allocates as it
+/// does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const AGENTS: usize = 8;
 
 fn scale(n: usize) -> usize {

@@ -429,7 +429,10 @@ fn kill_9_during_load_loses_no_decision() {
     // on record, and the chain through the database and the spool holds.
     let out = env.corral(&["audit", "verify", "--audit", &env.audit()]);
     assert!(out.status.success(), "{}", text(&out.stdout));
-    eprintln!("after kill -9, before the restart: {}", text(&out.stdout).trim());
+    eprintln!(
+        "after kill -9, before the restart: {}",
+        text(&out.stdout).trim()
+    );
 
     // Restart on the same log: the chain continues.
     let broker = env.broker(&fast);
