@@ -536,4 +536,11 @@ fn main() {
         "  batched: p50 ≤ 50 µs, p99 ≤ 200 µs, ≥ 15,000 calls/s; strict: p50 − bare fsync = {:.1} µs [≤ 50], ≥ 5,000 calls/s; appends ≥ 50,000/s",
         us(strict.1.p50) - us(fsync.p50)
     );
+    // The socket, MCP and the Wasm call cost what the bare echo costs with
+    // or without a broker: what is left is policy, audit and session.
+    println!(
+        "  the broker's own share of p50: batched {:.1} µs (p50 − bare echo), strict {:.1} µs (p50 − bare echo − bare fsync)",
+        us(rows[0].1.p50) - us(bare.p50),
+        us(strict.1.p50) - us(bare.p50) - us(fsync.p50)
+    );
 }
