@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use rmcp::RoleServer;
 use rmcp::ServerHandler;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientRequest, JsonRpcMessage, JsonRpcRequest,
-    ProtocolVersion, ServerResult,
+    CallToolRequestParams, CallToolResult, ClientRequest, JsonObject, JsonRpcMessage,
+    JsonRpcRequest, ProtocolVersion, RequestId, ServerResult,
 };
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
@@ -454,6 +454,61 @@ fn plain(params: &CallToolRequestParams) -> bool {
     params.meta.is_none() && params.input_responses.is_none() && params.request_state.is_none()
 }
 
+/// The frame of a plain `tools/call`, the one request the hot path
+/// answers most, parsed straight into its parts. rmcp's message type is an
+/// untagged enum of method-tagged enums, which serde parses by buffering
+/// the frame and trying one variant after another; this costs one pass.
+/// Unknown fields are refused, so anything with more in it (`_meta`, task
+/// or multi-round input, or anything else) takes the full parse.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainCallFrame<'a> {
+    #[serde(borrow)]
+    jsonrpc: std::borrow::Cow<'a, str>,
+    id: RequestId,
+    #[serde(borrow)]
+    method: std::borrow::Cow<'a, str>,
+    params: PlainCallParams,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainCallParams {
+    name: String,
+    #[serde(default)]
+    arguments: Option<JsonObject>,
+}
+
+/// `Some` if `text` is exactly a plain `tools/call`; `None` sends it down
+/// the full parse, which also makes any error answer.
+fn plain_call(text: &[u8]) -> Option<(RequestId, CallToolRequestParams)> {
+    let frame: PlainCallFrame = serde_json::from_slice(text).ok()?;
+    if frame.jsonrpc != "2.0" || frame.method != "tools/call" {
+        return None;
+    }
+    let params = CallToolRequestParams::new(frame.params.name);
+    let params = match frame.params.arguments {
+        Some(arguments) => params.with_arguments(arguments),
+        None => params,
+    };
+    Some((frame.id, params))
+}
+
+/// Runs a plain `tools/call` on this thread and writes its answer.
+fn answer_inline<H: InlineCalls>(
+    connection: &Connection,
+    handler: &H,
+    id: RequestId,
+    params: CallToolRequestParams,
+) -> bool {
+    let mut result = ServerResult::CallToolResult(handler.call_tool_inline(params));
+    // The shape rmcp gives peers before 2026-07-28, the only ones this
+    // path serves.
+    result.strip_result_type_for_legacy_peer();
+    result.strip_non_object_output_for_legacy_peer();
+    connection.write_message(&JsonRpcMessage::response(result, id))
+}
+
 /// The reader thread: frames in, hot-path answers out, the rest to rmcp.
 fn read_frames<H: InlineCalls>(
     mut reader: FrameReader,
@@ -485,6 +540,17 @@ fn read_frames<H: InlineCalls>(
             }
             Ok(true) => {}
         }
+        let inline = connection.inline.load(Ordering::Acquire);
+        let short = inline
+            .then(|| plain_call(trim_line(&reader.line)))
+            .flatten();
+        if let Some((id, params)) = short {
+            reader.line.clear();
+            if !answer_inline(&connection, &handler, id, params) {
+                break "cannot write".into();
+            }
+            continue;
+        }
         let parsed = {
             let text = trim_line(&reader.line);
             (!text.is_empty()).then(|| classify(text))
@@ -501,20 +567,13 @@ fn read_frames<H: InlineCalls>(
                 continue;
             }
         };
-        let inline = connection.inline.load(Ordering::Acquire);
         let written = match msg {
             JsonRpcMessage::Request(JsonRpcRequest {
                 id,
                 request: ClientRequest::CallToolRequest(call),
                 ..
             }) if inline && plain(&call.params) => {
-                let mut result =
-                    ServerResult::CallToolResult(handler.call_tool_inline(call.params));
-                // The shape rmcp gives peers before 2026-07-28, the only
-                // ones this path serves.
-                result.strip_result_type_for_legacy_peer();
-                result.strip_non_object_output_for_legacy_peer();
-                connection.write_message(&JsonRpcMessage::response(result, id))
+                answer_inline(&connection, &handler, id, call.params)
             }
             JsonRpcMessage::Request(JsonRpcRequest {
                 id,
@@ -691,6 +750,43 @@ fn classify(text: &[u8]) -> Classified {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_plain_tools_call_takes_the_short_parse() {
+        let (id, params) = plain_call(
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#,
+        )
+        .expect("a plain call");
+        assert_eq!(id, RequestId::Number(7));
+        assert_eq!(params.name, "echo");
+        assert_eq!(params.arguments.expect("arguments")["message"], "hi");
+        assert!(params.meta.is_none());
+
+        // Any field order, a string id, no arguments.
+        let (id, params) = plain_call(
+            br#"{"params":{"name":"echo"},"method":"tools/call","id":"a","jsonrpc":"2.0"}"#,
+        )
+        .expect("a plain call");
+        assert_eq!(id, RequestId::String("a".into()));
+        assert!(params.arguments.is_none());
+
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":1}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","task":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","requestState":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"extra":1}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":[1]}}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"tools/call","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}"#,
+        ] {
+            assert!(plain_call(text.as_bytes()).is_none(), "{text}");
+        }
+    }
 
     fn rejected(text: &str) -> (Value, i64, String) {
         match classify(text.as_bytes()) {
