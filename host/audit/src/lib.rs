@@ -24,8 +24,8 @@
 //!   so no side effect can happen without its decision surviving a crash
 //!   or power loss.
 //! - `Batched { window }`: the append returns once the record is written
-//!   to the spool (it survives the broker being killed), and the
-//!   background thread fsyncs the spool within `window` (at most 5 ms).
+//!   to the spool (it survives the broker being killed), and a sync
+//!   thread fsyncs the spool within `window` (at most 5 ms).
 //!   What a power loss or kernel crash can lose: decisions written in the
 //!   last `window` before it, together with their tools' effects having
 //!   possibly happened.

@@ -157,14 +157,14 @@ struct SyncState {
 /// background thread is told to finish and is joined.
 struct Lifetime {
     inner: Arc<Inner>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Lifetime {
     fn drop(&mut self) {
         *lock(&self.inner.shutdown) = true;
         self.inner.wake.notify_all();
-        if let Some(handle) = lock(&self.thread).take() {
+        for handle in lock(&self.threads).drain(..) {
             let _ = handle.join();
         }
     }
@@ -253,16 +253,28 @@ impl AuditLog {
             shutdown: Mutex::new(false),
             wake: Condvar::new(),
         });
+        // Owned from here on, so that an error below still stops and joins
+        // whatever was started.
+        let lifetime = Arc::new(Lifetime {
+            inner: inner.clone(),
+            threads: Mutex::new(Vec::new()),
+        });
         let background = inner.clone();
         let thread = std::thread::Builder::new()
             .name("corral-audit".into())
             .spawn(move || background.run_background())
             .map_err(|e| io(format!("cannot start the audit thread: {e}")))?;
+        lock(&lifetime.threads).push(thread);
+        if let Durability::Batched { window } = config.durability {
+            let syncer = inner.clone();
+            let thread = std::thread::Builder::new()
+                .name("corral-audit-sync".into())
+                .spawn(move || syncer.run_syncer(window.min(SYNC_TICK)))
+                .map_err(|e| io(format!("cannot start the audit sync thread: {e}")))?;
+            lock(&lifetime.threads).push(thread);
+        }
         Ok(AuditLog {
-            _lifetime: Arc::new(Lifetime {
-                inner: inner.clone(),
-                thread: Mutex::new(Some(thread)),
-            }),
+            _lifetime: lifetime,
             inner,
         })
     }
@@ -309,8 +321,8 @@ impl AuditLog {
     }
 }
 
-/// Batched mode: how often the background thread syncs the spool while it
-/// holds unsynced records; at most the window.
+/// Batched mode: how long after the first unsynced record the sync thread
+/// syncs the spool; at most the window.
 const SYNC_TICK: Duration = Duration::from_millis(5);
 
 /// How long records wait in the spool before they are moved into SQLite,
@@ -344,12 +356,21 @@ impl Inner {
     /// Seals `record` as the chain's next and writes it to the spool.
     /// Returns its receipt and its number among records written.
     fn write(&self, mut record: Record) -> Result<(Receipt, u64), AuditError> {
+        let mut guard = lock(&self.chain);
+        // Under the lock: a write that failed and could not be cut back
+        // stops the log while holding it, and nothing may follow its
+        // partial line.
         if let Some(e) = self.stopped() {
             return Err(e);
         }
-        let mut guard = lock(&self.chain);
         let chain = &mut *guard;
-        record.seq = chain.last_seq + 1;
+        let Some(seq) = chain.last_seq.checked_add(1) else {
+            return Err(AuditError::Layout {
+                path: self.path.display().to_string(),
+                message: format!("record number {} cannot be followed", chain.last_seq),
+            });
+        };
+        record.seq = seq;
         record.prev_hash = std::mem::take(&mut chain.last_hash);
         record.hash = record.compute_hash();
         chain.line.clear();
@@ -404,7 +425,8 @@ impl Inner {
     /// fall in between and be lost.
     fn notify_background(&self) {
         let _guard = lock(&self.shutdown);
-        self.wake.notify_one();
+        // Both threads wait on `wake`; each looks for its own work.
+        self.wake.notify_all();
     }
 
     /// Returns once record `number` (and all before it) is durable: by a
@@ -548,16 +570,10 @@ impl Inner {
         }
     }
 
-    /// Serves async appends at once. In batched mode, syncs the spool
-    /// `SYNC_TICK` (or the window, if shorter) after the first unsynced
-    /// record was written; moves records into SQLite `MOVE_TICK` after the
-    /// first unmoved one.
+    /// Serves async appends at once; moves records into SQLite
+    /// `MOVE_TICK` after the first unmoved one was written.
     fn run_background(&self) {
-        let sync_tick = match self.durability {
-            Durability::Batched { window } => Some(window.min(SYNC_TICK)),
-            Durability::Strict => None,
-        };
-        let (mut sync_due, mut move_due): (Option<Instant>, Option<Instant>) = (None, None);
+        let mut move_due: Option<Instant> = None;
         loop {
             let stopping = {
                 let mut guard = lock(&self.shutdown);
@@ -569,28 +585,14 @@ impl Inner {
                         break false;
                     }
                     let now = Instant::now();
-                    let unmoved = !lock(&self.chain).unmoved.is_empty();
-                    let unsynced = self.unsynced.load(Ordering::Acquire);
-                    let due = |pending: bool, due: &mut Option<Instant>, tick: Duration| {
-                        if !pending {
-                            *due = None;
+                    let wait = if lock(&self.chain).unmoved.is_empty() {
+                        move_due = None;
+                        IDLE_TICK
+                    } else {
+                        match *move_due.get_or_insert(now + MOVE_TICK) {
+                            at if at <= now => break false,
+                            at => at - now,
                         }
-                        if pending && due.is_none() {
-                            *due = Some(now + tick);
-                        }
-                        *due
-                    };
-                    let next = [
-                        due(unsynced, &mut sync_due, sync_tick.unwrap_or(IDLE_TICK)),
-                        due(unmoved, &mut move_due, MOVE_TICK),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .min();
-                    let wait = match next {
-                        Some(at) if at <= now => break false,
-                        Some(at) => at - now,
-                        None => IDLE_TICK,
                     };
                     guard = self
                         .wake
@@ -600,25 +602,52 @@ impl Inner {
                 }
             };
             self.serve_queue();
-            let now = Instant::now();
-            if stopping || sync_due.is_some_and(|at| at <= now) {
-                sync_due = None;
-                // Cleared first: a record written during the sync starts
-                // the next tick.
-                self.unsynced.store(false, Ordering::Release);
-                // A failure stops the log; `sync_through` says so.
-                let _ = self.sync_through(self.written.load(Ordering::Acquire));
-            }
-            if stopping || move_due.is_some_and(|at| at <= now) {
+            if !stopping && move_due.is_some_and(|at| at <= Instant::now()) {
                 move_due = None;
-                self.move_into_store(stopping);
+                self.move_into_store(false);
                 lock(&self.store).checkpoint();
             }
             if stopping {
                 self.serve_queue();
+                // Durable in the spool first, in case SQLite refuses the
+                // final move.
+                if matches!(self.durability, Durability::Batched { .. }) {
+                    let _ = self.sync_through(self.written.load(Ordering::Acquire));
+                }
                 self.move_into_store(true);
                 return;
             }
+        }
+    }
+
+    /// Batched mode's durability: syncs the spool `tick` after the first
+    /// record written since the last sync. A thread of its own, so that a
+    /// long move into SQLite or a checkpoint cannot hold the window open.
+    fn run_syncer(&self, tick: Duration) {
+        loop {
+            {
+                let mut guard = lock(&self.shutdown);
+                loop {
+                    // The audit thread's final pass syncs what is left.
+                    if *guard {
+                        return;
+                    }
+                    if self.unsynced.load(Ordering::Acquire) {
+                        break;
+                    }
+                    guard = self
+                        .wake
+                        .wait_timeout(guard, IDLE_TICK)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+            std::thread::sleep(tick);
+            // Cleared first: a record written during the sync starts the
+            // next tick.
+            self.unsynced.swap(false, Ordering::AcqRel);
+            // A failure stops the log; `sync_through` says so.
+            let _ = self.sync_through(self.written.load(Ordering::Acquire));
         }
     }
 }
@@ -746,6 +775,7 @@ impl Store {
                 record.seq
             ),
         };
+        let had_records = !spooled.records.is_empty();
         let mut fresh = Vec::new();
         for record in spooled.records {
             if record.seq <= seq {
@@ -762,7 +792,9 @@ impl Store {
                         e => Err(e),
                     })
                     .map_err(sqlite_err(&self.path))?;
-                if stored.as_deref() != Some(record.hash.as_str()) {
+                if stored.as_deref() != Some(record.hash.as_str())
+                    || record.compute_hash() != record.hash
+                {
                     return Err(bad(
                         &record,
                         "differs from the database's record of that number".into(),
@@ -783,6 +815,11 @@ impl Store {
                 "moving records a previous writer left in the audit spool into the database"
             );
             self.take_in(&fresh, max_batch)?;
+        }
+        // Even when every spooled record was already in the database: a
+        // killed writer may have moved them without syncing, and the spool
+        // is about to be emptied.
+        if had_records {
             self.sync()?;
         }
         Ok((seq, hash))

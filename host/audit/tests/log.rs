@@ -375,6 +375,20 @@ fn a_spool_that_breaks_the_chain_is_refused_and_kept() {
     assert_eq!(std::fs::read_to_string(spool_of(&path)).unwrap(), text);
     assert_eq!(AuditReader::open(&path).unwrap().head_seq().unwrap(), 10);
 
+    // A copy of a record the database already holds, edited in the spool.
+    let mut last = AuditReader::open(&path).unwrap().last(1).unwrap().remove(0);
+    last.detail = Some("edited".into());
+    write_spool(&path, &[last], false);
+    let report = AuditReader::open(&path).unwrap().verify().unwrap();
+    let (bad, why) = report.first_bad.clone().unwrap();
+    assert_eq!(bad, 10, "{report:?}");
+    assert!(why.contains("differs from the database"), "{why}");
+    let err = AuditLog::open(AuditConfig::new(&path))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("record 10 in the spool differs"), "{err}");
+
     std::fs::write(spool_of(&path), "not json\n").unwrap();
     let err = AuditLog::open(AuditConfig::new(&path))
         .err()
