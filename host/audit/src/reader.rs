@@ -195,20 +195,7 @@ impl AuditReader {
             // emptied the spool. It must be the database's record, as
             // reopening the log checks too.
             if record.seq <= report.head_seq && report.spooled == 0 {
-                let stored: Option<String> = self
-                    .conn
-                    .query_row("SELECT hash FROM audit WHERE seq = ?1", [record.seq], |r| {
-                        r.get(0)
-                    })
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
-                    .map_err(|e| self.err(e))?;
-                if stored.as_deref() != Some(record.hash.as_str())
-                    || record.compute_hash() != record.hash
-                {
+                if !spool::matches_stored(&self.conn, &record).map_err(|e| self.err(e))? {
                     report.first_bad = Some((
                         record.seq,
                         "its copy in the spool differs from the database's record of that number: one of them was edited".into(),

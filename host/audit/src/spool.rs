@@ -25,6 +25,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rusqlite::{Connection, OptionalExtension};
+
 use crate::AuditError;
 use crate::record::Record;
 
@@ -100,6 +102,17 @@ pub(crate) fn chain_problem(head_seq: i64, head_hash: &str, record: &Record) -> 
     } else {
         None
     }
+}
+
+/// Whether `record`, a spooled copy of one the database already holds,
+/// is that record, unedited. Shared by the writer's recovery and `verify`.
+pub(crate) fn matches_stored(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
+    let stored: Option<String> = conn
+        .query_row("SELECT hash FROM audit WHERE seq = ?1", [record.seq], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(stored.as_deref() == Some(record.hash.as_str()) && record.compute_hash() == record.hash)
 }
 
 /// Reads the spool of the log at `log` for a reader. A live writer may

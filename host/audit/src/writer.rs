@@ -781,20 +781,7 @@ impl Store {
             if record.seq <= seq {
                 // Moved already, by a writer that stopped before it could
                 // empty the spool; it must match what the database holds.
-                let stored: Option<String> = self
-                    .conn
-                    .query_row("SELECT hash FROM audit WHERE seq = ?1", [record.seq], |r| {
-                        r.get(0)
-                    })
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
-                    .map_err(sqlite_err(&self.path))?;
-                if stored.as_deref() != Some(record.hash.as_str())
-                    || record.compute_hash() != record.hash
-                {
+                if !spool::matches_stored(&self.conn, &record).map_err(sqlite_err(&self.path))? {
                     return Err(bad(
                         &record,
                         "differs from the database's record of that number".into(),
