@@ -10,7 +10,9 @@
 //! - audit appends/s under group commit, in both modes.
 //!
 //! Run: `cargo xtask build-tools && cargo bench -p corral-tests --bench broker`
-//! (`CORRAL_BENCH_QUICK=1` runs a tenth of the iterations.)
+//! (`CORRAL_BENCH_QUICK=1` runs a tenth of the iterations;
+//! `CORRAL_BENCH_ONLY=batched` or `=strict` runs the baselines and that
+//! mode only, for profiling one of them.)
 
 use std::io::Write;
 use std::path::Path;
@@ -295,7 +297,7 @@ fn throughput(sockets: &[std::path::PathBuf], seconds: f64) -> f64 {
 
 fn bench_agents() -> (Vec<&'static str>, Vec<Value>) {
     let names: Vec<&'static str> = (0..AGENTS)
-        .map(|i| &*Box::leak(format!("bench-{i}").into_boxed_str()))
+        .map(|i| &*Box::leak(format!("agent-{i}").into_boxed_str()))
         .collect();
     let mut entities = Vec::new();
     for n in &names {
@@ -326,7 +328,7 @@ fn append_latency(dir: &Path, durability: Durability) -> Latency {
     let path = dir.join(format!("latency-{}.db", durability_name(durability)));
     let log = AuditLog::open(AuditConfig::new(&path).durability(durability)).unwrap();
     let entry = |n: usize| {
-        let mut e = Entry::new(Kind::Call, "bench-0", "echo", "Tool::\"echo\"");
+        let mut e = Entry::new(Kind::Call, "agent-0", "echo", "Tool::\"echo\"");
         e.arguments = json!({"message": "hello", "n": n});
         e.allowed = Some(true);
         e.policy_ids = vec!["echo-for-all-agents".into()];
@@ -354,7 +356,7 @@ fn decision_latency(b: &TestBroker) -> Latency {
         let engine = b.policies.current();
         let common = corral_policy::Common::now("bench-session", 1);
         let request = engine
-            .tool_request("bench-0", "echo", &args, &common)
+            .tool_request("agent-0", "echo", &args, &common)
             .unwrap();
         let d = engine.authorize(&request);
         let e = t.elapsed();
@@ -389,7 +391,7 @@ fn appends_per_second(dir: &Path, durability: Durability) -> f64 {
                 let mut pending = Vec::with_capacity(512);
                 for n in 0..per_thread {
                     let mut e =
-                        Entry::new(Kind::Call, &format!("bench-{i}"), "echo", "Tool::\"echo\"");
+                        Entry::new(Kind::Call, &format!("agent-{i}"), "echo", "Tool::\"echo\"");
                     e.arguments = json!({"message": "hello", "n": n});
                     e.allowed = Some(true);
                     e.policy_ids = vec!["echo-for-all-agents".into()];
@@ -466,6 +468,7 @@ fn main() {
     println!("bare echo, {AGENTS} clients:            {bare_tput:.0} calls/s");
     drop(bare_rt);
 
+    let only = std::env::var("CORRAL_BENCH_ONLY").ok();
     let mut rows = Vec::new();
     for (name, durability) in [
         (
@@ -476,6 +479,9 @@ fn main() {
         ),
         ("strict", Durability::Strict),
     ] {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let b = broker(durability);
         if name == "batched" {
             let d = decision_latency(&b);
@@ -491,9 +497,9 @@ fn main() {
             us(a.p50),
             us(a.p99)
         );
-        let lat = sequential(&b.socket("bench-0"));
+        let lat = sequential(&b.socket("agent-0"));
         let sockets: Vec<_> = (0..AGENTS)
-            .map(|i| b.socket(&format!("bench-{i}")))
+            .map(|i| b.socket(&format!("agent-{i}")))
             .collect();
         let tput = throughput(&sockets, secs);
         println!(
@@ -503,6 +509,9 @@ fn main() {
         );
         rows.push((name, lat, tput));
         drop(b);
+    }
+    if only.is_some() {
+        return;
     }
     let batched_appends = appends_per_second(
         dir.path(),
