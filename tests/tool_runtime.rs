@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use corral_tests::{LoopbackServer, component_bytes, component_path};
 use corral_tools::{
     Allocation, AllowList, CallContext, CallFailure, CallOutput, CallReport, Caller, Capability,
-    CapabilityGate, Denial, FileOp, GateDecision, Limit, Limits, LoadError, LoadedComponent,
+    CapabilityGate, Denial, FileOp, GateDecision, Limit, Limits, LoadError, LoadedComponent, Spare,
     StaticSecrets, ToolRegistry, ToolRuntime, ToolSource, file_sha256,
 };
 use serde_json::{Value, json};
@@ -792,4 +792,142 @@ fn denials_carry_the_deciding_policy_ids() {
         !s.workspace.join("x").exists(),
         "no directory was created before the gate said yes"
     );
+}
+
+// ---- instances made ahead of their calls -------------------------------
+
+/// The instance a spare holds is used for one call only: a guest's global
+/// never sees a second call.
+#[test]
+fn a_spare_instance_serves_one_call_and_is_fresh() {
+    let m = load("misbehave");
+    let c = ctx("remember", AllowList::new());
+    let mut spare = Spare::default();
+    for _ in 0..20 {
+        runtime().refill(&mut spare, &m);
+        assert!(spare.is_ready(), "a spare was made");
+        let out = runtime()
+            .call_with(&mut spare, &m, "remember", "{}", &c)
+            .expect("call");
+        assert!(!spare.is_ready(), "the call took the spare");
+        assert_eq!(
+            serde_json::from_str::<Value>(&out.output).unwrap(),
+            json!({"calls": 1})
+        );
+    }
+    // Without a refill, the next call makes its own instance: still fresh.
+    let out = runtime()
+        .call_with(&mut spare, &m, "remember", "{}", &c)
+        .expect("call");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.output).unwrap(),
+        json!({"calls": 1})
+    );
+}
+
+/// A spare is made with no grants; its call brings the caller, gate,
+/// workspace and deadline, and the deadline counts from the call, not
+/// from when the instance was made.
+#[test]
+fn a_spare_takes_its_calls_grants_and_deadline() {
+    let s = sandbox();
+    let files = load("files");
+    let mut spare = Spare::default();
+    runtime().refill(&mut spare, &files);
+    let write = json!({"path": "notes/a.txt", "content": "hi"}).to_string();
+    let allowed = files_ctx(&s, "files_write", rw());
+    runtime()
+        .call_with(&mut spare, &files, "files_write", &write, &allowed)
+        .expect("the call's grants apply");
+    assert_eq!(
+        std::fs::read_to_string(s.workspace.join("notes/a.txt")).unwrap(),
+        "hi"
+    );
+    runtime().refill(&mut spare, &files);
+    let refused = files_ctx(&s, "files_write", AllowList::new());
+    let d = denial(runtime().call_with(&mut spare, &files, "files_write", &write, &refused));
+    assert!(!d.reason.is_empty());
+
+    let m = load("misbehave");
+    runtime().refill(&mut spare, &m);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let f = failure(runtime().call_with(
+        &mut spare,
+        &m,
+        "spin",
+        "{}",
+        &limited("spin", |l| l.wall_time = Duration::from_millis(200)),
+    ));
+    assert!(
+        matches!(f, CallFailure::LimitExceeded(Limit::WallTime { .. })),
+        "{f:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "the deadline ran from the refill, not the call: stopped after {:?}",
+        started.elapsed()
+    );
+}
+
+/// A spare made for one component is never used for another, and one
+/// made under other limits is not used either.
+#[test]
+fn a_spare_is_used_only_for_its_component_and_limits() {
+    let echo = load("echo");
+    let m = load("misbehave");
+    let mut spare = Spare::default();
+    runtime().refill(&mut spare, &m);
+    let v = json!({"x": 1});
+    let out = runtime()
+        .call_with(
+            &mut spare,
+            &echo,
+            "echo",
+            &v.to_string(),
+            &ctx("echo", AllowList::new()),
+        )
+        .expect("echo in an instance of its own");
+    assert_eq!(serde_json::from_str::<Value>(&out.output).unwrap(), v);
+    runtime().refill(&mut spare, &m);
+    // A lower memory cap than the spare was made under: instantiated anew,
+    // under the cap.
+    let f = failure(runtime().call_with(
+        &mut spare,
+        &m,
+        "hog",
+        "{}",
+        &limited("hog", |l| l.memory_bytes = 16 << 20),
+    ));
+    assert_eq!(
+        f,
+        CallFailure::LimitExceeded(Limit::Memory { bytes: 16 << 20 })
+    );
+}
+
+/// Spares may hold at most half the pool, so that idle connections can
+/// never take the slots calls need.
+#[test]
+fn spares_never_hold_more_than_half_the_pool() {
+    let small = ToolRuntime::builder()
+        .allocation(Allocation::Pooling { max_instances: 4 })
+        .build()
+        .expect("runtime");
+    let echo = small.load(&component_bytes("echo")).expect("load");
+    let mut spares: Vec<Spare> = (0..3).map(|_| Spare::default()).collect();
+    for s in &mut spares {
+        small.refill(s, &echo);
+    }
+    let ready: Vec<bool> = spares.iter().map(Spare::is_ready).collect();
+    assert_eq!(ready, [true, true, false]);
+    // The other half of the pool still serves calls.
+    for _ in 0..3 {
+        small
+            .call(&echo, "echo", "{}", &ctx("echo", AllowList::new()))
+            .expect("a call while spares are held");
+    }
+    drop(spares);
+    let mut again = Spare::default();
+    small.refill(&mut again, &echo);
+    assert!(again.is_ready(), "dropped spares give their budget back");
 }

@@ -73,8 +73,13 @@ impl CapabilityGuard {
         &self.caller
     }
 
-    pub(crate) fn into_uses(self) -> Vec<CapabilityUse> {
-        self.uses
+    pub(crate) fn take_uses(&mut self) -> Vec<CapabilityUse> {
+        std::mem::take(&mut self.uses)
+    }
+
+    /// Whether nothing has asked the gate anything yet.
+    pub(crate) fn is_unused(&self) -> bool {
+        self.uses.is_empty()
     }
 
     /// Decides the request and fills its secrets, or says why not.

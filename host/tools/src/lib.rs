@@ -32,6 +32,6 @@ pub use info::{Capabilities, ToolInfo, check_tool_name};
 pub use registry::{RegisteredComponent, ToolRegistry, ToolSource, file_sha256, load_pinned};
 pub use runtime::{
     ALLOWED_IMPORTS, Allocation, CallContext, CallOutput, CallReport, CapabilityUse, Limits,
-    LoadedComponent, LogLine, RuntimeBuilder, TOOL_EXPORT, ToolRuntime,
+    LoadedComponent, LogLine, RuntimeBuilder, Spare, TOOL_EXPORT, ToolRuntime,
 };
 pub use workspace::normalize as normalize_workspace_path;

@@ -182,6 +182,10 @@ impl RuntimeBuilder {
         let linker = build_linker(&engine).map_err(engine_err)?;
         let cache = self.cache_dir.map(ArtifactCache::open).transpose()?;
         let ticker = EpochTicker::start(engine.clone(), self.epoch_tick);
+        let max_spares = match self.allocation {
+            Allocation::Pooling { max_instances } => max_instances / 2,
+            Allocation::OnDemand => MAX_ON_DEMAND_SPARES,
+        };
         Ok(ToolRuntime {
             engine,
             linker,
@@ -189,6 +193,10 @@ impl RuntimeBuilder {
             default_limits: self.default_limits,
             max_memory_bytes: self.max_memory_bytes,
             epoch_tick: self.epoch_tick,
+            spares: Arc::new(SpareBudget {
+                live: Default::default(),
+                max: max_spares,
+            }),
             _ticker: ticker,
         })
     }
@@ -307,7 +315,17 @@ pub struct LoadedComponent {
     sha256: String,
     pre: ToolComponentPre<CallState>,
     tools: Vec<ToolInfo>,
+    /// Unique within the process: which component a [`Spare`]'s instance
+    /// was made from.
+    id: u64,
+    /// Set once instantiating it was seen to reach the host (a capability
+    /// or a log line): such a component gets no instance ahead of its
+    /// call, where that reach would meet a gate that is not the call's.
+    instantiation_reaches_host: AtomicBool,
 }
+
+/// Numbers [`LoadedComponent`]s.
+static NEXT_COMPONENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl LoadedComponent {
     /// Hex sha256 of the component's bytes.
@@ -334,6 +352,42 @@ impl std::fmt::Debug for LoadedComponent {
                 &self.tools.iter().map(|t| &t.name).collect::<Vec<_>>(),
             )
             .finish()
+    }
+}
+
+/// Most instances made ahead of their calls at once without pooling,
+/// where no pool bounds them.
+const MAX_ON_DEMAND_SPARES: u32 = 64;
+
+/// One caller's instance made before its call arrives, and the instance
+/// of its last call, not yet freed.
+///
+/// Instantiating and freeing are most of a short call's cost, and both can
+/// happen while nothing waits: a caller (the broker's connection) calls
+/// [`ToolRuntime::refill`] once it has answered, and the next call of the
+/// same component starts in an instance that exists already. That
+/// instance is still fresh: made for this call alone, never called before,
+/// and given its caller, grants and deadlines only when the call arrives.
+/// Made with no grants, it cannot have touched anything; a component whose
+/// instantiation reaches the host at all is never made ahead.
+#[derive(Default)]
+pub struct Spare {
+    ready: Option<Ready>,
+    spent: Option<Store<CallState>>,
+}
+
+struct Ready {
+    component: u64,
+    memory_bytes: usize,
+    store: Store<CallState>,
+    instance: ToolComponent,
+    _slot: SpareSlot,
+}
+
+impl Spare {
+    /// Whether an instance is ready for a call.
+    pub fn is_ready(&self) -> bool {
+        self.ready.is_some()
     }
 }
 
@@ -465,7 +519,37 @@ pub struct ToolRuntime {
     default_limits: Limits,
     max_memory_bytes: u64,
     epoch_tick: Duration,
+    /// Instances made ahead of their calls ([`Spare`]) that may exist at
+    /// once: with pooling, half the pool, so that spares held by idle
+    /// connections can never take the slots that calls need.
+    spares: Arc<SpareBudget>,
     _ticker: EpochTicker,
+}
+
+struct SpareBudget {
+    live: std::sync::atomic::AtomicU32,
+    max: u32,
+}
+
+impl SpareBudget {
+    fn take(self: &Arc<Self>) -> Option<SpareSlot> {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SpareSlot(self.clone()))
+    }
+}
+
+/// One unit of [`SpareBudget`], given back when the instance it paid for
+/// is used or dropped.
+struct SpareSlot(Arc<SpareBudget>);
+
+impl Drop for SpareSlot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ToolRuntime {
@@ -502,6 +586,8 @@ impl ToolRuntime {
             sha256,
             pre,
             tools: Vec::new(),
+            id: NEXT_COMPONENT_ID.fetch_add(1, Ordering::Relaxed),
+            instantiation_reaches_host: AtomicBool::new(false),
         };
         loaded.tools = self.describe(&loaded)?;
         Ok(loaded)
@@ -591,13 +677,13 @@ impl ToolRuntime {
         Ok(tools)
     }
 
+    /// The store for one call of `ctx`, and the instance in it.
     fn instantiate(
         &self,
         component: &LoadedComponent,
         ctx: &CallContext,
     ) -> wasmtime::Result<(Store<CallState>, ToolComponent)> {
         let limits = ctx.limits.unwrap_or(self.default_limits);
-        let deadline = Instant::now() + limits.wall_time;
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         // The builder's defaults are already what a tool should get: no
         // args, no env, no preopens, empty stdin, no sockets. Only stderr
@@ -612,14 +698,14 @@ impl ToolRuntime {
                 ctx.caller.clone(),
                 ctx.gate.clone(),
                 ctx.secrets.clone(),
-                deadline,
+                Instant::now() + limits.wall_time,
             ),
             workspace: ctx
                 .workspace
                 .clone()
                 .map(|root| Workspace::new(root, limits.file_bytes)),
             limiter: CallLimiter {
-                memory_bytes: limits.memory_bytes.min(self.max_memory_bytes) as usize,
+                memory_bytes: self.memory_limit(&limits),
                 memory_refused: false,
             },
             logs: Vec::new(),
@@ -635,6 +721,87 @@ impl ToolRuntime {
         Ok((store, instance))
     }
 
+    fn memory_limit(&self, limits: &Limits) -> usize {
+        limits.memory_bytes.min(self.max_memory_bytes) as usize
+    }
+
+    /// Makes `spare`'s instance ready for the next call of `component`,
+    /// off the call path: frees the instance of the call before, then
+    /// instantiates a fresh one under the default limits, with no caller,
+    /// no grants, no workspace and no secrets. Its call gives it those
+    /// ([`Self::call_with`]). Does nothing if the spare already holds one
+    /// for `component`, or if the runtime's budget for spares is spent; a
+    /// component whose instantiation reaches the host gets no spare.
+    pub fn refill(&self, spare: &mut Spare, component: &LoadedComponent) {
+        spare.spent = None;
+        let memory_bytes = self.memory_limit(&self.default_limits);
+        if spare
+            .ready
+            .as_ref()
+            .is_some_and(|r| r.component == component.id && r.memory_bytes == memory_bytes)
+        {
+            return;
+        }
+        spare.ready = None;
+        if component.instantiation_reaches_host.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(slot) = self.spares.take() else {
+            return;
+        };
+        let unarmed = CallContext {
+            caller: Caller {
+                agent: String::new(),
+                tool: String::new(),
+            },
+            workspace: None,
+            gate: Arc::new(corral_gate::AllowList::new()),
+            secrets: Arc::new(corral_gate::StaticSecrets::new()),
+            limits: None,
+        };
+        let Ok((store, instance)) = self.instantiate(component, &unarmed) else {
+            // The call will instantiate for itself and report the error.
+            return;
+        };
+        let state = store.data();
+        if !state.guard.is_unused()
+            || !state.logs.is_empty()
+            || state.broke.is_some()
+            || !state.stderr.contents().is_empty()
+        {
+            tracing::debug!(component = %component.sha256, "instantiation reaches the host; calls of this component instantiate on arrival");
+            component
+                .instantiation_reaches_host
+                .store(true, Ordering::Relaxed);
+            return;
+        }
+        spare.ready = Some(Ready {
+            component: component.id,
+            memory_bytes,
+            store,
+            instance,
+            _slot: slot,
+        });
+    }
+
+    /// Gives an instance made ahead (by [`Self::refill`]) what its call
+    /// has: the caller, gate, secrets, workspace, limits and deadlines.
+    fn arm(&self, store: &mut Store<CallState>, ctx: &CallContext, limits: Limits) {
+        let state = store.data_mut();
+        state.guard = CapabilityGuard::new(
+            ctx.caller.clone(),
+            ctx.gate.clone(),
+            ctx.secrets.clone(),
+            Instant::now() + limits.wall_time,
+        );
+        state.workspace = ctx
+            .workspace
+            .clone()
+            .map(|root| Workspace::new(root, limits.file_bytes));
+        state.limits = limits;
+        store.set_epoch_deadline(self.deadline_ticks(limits.wall_time));
+    }
+
     fn deadline_ticks(&self, wall: Duration) -> u64 {
         let tick = self.epoch_tick.as_nanos().max(1);
         (wall.as_nanos().div_ceil(tick) as u64).max(1)
@@ -645,6 +812,22 @@ impl ToolRuntime {
     /// `spawn_blocking`.
     pub fn call(
         &self,
+        component: &LoadedComponent,
+        tool: &str,
+        input: &str,
+        ctx: &CallContext,
+    ) -> Result<CallOutput, Box<CallReport>> {
+        self.call_with(&mut Spare::default(), component, tool, input, ctx)
+    }
+
+    /// [`Self::call`], in `spare`'s instance if it holds a fresh one of
+    /// `component` under the same memory limit (else in one made now).
+    /// The instance is kept in `spare` after the call, to be freed by the
+    /// next [`Self::refill`] or with the spare: freeing it is the slowest
+    /// part of a short call, and nothing waits for it.
+    pub fn call_with(
+        &self,
+        spare: &mut Spare,
         component: &LoadedComponent,
         tool: &str,
         input: &str,
@@ -670,14 +853,28 @@ impl ToolRuntime {
                 "the input must be a JSON object".into(),
             )));
         }
-        let (mut store, instance) = match self.instantiate(component, ctx) {
-            Ok(v) => v,
-            Err(e) => return Err(fail(CallFailure::Host(format!("instantiating: {e:#}")))),
+        let limits = ctx.limits.unwrap_or(self.default_limits);
+        spare.spent = None;
+        let ready = spare.ready.take().filter(|r| {
+            r.component == component.id && r.memory_bytes == self.memory_limit(&limits)
+        });
+        let (mut store, instance) = match ready {
+            Some(Ready {
+                mut store,
+                instance,
+                ..
+            }) => {
+                self.arm(&mut store, ctx, limits);
+                (store, instance)
+            }
+            None => match self.instantiate(component, ctx) {
+                Ok(v) => v,
+                Err(e) => return Err(fail(CallFailure::Host(format!("instantiating: {e:#}")))),
+            },
         };
         let result = instance
             .corral_tool_tool()
             .call_call(&mut store, tool, input);
-        let limits = store.data().limits;
         let failure = match result {
             Ok(Ok(output)) => {
                 let len = output.len() as u64;
@@ -689,13 +886,15 @@ impl ToolRuntime {
                 } else if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
                     Some(CallFailure::BadOutput(e.to_string()))
                 } else {
-                    let state = store.into_data();
-                    return Ok(CallOutput {
+                    let state = store.data_mut();
+                    let done = CallOutput {
                         output,
-                        logs: state.logs,
-                        capabilities: state.guard.into_uses(),
+                        logs: std::mem::take(&mut state.logs),
+                        capabilities: state.guard.take_uses(),
                         duration: started.elapsed(),
-                    });
+                    };
+                    spare.spent = Some(store);
+                    return Ok(done);
                 }
             }
             Ok(Err(tool_error)) => Some(match tool_error {
@@ -710,16 +909,18 @@ impl ToolRuntime {
             Err(trap) => Some(self.classify_trap(&store, &trap, limits)),
         };
         let stderr = stderr_tail(&store);
-        let state = store.into_data();
-        Err(Box::new(CallReport {
+        let state = store.data_mut();
+        let report = Box::new(CallReport {
             error: CallError {
                 caller: ctx.caller.clone(),
                 failure: failure.unwrap_or(CallFailure::Host("unknown failure".into())),
             },
-            logs: state.logs,
-            capabilities: state.guard.into_uses(),
+            logs: std::mem::take(&mut state.logs),
+            capabilities: state.guard.take_uses(),
             stderr,
-        }))
+        });
+        spare.spent = Some(store);
+        Err(report)
     }
 
     fn classify_trap(

@@ -34,6 +34,10 @@ impl Guest for Misbehave {
             ),
             info("chatty", "Logs `n` lines of 1 KiB each (log-volume limit)."),
             info("trap", "Panics (a guest trap must not hurt the host)."),
+            info(
+                "remember",
+                "Counts its calls in a global and returns the count: 1 every time, in an instance that is fresh for each call.",
+            ),
         ]
     }
 
@@ -63,6 +67,11 @@ impl Guest for Misbehave {
                 Ok("{}".into())
             }
             "trap" => panic!("deliberate trap"),
+            "remember" => {
+                static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Ok(format!("{{\"calls\":{n}}}"))
+            }
             other => Err(unknown_tool(other)),
         }
     }
