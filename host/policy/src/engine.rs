@@ -1,15 +1,16 @@
 //! The policy engine: schema, validated policies, entities, the index, and
 //! fail-closed decisions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Request, Response,
 };
 use serde_json::{Value, json};
 
-use crate::index::PolicyIndex;
+use crate::index::{PolicyIndex, Scoped};
 use crate::load::{
     CombinedSchema, LoadErrors, LoadedPolicies, Problem, load_policies, read_policy_dir,
 };
@@ -50,11 +51,7 @@ impl Decision {
     /// One line a person can read.
     pub fn explain(&self) -> String {
         if !self.errors.is_empty() {
-            let list: Vec<String> = self
-                .errors
-                .iter()
-                .map(|e| format!("{}: {}", e.policy_id, e.message))
-                .collect();
+            let list: Vec<String> = self.errors.iter().map(PolicyError::to_string).collect();
             return format!(
                 "denied because evaluating a policy failed (fail closed): {}",
                 list.join("; ")
@@ -144,7 +141,16 @@ pub struct PolicyEngine {
     entities: Entities,
     tools: BTreeMap<String, ToolAction>,
     authorizer: Authorizer,
+    /// agent → tool → its call's candidates, context-free ones decided:
+    /// built on an agent's first call of a tool, valid for this engine's
+    /// life (a reload builds a new engine).
+    tool_calls: RwLock<HashMap<String, HashMap<String, Arc<Scoped>>>>,
 }
+
+/// `tool_calls` is cleared when it holds this many entries; agents and
+/// tools are both bounded by configuration, so only a misconfiguration
+/// (or a test) reaches it.
+const MAX_SCOPED_TOOL_CALLS: usize = 1 << 16;
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,6 +209,7 @@ impl PolicyEngine {
             entities,
             tools: tools.into_iter().map(|t| (t.name.clone(), t)).collect(),
             authorizer: Authorizer::new(),
+            tool_calls: Default::default(),
         })
     }
 
@@ -320,6 +327,84 @@ impl PolicyEngine {
             schema,
         )
         .map_err(|e| RequestError::Invalid(e.to_string()))
+    }
+
+    /// The decision on `agent` calling `tool` with `input`: the same as
+    /// [`Self::authorize`] of [`Self::tool_request`], and refused with the
+    /// same errors, but cheaper. The candidates that do not read the
+    /// context are decided on an agent's first call of a tool; later calls
+    /// evaluate only the policies that read the context (none, for a tool
+    /// its policies grant outright), and build the Cedar request only if
+    /// there are any. The input is checked against the tool's type either
+    /// way.
+    pub fn decide_tool_call(
+        &self,
+        agent: &str,
+        tool: &str,
+        input: &Value,
+        common: &Common,
+    ) -> Result<Decision, RequestError> {
+        let action = self
+            .tools
+            .get(tool)
+            .ok_or_else(|| RequestError::UnknownTool(tool.to_string()))?;
+        let invalid = |problem| RequestError::InvalidInput {
+            tool: tool.to_string(),
+            problem,
+        };
+        let scoped = match self.scoped_tool_call(agent, tool) {
+            Ok(s) => s,
+            Err(refusal) => {
+                action.input.check(input, "input").map_err(invalid)?;
+                return Ok(refusal);
+            }
+        };
+        let response = if scoped.needs_context() {
+            let request = self.tool_request(agent, tool, input, common)?;
+            scoped.decide(Some(&request), &self.authorizer, &self.entities)
+        } else {
+            action.input.check(input, "input").map_err(invalid)?;
+            scoped.decide(None, &self.authorizer, &self.entities)
+        };
+        Ok(match response {
+            Ok(r) => self.decision(&r),
+            Err(message) => self.refuse(message),
+        })
+    }
+
+    /// `tool_calls`' entry for `agent` and `tool`, built if missing; a
+    /// refusal for an unknown agent, as [`Self::authorize`] gives.
+    fn scoped_tool_call(&self, agent: &str, tool: &str) -> Result<Arc<Scoped>, Decision> {
+        if let Ok(cache) = self.tool_calls.read()
+            && let Some(s) = cache.get(agent).and_then(|by_tool| by_tool.get(tool))
+        {
+            return Ok(s.clone());
+        }
+        let principal = uid("Agent", agent);
+        if self.entities.ancestors(&principal).is_none() {
+            return Err(self.refuse(format!("unknown principal {principal}")));
+        }
+        let scoped = self
+            .index
+            .scoped(
+                &principal,
+                &uid("Action", tool),
+                &uid("Tool", tool),
+                &self.entities,
+                &self.authorizer,
+            )
+            .map(Arc::new)
+            .map_err(|e| self.refuse(e))?;
+        if let Ok(mut cache) = self.tool_calls.write() {
+            if cache.values().map(HashMap::len).sum::<usize>() >= MAX_SCOPED_TOOL_CALLS {
+                cache.clear();
+            }
+            cache
+                .entry(agent.to_string())
+                .or_default()
+                .insert(tool.to_string(), scoped.clone());
+        }
+        Ok(scoped)
     }
 
     /// Whether `agent` could be allowed to call `tool` for some input: a
@@ -475,7 +560,7 @@ impl PolicyEngine {
     }
 
     fn decision(&self, response: &Response) -> Decision {
-        let errors: Vec<PolicyError> = response
+        let mut errors: Vec<PolicyError> = response
             .diagnostics()
             .errors()
             .map(|e| match e {
@@ -485,6 +570,9 @@ impl PolicyEngine {
                 },
             })
             .collect();
+        // Cedar's order of errors follows its set's internal order; sorted,
+        // the same decision always reads the same.
+        errors.sort_by(|a, b| (&a.policy_id, &a.message).cmp(&(&b.policy_id, &b.message)));
         let mut policy_ids: Vec<String> = if errors.is_empty() {
             response
                 .diagnostics()
@@ -547,8 +635,29 @@ impl RequestEntity {
 
 /// `Type::"id"` as an `EntityUid`; ids are arbitrary strings.
 pub fn uid(ty: &str, id: &str) -> EntityUid {
-    let ty = ty.parse().unwrap_or_else(|_| unreachable_type(ty));
-    EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(id))
+    EntityUid::from_type_name_and_id(type_name(ty), cedar_policy::EntityId::new(id))
+}
+
+/// `ty` parsed, once per name: Cedar parses a type name with a regex and
+/// its grammar, which was a visible share of building a call's request.
+/// Callers pass the schema's own type names, so the cache stays small; it
+/// stops growing at a bound all the same.
+fn type_name(ty: &str) -> cedar_policy::EntityTypeName {
+    static PARSED: std::sync::LazyLock<RwLock<HashMap<String, cedar_policy::EntityTypeName>>> =
+        std::sync::LazyLock::new(Default::default);
+    const MAX_TYPE_NAMES: usize = 256;
+    if let Ok(parsed) = PARSED.read()
+        && let Some(t) = parsed.get(ty)
+    {
+        return t.clone();
+    }
+    let t: cedar_policy::EntityTypeName = ty.parse().unwrap_or_else(|_| unreachable_type(ty));
+    if let Ok(mut parsed) = PARSED.write()
+        && parsed.len() < MAX_TYPE_NAMES
+    {
+        parsed.insert(ty.to_string(), t.clone());
+    }
+    t
 }
 
 #[cold]

@@ -14,15 +14,22 @@
 //! of the matching policies; Cedar then evaluates that subset exactly.
 //! Subsets are built once per distinct candidate list and cached.
 //!
-//! `tests/differential.rs` checks this against plain `is_authorized` over
+//! Most policies never read the request's context (a tool's input, the
+//! session counters): their outcome for a principal, action and resource
+//! is fixed for as long as the policy set and entities are. [`Scoped`]
+//! holds those outcomes, decided once, and the subset of policies that do
+//! read the context, which is all a request still has to evaluate.
+//!
+//! `tests/differential.rs` checks both against plain `is_authorized` over
 //! random policy sets and requests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    ActionConstraint, Entities, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
-    ResourceConstraint,
+    ActionConstraint, AuthorizationError, Authorizer, Context, Decision, Effect, Entities,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request,
+    ResourceConstraint, Response,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,6 +49,8 @@ const MAX_CACHED_SUBSETS: usize = 4096;
 
 pub struct PolicyIndex {
     policies: Vec<Policy>,
+    /// Per policy: whether a condition reads `context`.
+    reads_context: Vec<bool>,
     /// The full set, for templates of linked policies.
     full: PolicySet,
     buckets: Buckets,
@@ -84,6 +93,87 @@ fn action_keys(c: ActionConstraint) -> Vec<Key> {
     }
 }
 
+/// Whether any part of `policy` reads `context`. Cedar's JSON form names
+/// every variable as `{"Var": …}`; a policy without a JSON form counts as
+/// reading it, so it is always evaluated in full.
+fn reads_context(policy: &Policy) -> bool {
+    fn walk(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.get("Var").and_then(serde_json::Value::as_str) == Some("context")
+                    || m.values().any(walk)
+            }
+            serde_json::Value::Array(items) => items.iter().any(walk),
+            _ => false,
+        }
+    }
+    policy.to_json().map(|json| walk(&json)).unwrap_or(true)
+}
+
+/// The policies whose scope may match one principal, action and resource,
+/// with the outcome of those that do not read the context decided once
+/// (see the module's docs).
+#[derive(Debug)]
+pub struct Scoped {
+    /// Context-free permits that are satisfied.
+    permits: Vec<PolicyId>,
+    /// Context-free forbids that are satisfied.
+    forbids: Vec<PolicyId>,
+    /// Context-free policies whose evaluation fails.
+    errors: Vec<AuthorizationError>,
+    /// The candidates that read the context, if any.
+    dynamic: Option<Arc<PolicySet>>,
+}
+
+impl Scoped {
+    /// Whether [`Self::decide`] needs the request, context and all.
+    pub fn needs_context(&self) -> bool {
+        self.dynamic.is_some()
+    }
+
+    /// Cedar's response over every candidate: the fixed outcomes, and
+    /// those of the policies that read the context, evaluated now on
+    /// `request` (which may be `None` when [`Self::needs_context`] is
+    /// false). The response is the one `is_authorized` gives over the
+    /// whole set.
+    pub fn decide(
+        &self,
+        request: Option<&Request>,
+        authorizer: &Authorizer,
+        entities: &Entities,
+    ) -> Result<Response, String> {
+        let mut permits = self.permits.clone();
+        let mut forbids = self.forbids.clone();
+        let mut errors = self.errors.clone();
+        if let Some(set) = &self.dynamic {
+            let request = request.ok_or(
+                "internal error: a context-dependent decision was asked without its request",
+            )?;
+            let response = authorizer.is_authorized(request, set, entities);
+            errors.extend(response.diagnostics().errors().cloned());
+            // Cedar's reasons are the satisfied forbids of a deny, or the
+            // satisfied permits of an allow.
+            let reasons = response.diagnostics().reason().cloned();
+            match response.decision() {
+                Decision::Allow => permits.extend(reasons),
+                Decision::Deny => forbids.extend(reasons),
+            }
+        }
+        let (decision, reasons) = if !forbids.is_empty() {
+            (Decision::Deny, forbids)
+        } else if !permits.is_empty() {
+            (Decision::Allow, permits)
+        } else {
+            (Decision::Deny, Vec::new())
+        };
+        Ok(Response::new(
+            decision,
+            reasons.into_iter().collect(),
+            errors,
+        ))
+    }
+}
+
 /// The keys under which a policy matching `uid` may be filed.
 fn lookup_keys(uid: &EntityUid, entities: &Entities, with_type: bool) -> Vec<Key> {
     let mut keys = vec![Key::Any, Key::Eq(uid.clone()), Key::In(uid.clone())];
@@ -117,6 +207,7 @@ impl PolicyIndex {
             }
         }
         PolicyIndex {
+            reads_context: policies.iter().map(reads_context).collect(),
             policies,
             full: set.clone(),
             buckets,
@@ -170,6 +261,64 @@ impl PolicyIndex {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// The candidates for `principal`, `action` and `resource`, with the
+    /// context-free ones decided (on `entities`, which must be the ones
+    /// later decisions use).
+    pub fn scoped(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+        entities: &Entities,
+        authorizer: &Authorizer,
+    ) -> Result<Scoped, String> {
+        let candidates = self.candidates(principal, action, resource, entities);
+        let (dynamic, fixed): (Vec<u32>, Vec<u32>) = candidates
+            .iter()
+            .partition(|&&i| self.reads_context.get(i as usize).copied().unwrap_or(true));
+        let (permits, forbids): (Vec<u32>, Vec<u32>) = fixed
+            .iter()
+            .partition(|&&i| self.policies[i as usize].effect() == Effect::Permit);
+        // The context is never read by these policies; an empty one stands
+        // in for any.
+        let request = Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            Context::empty(),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut scoped = Scoped {
+            permits: Vec::new(),
+            forbids: Vec::new(),
+            errors: Vec::new(),
+            dynamic: None,
+        };
+        // Evaluated apart, so that each response's reasons are all of its
+        // satisfied policies: over permits alone an allow names every
+        // satisfied permit, and over forbids alone a deny every satisfied
+        // forbid.
+        for (ids, effect) in [(&permits, Effect::Permit), (&forbids, Effect::Forbid)] {
+            if ids.is_empty() {
+                continue;
+            }
+            let response = authorizer.is_authorized(&request, &*self.subset(ids)?, entities);
+            scoped
+                .errors
+                .extend(response.diagnostics().errors().cloned());
+            let satisfied = response.diagnostics().reason().cloned();
+            match effect {
+                Effect::Permit => scoped.permits.extend(satisfied),
+                Effect::Forbid => scoped.forbids.extend(satisfied),
+            }
+        }
+        if !dynamic.is_empty() {
+            scoped.dynamic = Some(self.subset(&dynamic)?);
+        }
+        Ok(scoped)
     }
 
     /// The policy set Cedar should evaluate for these candidates.

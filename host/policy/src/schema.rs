@@ -217,6 +217,68 @@ impl CedarType {
         }
     }
 
+    /// Whether `value` converts ([`Self::to_expr`] would succeed), with
+    /// the same error if not, but without building anything: the path for
+    /// calls whose policies never read the input.
+    pub fn check(&self, value: &Value, at: &str) -> Result<(), String> {
+        self.check_at(value, &mut |out| out.push_str(at))
+    }
+
+    /// `at` writes the position into a string, only when there is an error
+    /// to name it in: a call's path builds no strings.
+    fn check_at(&self, value: &Value, at: &mut dyn FnMut(&mut String)) -> Result<(), String> {
+        let here = |at: &mut dyn FnMut(&mut String)| {
+            let mut s = String::new();
+            at(&mut s);
+            s
+        };
+        match (self, value) {
+            (CedarType::String, Value::String(_)) | (CedarType::Bool, Value::Bool(_)) => Ok(()),
+            (CedarType::Long, Value::Number(n)) => match n.as_i64() {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "{}: {n} is not an integer that fits in 64 bits",
+                    here(at)
+                )),
+            },
+            (CedarType::Set(t), Value::Array(items)) => {
+                for (i, v) in items.iter().enumerate() {
+                    t.check_at(v, &mut |out: &mut String| {
+                        at(out);
+                        out.push_str(&format!("[{i}]"));
+                    })?;
+                }
+                Ok(())
+            }
+            (CedarType::Record(attrs), Value::Object(obj)) => {
+                for a in attrs {
+                    let mut field = |out: &mut String| {
+                        at(out);
+                        out.push('.');
+                        out.push_str(&a.name);
+                    };
+                    match obj.get(&a.name) {
+                        Some(v) => a.ty.check_at(v, &mut field)?,
+                        None if a.required => {
+                            return Err(format!(
+                                "{}: required by the tool's input schema",
+                                here(&mut field)
+                            ));
+                        }
+                        None => {}
+                    }
+                }
+                Ok(())
+            }
+            (expected, got) => Err(format!(
+                "{}: expected {}, got {}",
+                here(at),
+                expected.describe(),
+                kind_of(got)
+            )),
+        }
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             CedarType::String => "a string",
@@ -334,6 +396,46 @@ mod tests {
         assert!(err(json!({})).contains("required"));
         assert!(err(json!({"path": "a", "n": 1.5})).contains("input.n"));
         assert!(err(json!({"path": "a", "n": 18446744073709551615u64})).contains("64 bits"));
+    }
+
+    /// `check` is `to_expr` without the building: same verdict, same
+    /// message, for every shape of input.
+    #[test]
+    fn check_agrees_with_conversion() {
+        let t = map_json_schema(&json!({"type": "object", "properties": {
+            "path": {"type": "string"},
+            "n": {"type": "integer"},
+            "flags": {"type": "array", "items": {"type": "boolean"}},
+            "deep": {"type": "object", "properties": {
+                "xs": {"type": "array", "items": {"type": "object", "properties": {"v": {"type": "integer"}}, "required": ["v"]}},
+            }, "required": ["xs"]},
+        }, "required": ["path"]}))
+        .unwrap();
+        for v in [
+            json!({"path": "a"}),
+            json!({"path": "a", "extra": [1.5, null]}),
+            json!({"path": 3}),
+            json!({}),
+            json!([]),
+            json!(null),
+            json!({"path": "a", "n": 1.5}),
+            json!({"path": "a", "n": -7}),
+            json!({"path": "a", "n": 18446744073709551615u64}),
+            json!({"path": "a", "flags": [true, false]}),
+            json!({"path": "a", "flags": [true, "no"]}),
+            json!({"path": "a", "flags": {}}),
+            json!({"path": "a", "deep": {"xs": []}}),
+            json!({"path": "a", "deep": {"xs": [{"v": 1}, {"v": 2}]}}),
+            json!({"path": "a", "deep": {"xs": [{"v": 1}, {}]}}),
+            json!({"path": "a", "deep": {"xs": [{"v": 1}, {"v": "2"}]}}),
+            json!({"path": "a", "deep": {}}),
+        ] {
+            assert_eq!(
+                t.check(&v, "input"),
+                t.to_expr(&v, "input").map(|_| ()),
+                "{v}"
+            );
+        }
     }
 
     #[test]

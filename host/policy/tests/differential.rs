@@ -1,7 +1,9 @@
 //! Differential test: the indexed authorizer against Cedar's plain
 //! `is_authorized`, over random policy sets and random requests.
 //!
-//! Decisions, deciding policies and errors must be identical. The
+//! Decisions, deciding policies and errors must be identical, for the
+//! indexed subset and for `Scoped` (context-free policies decided once,
+//! the rest per request). The
 //! generator covers `==`, `in` over nested groups and folders, `is`,
 //! `is … in`, templates with links, action groups, `like`, `when`/`unless`,
 //! and conditions that raise evaluation errors (missing attributes, type
@@ -277,6 +279,7 @@ fn indexed_authorization_matches_cedar_on_100k_random_requests() {
     let mut with_errors = 0usize;
     let mut allows = 0usize;
     let mut nonempty_subsets = 0usize;
+    let mut fixed_only = 0usize;
     for seed in 0..SETS {
         if only.is_some_and(|o| o != seed) {
             continue;
@@ -301,6 +304,19 @@ fn indexed_authorization_matches_cedar_on_100k_random_requests() {
                 indexed, plain,
                 "seed {seed}: indexed and plain Cedar disagree for {req}\npolicies:\n{set}"
             );
+            let scoped = index
+                .scoped(p, a, res, &entities, &authorizer)
+                .expect("scoped");
+            fixed_only += usize::from(!scoped.needs_context() && !candidates.is_empty());
+            let split = outcome(
+                &scoped
+                    .decide(Some(&req), &authorizer, &entities)
+                    .expect("decide"),
+            );
+            assert_eq!(
+                split, plain,
+                "seed {seed}: scoped and plain Cedar disagree for {req}\npolicies:\n{set}"
+            );
             compared += 1;
             with_errors += usize::from(!plain.errors.is_empty());
             allows += usize::from(plain.decision == cedar_policy::Decision::Allow);
@@ -322,8 +338,14 @@ fn indexed_authorization_matches_cedar_on_100k_random_requests() {
             nonempty_subsets > compared / 2,
             "non-empty subsets: {nonempty_subsets}"
         );
+        // Both of `Scoped`'s paths: some requests decided without
+        // evaluating anything.
+        assert!(
+            fixed_only > compared / 100,
+            "decided without the context: {fixed_only}"
+        );
     }
     println!(
-        "compared {compared} requests: {allows} allowed, {with_errors} with evaluation errors"
+        "compared {compared} requests: {allows} allowed, {with_errors} with evaluation errors, {fixed_only} decided without the context"
     );
 }

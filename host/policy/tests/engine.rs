@@ -324,3 +324,89 @@ fn the_watcher_reloads_on_change() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(store.current().policy_set_hash(), good);
 }
+
+/// `decide_tool_call` (context-free policies decided once per agent and
+/// tool) gives exactly what the request-then-authorize path gives: the
+/// same decisions, policies and errors, and the same refusals of bad
+/// input, unknown tools and unknown agents, on both of its paths.
+#[test]
+fn tool_call_decisions_agree_with_the_full_path() {
+    let d = Dir::new(&[(
+        "a.cedar",
+        concat!(
+            // Context-free: decided once.
+            "@id(\"echo\")\npermit(principal, action == Action::\"echo\", resource);\n",
+            "@id(\"team-writes\")\npermit(principal in Team::\"assistants\", action == Action::\"files_write\", resource);\n",
+            // A context-free evaluation error (an overflow): echo fails
+            // closed.
+            "@id(\"broken\")\nforbid(principal, action == Action::\"echo\", resource) when { 9223372036854775807 + 1 > 0 };\n",
+            // Reads the context: evaluated per call.
+            "@id(\"notes-only\")\nforbid(principal, action == Action::\"files_write\", resource) unless { context.input.path like \"notes/*\" };\n",
+            "@id(\"cap\")\nforbid(principal, action, resource) when { context.common.calls_in_session > 5 };\n",
+        ),
+    )]);
+    let engine = d.load().unwrap();
+    let full = |agent: &str, tool: &str, input: &Value, common: &Common| {
+        engine
+            .tool_request(agent, tool, input, common)
+            .map(|r| engine.authorize(&r))
+            .map_err(|e| e.to_string())
+    };
+    let (mut allowed, mut errors) = (0, 0);
+    for calls in [0, 6] {
+        let common = Common {
+            calls_in_session: calls,
+            ..common()
+        };
+        for (agent, tool, input) in [
+            ("a1", "echo", json!({"message": "hi"})),
+            ("a1", "echo", json!({"message": 7})),
+            (
+                "a1",
+                "files_write",
+                json!({"path": "notes/a", "content": "x"}),
+            ),
+            (
+                "a1",
+                "files_write",
+                json!({"path": "etc/a", "content": "x"}),
+            ),
+            ("a1", "files_write", json!({"path": "notes/a"})),
+            (
+                "a1",
+                "files_write",
+                json!({"path": "notes/a", "content": "x", "count": 1.5}),
+            ),
+            ("a1", "nope", json!({})),
+            ("ghost", "echo", json!({"message": "hi"})),
+            ("ghost", "echo", json!({"message": 7})),
+        ] {
+            // Twice: the first call builds the agent's entry, the second
+            // uses it.
+            for _ in 0..2 {
+                let fast = engine
+                    .decide_tool_call(agent, tool, &input, &common)
+                    .map_err(|e| e.to_string());
+                assert_eq!(
+                    fast,
+                    full(agent, tool, &input, &common),
+                    "{agent} {tool} {input} calls={calls}"
+                );
+                errors += usize::from(fast.as_ref().is_ok_and(|d| !d.errors.is_empty()));
+                allowed += usize::from(fast.is_ok_and(|d| d.allowed));
+            }
+        }
+    }
+    // Both paths decided something either way.
+    assert_eq!(allowed, 2, "notes/a allowed below the cap");
+    assert!(errors >= 4, "echo's error and the unknown agent: {errors}");
+    let d = engine
+        .decide_tool_call(
+            "a1",
+            "files_write",
+            &json!({"path": "notes/a", "content": "x"}),
+            &common(),
+        )
+        .unwrap();
+    assert!(d.allowed, "{d:?}");
+}
