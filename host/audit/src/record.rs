@@ -174,6 +174,137 @@ struct Canonical<'a> {
     detail: Option<&'a str>,
 }
 
+/// [`Canonical`] without `seq`, which the chain assigns: a record's JSON is
+/// built before it takes the chain's lock, and the lock is held only to
+/// number, hash and write it.
+#[derive(Serialize)]
+struct CanonicalTail<'a> {
+    time_us: i64,
+    kind: &'a str,
+    agent: &'a str,
+    action: &'a str,
+    resource: &'a str,
+    arguments: &'a str,
+    redacted: bool,
+    session: &'a str,
+    decision: Option<&'a str>,
+    policy_ids: &'a [String],
+    errors: &'a [String],
+    policy_hash: &'a str,
+    tool_sha256: Option<&'a str>,
+    duration_us: Option<i64>,
+    outcome: Option<&'a str>,
+    parent: Option<i64>,
+    detail: Option<&'a str>,
+}
+
+/// A record's canonical JSON after `{"seq":N,`: everything the hash covers
+/// but the number and the previous hash. [`Sealed`] completes it.
+pub(crate) struct Unsealed {
+    pub record: Record,
+    /// `"time_us":…}`, the canonical form's fields after `seq`.
+    tail: Vec<u8>,
+}
+
+impl Unsealed {
+    pub(crate) fn new(record: Record) -> Unsealed {
+        let r = &record;
+        let tail = CanonicalTail {
+            time_us: r.time_us,
+            kind: r.kind.as_str(),
+            agent: &r.agent,
+            action: &r.action,
+            resource: &r.resource,
+            arguments: &r.arguments,
+            redacted: r.redacted,
+            session: &r.session,
+            decision: r.decision.as_deref(),
+            policy_ids: &r.policy_ids,
+            errors: &r.errors,
+            policy_hash: &r.policy_hash,
+            tool_sha256: r.tool_sha256.as_deref(),
+            duration_us: r.duration_us,
+            outcome: r.outcome.map(Outcome::as_str),
+            parent: r.parent,
+            detail: r.detail.as_deref(),
+        };
+        // Serializing borrowed strings, integers and booleans cannot fail.
+        let mut tail = serde_json::to_vec(&tail).unwrap_or_default();
+        // `{"time_us":…}` → `"time_us":…}`
+        tail.remove(0);
+        Unsealed { record, tail }
+    }
+
+    /// Numbers the record `seq`, after the record whose hash is
+    /// `prev_hash`, and writes its spool line (its `Record` JSON, as serde
+    /// writes it) into `line`. The hash is [`Record::compute_hash`]'s.
+    pub(crate) fn seal(mut self, seq: i64, prev_hash: String, line: &mut Vec<u8>) -> Record {
+        let mut number = itoa_buf(seq);
+        let number = number.format();
+        let mut hasher = Sha256::new();
+        hasher.update(prev_hash.as_bytes());
+        hasher.update(b"\n{\"seq\":");
+        hasher.update(number.as_bytes());
+        hasher.update(b",");
+        hasher.update(&self.tail);
+        let hash = hex::encode(hasher.finalize());
+        line.clear();
+        line.extend_from_slice(b"{\"seq\":");
+        line.extend_from_slice(number.as_bytes());
+        line.push(b',');
+        // The tail without its closing brace, then the two hashes (hex: no
+        // escaping), as serde writes `Record`'s last two fields.
+        line.extend_from_slice(&self.tail[..self.tail.len().saturating_sub(1)]);
+        line.extend_from_slice(b",\"prev_hash\":\"");
+        line.extend_from_slice(prev_hash.as_bytes());
+        line.extend_from_slice(b"\",\"hash\":\"");
+        line.extend_from_slice(hash.as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        self.record.seq = seq;
+        self.record.prev_hash = prev_hash;
+        self.record.hash = hash;
+        self.record
+    }
+}
+
+/// A decimal formatter on the stack, for the one integer a record's number
+/// needs on the chain lock's path.
+struct ItoaBuf {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+fn itoa_buf(n: i64) -> ItoaBuf {
+    let mut b = ItoaBuf {
+        bytes: [0; 20],
+        start: 20,
+    };
+    // Record numbers start at 1; a negative one never reaches here, and
+    // would only print as its magnitude's digits after a '-'.
+    let negative = n < 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        b.start -= 1;
+        b.bytes[b.start] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if negative && b.start > 0 {
+        b.start -= 1;
+        b.bytes[b.start] = b'-';
+    }
+    b
+}
+
+impl ItoaBuf {
+    fn format(&mut self) -> &str {
+        // Only ASCII digits and '-' were written.
+        std::str::from_utf8(&self.bytes[self.start..]).unwrap_or("0")
+    }
+}
+
 impl Record {
     /// `sha256(prev_hash ‖ "\n" ‖ canonical JSON)`, hex.
     pub fn compute_hash(&self) -> String {
@@ -208,5 +339,84 @@ impl Record {
 
     pub fn allowed(&self) -> Option<bool> {
         self.decision.as_deref().map(|d| d == "allow")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64) -> Record {
+        // Varied enough to reach every field's cases: escapes, unicode,
+        // empty and absent values, negative and large numbers.
+        let pick = |k: u64| n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(k as u32) % 4;
+        Record {
+            seq: 0,
+            time_us: n as i64 * 1_000_003 - 7,
+            kind: [Kind::Call, Kind::Capability, Kind::Outcome][(n % 3) as usize],
+            agent: ["a", "agent \"quoted\"", "ünï\u{1F600}", "tab\tnew\nline"][pick(1) as usize]
+                .into(),
+            action: format!("act{n}"),
+            resource: "Tool::\"echo\"".into(),
+            arguments: [
+                r#"{"message":"hello"}"#,
+                "{}",
+                r#"{"x":"\\u0000"}"#,
+                r#"{"p":[1,2.5,null]}"#,
+            ][pick(2) as usize]
+                .into(),
+            redacted: n.is_multiple_of(2),
+            session: r#"{"request_time":1,"session_id":"s","calls_in_session":2}"#.into(),
+            decision: [None, Some("allow".into()), Some("deny".into()), None][pick(3) as usize]
+                .clone(),
+            policy_ids: (0..pick(4)).map(|i| format!("p-{i}")).collect(),
+            errors: (0..pick(5) % 2).map(|i| format!("e \"{i}\"")).collect(),
+            policy_hash: "ab".repeat(32),
+            tool_sha256: n.is_multiple_of(3).then(|| "cd".repeat(32)),
+            duration_us: (n % 2 == 1).then_some(n as i64),
+            outcome: [
+                None,
+                Some(Outcome::Ok),
+                Some(Outcome::Error),
+                Some(Outcome::Timeout),
+            ][pick(6) as usize],
+            parent: (n % 4 == 1).then_some(i64::MAX - n as i64),
+            detail: n.is_multiple_of(5).then(|| "a \\ b / c \u{7f}".into()),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// Sealing builds the record's hash and spool line in pieces, outside
+    /// and inside the chain's lock; the result must be what hashing the
+    /// whole canonical form and serializing the record give.
+    #[test]
+    fn sealing_matches_the_canonical_hash_and_serde_line() {
+        let mut prev = GENESIS_HASH.to_string();
+        let mut line = Vec::new();
+        for (i, n) in (0..400u64).enumerate() {
+            let seq = [1, 9, 10, 99, 100, 12345678, i64::MAX][i % 7];
+            let sealed = Unsealed::new(record(n)).seal(seq, prev.clone(), &mut line);
+            assert_eq!(sealed.seq, seq);
+            assert_eq!(sealed.prev_hash, prev);
+            assert_eq!(sealed.hash, sealed.compute_hash(), "record {n}");
+            let mut expected = serde_json::to_vec(&sealed).unwrap();
+            expected.push(b'\n');
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(&expected),
+                "record {n}"
+            );
+            let back: Record = serde_json::from_slice(&line).unwrap();
+            assert_eq!(back, sealed);
+            prev = sealed.hash.clone();
+        }
+    }
+
+    #[test]
+    fn numbers_print_as_decimal() {
+        for n in [0, 1, 9, 10, 1234567890, i64::MAX, -1, i64::MIN + 1] {
+            assert_eq!(itoa_buf(n).format(), n.to_string());
+        }
     }
 }

@@ -50,6 +50,29 @@ impl Redactor {
         (out, changed)
     }
 
+    /// The redacted JSON text, and whether anything changed. Most
+    /// arguments have nothing to redact: they are serialized as they are,
+    /// without a redacted copy.
+    pub fn redact_to_string(&self, value: &Value) -> (String, bool) {
+        if self.changes(value, false) {
+            (self.redact(value).0.to_string(), true)
+        } else {
+            (value.to_string(), false)
+        }
+    }
+
+    /// Whether [`Self::redact`] would change `value`.
+    fn changes(&self, value: &Value, sensitive: bool) -> bool {
+        match value {
+            Value::String(s) => sensitive || s.len() > self.max_string_bytes,
+            Value::Array(items) => items.iter().any(|v| self.changes(v, sensitive)),
+            Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| self.changes(v, sensitive || self.is_sensitive_key(k))),
+            _ => false,
+        }
+    }
+
     fn walk(&self, value: &Value, sensitive: bool, changed: &mut bool) -> Value {
         match value {
             Value::String(_) if sensitive => {
@@ -82,9 +105,17 @@ impl Redactor {
         }
     }
 
+    /// Whether `key` contains a pattern, ignoring ASCII case (patterns
+    /// are lower-case; a pattern with other letters matches as it is).
     fn is_sensitive_key(&self, key: &str) -> bool {
-        let key = key.to_ascii_lowercase();
-        self.key_patterns.iter().any(|p| key.contains(p.as_str()))
+        let key = key.as_bytes();
+        self.key_patterns.iter().any(|p| {
+            let p = p.as_bytes();
+            p.is_empty()
+                || key
+                    .windows(p.len())
+                    .any(|w| w.iter().zip(p).all(|(k, p)| k.to_ascii_lowercase() == *p))
+        })
     }
 }
 
@@ -115,5 +146,27 @@ mod tests {
         let (same, changed) = r.redact(&json!({"path": "short"}));
         assert!(!changed);
         assert_eq!(same, json!({"path": "short"}));
+    }
+
+    /// The text form redacts exactly as the value form, and says so.
+    #[test]
+    fn the_text_form_agrees_with_the_value_form() {
+        let r = Redactor {
+            max_string_bytes: 8,
+            ..Redactor::default()
+        };
+        for v in [
+            json!({"path": "a.txt"}),
+            json!({"path": "a.txt", "n": 3, "ok": true, "x": null}),
+            json!({"API_Token": "hunter2"}),
+            json!({"xSECRETx": 5}),
+            json!({"auth": {"Password": ["p1", 2]}}),
+            json!({"body": "0123456789"}),
+            json!([{"deep": [{"cookie": "c"}]}]),
+            json!("0123456789"),
+        ] {
+            let (value, changed) = r.redact(&v);
+            assert_eq!(r.redact_to_string(&v), (value.to_string(), changed), "{v}");
+        }
     }
 }
