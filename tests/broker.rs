@@ -583,3 +583,36 @@ fn stopping_ends_open_connections_and_keeps_every_record() {
         "{records:#?}"
     );
 }
+
+/// The broker makes each call's instance while the connection is idle;
+/// each is still fresh: a guest's global counts one call every time, on
+/// one connection and across two, and a policy reload in between changes
+/// nothing about it.
+#[test]
+fn every_call_runs_in_a_fresh_instance() {
+    let b = TestBroker::start(BrokerOptions {
+        extra_policy: Some(
+            r#"@id("remember-for-tests")
+permit (principal, action == Action::"remember", resource);"#
+                .into(),
+        ),
+        ..BrokerOptions::default()
+    });
+    let mut one = b.client("assistant");
+    let mut two = b.client("assistant");
+    for i in 0..10 {
+        let c = if i % 3 == 0 { &mut two } else { &mut one };
+        let result = c.call_tool("remember", json!({}));
+        assert!(!is_error(&result), "{result}");
+        assert_eq!(result["structuredContent"], json!({"calls": 1}), "call {i}");
+        // Interleaved with another tool: the instance made for the next
+        // call is of the last tool called, and is not used for another.
+        let message = format!("m{i}");
+        let echo = c.call_tool("echo", json!({"message": message}));
+        assert_eq!(
+            echo["structuredContent"],
+            json!({"message": message}),
+            "{echo}"
+        );
+    }
+}

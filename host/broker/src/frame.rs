@@ -18,7 +18,7 @@
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,11 @@ pub trait InlineCalls: Send + Sync + 'static {
     /// Runs one `tools/call` to its end on the calling thread, which may
     /// block (the audit record, the tool); never called on an async worker.
     fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult;
+
+    /// Called on the same thread once an inline call's answer is written,
+    /// before the next frame is read: for work that must not delay an
+    /// answer (the broker makes the next call's instance here).
+    fn idle(&self) {}
 }
 
 /// What the reader and rmcp's side of one connection share.
@@ -237,6 +242,38 @@ struct FrameReader {
 /// to any other thread that wants it, so it costs a busy machine little.
 const LOOK_AHEAD: Duration = Duration::from_micros(100);
 
+/// Readers looking ahead at once, across all connections. With more
+/// connections busy than cores, a reader that looks takes a core from
+/// one that has work, and each look is a system call and a yield: so at
+/// most one reader fewer than there are cores looks, and the rest sleep
+/// in `read` at once. A single busy agent (the case the look is for) is
+/// always the one that looks.
+static LOOKING: AtomicUsize = AtomicUsize::new(0);
+
+fn may_look_ahead() -> Option<Looking> {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let max = *MAX.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .max(1)
+    });
+    LOOKING
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Looking)
+}
+
+/// A reader's place among [`LOOKING`], given back when its look ends.
+struct Looking;
+
+impl Drop for Looking {
+    fn drop(&mut self) {
+        LOOKING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Without blocking: `Some(Ok(n))` read, `Some(Ok(0))` the end of the
 /// stream, `None` nothing there yet.
 fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
@@ -274,16 +311,18 @@ impl FrameReader {
     fn fill(&mut self) -> Result<usize, String> {
         self.start = 0;
         self.end = 0;
-        let looking = Instant::now();
-        loop {
-            match recv_now(&self.stream, &mut self.buf) {
-                Some(Ok(n)) => {
-                    self.end = n;
-                    return Ok(n);
+        if let Some(_looking) = may_look_ahead() {
+            let looking = Instant::now();
+            loop {
+                match recv_now(&self.stream, &mut self.buf) {
+                    Some(Ok(n)) => {
+                        self.end = n;
+                        return Ok(n);
+                    }
+                    Some(Err(e)) => return Err(format!("read error: {e}")),
+                    None if looking.elapsed() < LOOK_AHEAD => std::thread::yield_now(),
+                    None => break,
                 }
-                Some(Err(e)) => return Err(format!("read error: {e}")),
-                None if looking.elapsed() < LOOK_AHEAD => std::thread::yield_now(),
-                None => break,
             }
         }
         let deadline = self
@@ -549,6 +588,7 @@ fn read_frames<H: InlineCalls>(
             if !answer_inline(&connection, &handler, id, params) {
                 break "cannot write".into();
             }
+            handler.idle();
             continue;
         }
         let parsed = {
@@ -573,7 +613,11 @@ fn read_frames<H: InlineCalls>(
                 request: ClientRequest::CallToolRequest(call),
                 ..
             }) if inline && plain(&call.params) => {
-                answer_inline(&connection, &handler, id, call.params)
+                let written = answer_inline(&connection, &handler, id, call.params);
+                if written {
+                    handler.idle();
+                }
+                written
             }
             JsonRpcMessage::Request(JsonRpcRequest {
                 id,

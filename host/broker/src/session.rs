@@ -1,13 +1,13 @@
 //! One MCP session: an agent's connection, and the path of a tool call.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use corral_audit::{Entry, Kind, Outcome};
 use corral_gate::Caller;
 use corral_policy::{CedarGate, Common, PolicyError, RequestError};
-use corral_tools::{CallContext, CallFailure, Limit};
+use corral_tools::{CallContext, CallFailure, Limit, RegisteredComponent, Spare};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
     CustomResult, Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
@@ -31,6 +31,17 @@ pub(crate) struct Session {
     pub(crate) tokens: Arc<AtomicU64>,
     /// Marked as soon as the connection's reader sees the peer leave.
     pub(crate) gone: Arc<crate::frame::Gone>,
+    /// The instance for this connection's next call, made while the
+    /// connection is idle (see [`corral_tools::Spare`]).
+    spare: Arc<Mutex<NextInstance>>,
+}
+
+#[derive(Default)]
+struct NextInstance {
+    spare: Spare,
+    /// The component of the last call, which the next is likely to call
+    /// again.
+    last: Option<Arc<RegisteredComponent>>,
 }
 
 impl Session {
@@ -44,6 +55,7 @@ impl Session {
             calls: Arc::new(AtomicI64::new(0)),
             tokens: Arc::new(AtomicU64::new(0)),
             gone: Default::default(),
+            spare: Default::default(),
         }
     }
 
@@ -104,8 +116,8 @@ impl Session {
         let registered = self.shared.registry.get(name);
         // A request that cannot be put to Cedar is denied and recorded like
         // any other; the class tells the client whether to fix its input.
-        let (decision, class) = match engine.tool_request(agent, name, &arguments, &common) {
-            Ok(request) if registered.is_some() => (engine.authorize(&request), "denied"),
+        let (decision, class) = match engine.decide_tool_call(agent, name, &arguments, &common) {
+            Ok(decision) if registered.is_some() => (decision, "denied"),
             Ok(_) => (
                 engine.refuse(format!("tool `{name}` is not loaded")),
                 "unknown-tool",
@@ -116,7 +128,6 @@ impl Session {
             }
             Err(e) => (engine.refuse(e.to_string()), "denied"),
         };
-
         let resource = corral_policy::uid("Tool", name).to_string();
         let mut entry = Entry::new(Kind::Call, agent, name, resource.clone());
         entry.session = common.to_json();
@@ -170,7 +181,6 @@ impl Session {
         let Some((component, _)) = registered else {
             unreachable!("an allowed decision needs a loaded tool")
         };
-
         let (result, kind, detail) =
             self.run(name, &input, component, common, receipt.seq, deadline);
         let mut record = Entry::new(Kind::Outcome, agent, name, resource);
@@ -189,7 +199,7 @@ impl Session {
         &self,
         name: &str,
         input: &str,
-        component: &corral_tools::RegisteredComponent,
+        component: &Arc<RegisteredComponent>,
         common: Common,
         parent: i64,
         deadline: Instant,
@@ -225,11 +235,17 @@ impl Session {
             secrets: self.shared.secrets.clone(),
             limits: Some(limits),
         };
-        match self
-            .shared
-            .runtime
-            .call(&component.component, name, input, &ctx)
-        {
+        let runtime = &self.shared.runtime;
+        // Never contended on the hot path; a call through rmcp that meets
+        // the reader's refill makes its own instance.
+        let called = match self.spare.try_lock() {
+            Ok(mut next) => {
+                next.last = Some(component.clone());
+                runtime.call_with(&mut next.spare, &component.component, name, input, &ctx)
+            }
+            Err(_) => runtime.call(&component.component, name, input, &ctx),
+        };
+        match called {
             Ok(out) => {
                 let structured = serde_json::from_str::<Value>(&out.output)
                     .ok()
@@ -374,5 +390,16 @@ impl InlineCalls for Session {
     fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult {
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         self.call_now(&request.name, arguments)
+    }
+
+    /// Frees the last call's instance and makes the next one.
+    fn idle(&self) {
+        if let Ok(mut next) = self.spare.try_lock()
+            && let Some(component) = next.last.clone()
+        {
+            self.shared
+                .runtime
+                .refill(&mut next.spare, &component.component);
+        }
     }
 }
