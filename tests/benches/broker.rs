@@ -16,8 +16,8 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral_audit::{AuditConfig, AuditLog, Durability, Entry, Kind};
@@ -25,7 +25,9 @@ use corral_broker::{BrokerLimits, InlineCalls, serve_with_limits};
 use corral_tests::broker::{BrokerOptions, TestBroker};
 use corral_tests::component_path;
 use corral_tests::mcp::McpClient;
-use corral_tools::{AllowList, CallContext, Caller, LoadedComponent, StaticSecrets, ToolRuntime};
+use corral_tools::{
+    AllowList, CallContext, Caller, LoadedComponent, Spare, StaticSecrets, ToolRuntime,
+};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ServerCapabilities,
     ServerConfig,
@@ -99,11 +101,13 @@ fn bare_context() -> CallContext {
     }
 }
 
-/// Echo through the same runtime and framing, with nothing in between.
+/// Echo through the same runtime and framing, with nothing in between:
+/// like the broker, it makes each call's instance before the call arrives.
 #[derive(Clone)]
 struct BareEcho {
     runtime: Arc<ToolRuntime>,
     echo: Arc<LoadedComponent>,
+    spare: Arc<Mutex<Spare>>,
 }
 
 impl ServerHandler for BareEcho {
@@ -125,9 +129,10 @@ impl ServerHandler for BareEcho {
 impl InlineCalls for BareEcho {
     fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult {
         let input = Value::Object(request.arguments.unwrap_or_default()).to_string();
+        let mut spare = self.spare.lock().unwrap();
         match self
             .runtime
-            .call(&self.echo, "echo", &input, &bare_context())
+            .call_with(&mut spare, &self.echo, "echo", &input, &bare_context())
         {
             Ok(out) => {
                 let mut result =
@@ -137,6 +142,11 @@ impl InlineCalls for BareEcho {
             }
             Err(e) => CallToolResult::error(vec![ContentBlock::text(e.error.to_string())]),
         }
+    }
+
+    fn idle(&self) {
+        self.runtime
+            .refill(&mut self.spare.lock().unwrap(), &self.echo);
     }
 }
 
@@ -157,7 +167,11 @@ fn bare_server(dir: &Path) -> (tokio::runtime::Runtime, std::path::PathBuf) {
         let _e = rt.enter();
         tokio::net::UnixListener::bind(&socket).unwrap()
     };
-    let handler = BareEcho { runtime, echo };
+    let handler = BareEcho {
+        runtime,
+        echo,
+        spare: Default::default(),
+    };
     rt.spawn(async move {
         let limits = BrokerLimits::default();
         loop {
@@ -228,6 +242,31 @@ fn direct_echo() -> Latency {
         })
         .collect();
     latency(samples)
+}
+
+/// The tool call alone, in an instance made before the call (as the
+/// broker does while a connection is idle): what is left on a call's path.
+fn ready_echo() -> Latency {
+    let runtime = ToolRuntime::builder().build().unwrap();
+    let echo = runtime
+        .load(&std::fs::read(component_path("echo")).unwrap())
+        .unwrap();
+    let ctx = bare_context();
+    let input = r#"{"message":"hello"}"#;
+    let mut spare = Spare::default();
+    let mut once = || {
+        runtime.refill(&mut spare, &echo);
+        assert!(spare.is_ready());
+        let t = Instant::now();
+        runtime
+            .call_with(&mut spare, &echo, "echo", input, &ctx)
+            .unwrap();
+        t.elapsed()
+    };
+    for _ in 0..scale(3_000) {
+        once();
+    }
+    latency((0..scale(20_000)).map(|_| once()).collect())
 }
 
 fn ping(socket: &Path) -> Latency {
@@ -449,6 +488,12 @@ fn main() {
         "echo call, no socket:            p50 {:.1} µs, p99 {:.1} µs",
         us(direct.p50),
         us(direct.p99)
+    );
+    let ready = ready_echo();
+    println!(
+        "  in an instance made ahead:     p50 {:.1} µs, p99 {:.1} µs",
+        us(ready.p50),
+        us(ready.p99)
     );
     let (bare_rt, bare_socket) = bare_server(dir.path());
     let pinged = ping(&bare_socket);
