@@ -2,6 +2,11 @@
 //! plain `is_authorized` over the same set, in the same run; and the cost
 //! of building a request (typed tool input → schema-checked request).
 //!
+//! Also the broker's path for a tool call, `decide_tool_call` (context-free
+//! policies decided once per agent and tool), against request + authorize
+//! on the same calls. Every policy here reads the context, so this is that
+//! path's worst case: nothing can be decided ahead.
+//!
 //! Run: `cargo bench -p corral-policy --bench authorize`
 //!
 //! The policy set is Corral-shaped: 1,000 agents in 20 teams, each with
@@ -158,6 +163,46 @@ fn report() {
         plain.as_secs_f64() / indexed.as_secs_f64()
     );
     let common = Common::now("s1", 3);
+    let calls: Vec<(String, String, Value)> = (0..256)
+        .map(|i| {
+            let path = if i % 5 == 0 { "secret/x" } else { "notes/a.md" };
+            (
+                format!("agent{}", (i * 37) % AGENTS),
+                format!("tool{}", i % TOOLS),
+                json!({"path": path, "count": i}),
+            )
+        })
+        .collect();
+    for (agent, tool, input) in &calls {
+        let full = engine
+            .tool_request(agent, tool, input, &common)
+            .map(|r| engine.authorize(&r));
+        assert_eq!(engine.decide_tool_call(agent, tool, input, &common), full);
+    }
+    let full = percentiles(
+        "tool call/request + authorize",
+        |i| {
+            let (agent, tool, input) = &calls[i % calls.len()];
+            engine
+                .tool_request(agent, tool, input, &common)
+                .is_ok_and(|r| engine.authorize(&r).allowed)
+        },
+        50_000,
+    );
+    let scoped = percentiles(
+        "tool call/decide_tool_call",
+        |i| {
+            let (agent, tool, input) = &calls[i % calls.len()];
+            engine
+                .decide_tool_call(agent, tool, input, &common)
+                .is_ok_and(|d| d.allowed)
+        },
+        50_000,
+    );
+    println!(
+        "tool call: request + authorize p50 / decide_tool_call p50 = {:.2}x (every policy reads the context)",
+        full.as_secs_f64() / scoped.as_secs_f64()
+    );
     let input = json!({"path": "notes/today.md", "count": 3});
     percentiles(
         "request/build (typed tool input)",
