@@ -156,12 +156,8 @@ fn bare_server(dir: &Path) -> (tokio::runtime::Runtime, std::path::PathBuf) {
         .enable_all()
         .build()
         .unwrap();
-    let runtime = Arc::new(ToolRuntime::builder().build().unwrap());
-    let echo = Arc::new(
-        runtime
-            .load(&std::fs::read(component_path("echo")).unwrap())
-            .unwrap(),
-    );
+    let (runtime, echo) = echo_runtime();
+    let (runtime, echo) = (Arc::new(runtime), Arc::new(echo));
     let socket = dir.join("bare.sock");
     let listener = {
         let _e = rt.enter();
@@ -223,12 +219,18 @@ fn socket_floor(dir: &Path) -> Latency {
     latency((0..scale(20_000)).map(|_| once()).collect())
 }
 
-/// The tool call alone, in this process, with no socket.
-fn direct_echo() -> Latency {
+/// A runtime with the echo component loaded, as the broker's.
+fn echo_runtime() -> (ToolRuntime, LoadedComponent) {
     let runtime = ToolRuntime::builder().build().unwrap();
     let echo = runtime
         .load(&std::fs::read(component_path("echo")).unwrap())
         .unwrap();
+    (runtime, echo)
+}
+
+/// The tool call alone, in this process, with no socket.
+fn direct_echo() -> Latency {
+    let (runtime, echo) = echo_runtime();
     let ctx = bare_context();
     let input = r#"{"message":"hello"}"#;
     for _ in 0..scale(3_000) {
@@ -247,10 +249,7 @@ fn direct_echo() -> Latency {
 /// The tool call alone, in an instance made before the call (as the
 /// broker does while a connection is idle): what is left on a call's path.
 fn ready_echo() -> Latency {
-    let runtime = ToolRuntime::builder().build().unwrap();
-    let echo = runtime
-        .load(&std::fs::read(component_path("echo")).unwrap())
-        .unwrap();
+    let (runtime, echo) = echo_runtime();
     let ctx = bare_context();
     let input = r#"{"message":"hello"}"#;
     let mut spare = Spare::default();

@@ -155,23 +155,10 @@ pub struct Record {
 #[derive(Serialize)]
 struct Canonical<'a> {
     seq: i64,
-    time_us: i64,
-    kind: &'a str,
-    agent: &'a str,
-    action: &'a str,
-    resource: &'a str,
-    arguments: &'a str,
-    redacted: bool,
-    session: &'a str,
-    decision: Option<&'a str>,
-    policy_ids: &'a [String],
-    errors: &'a [String],
-    policy_hash: &'a str,
-    tool_sha256: Option<&'a str>,
-    duration_us: Option<i64>,
-    outcome: Option<&'a str>,
-    parent: Option<i64>,
-    detail: Option<&'a str>,
+    // serde_json writes a flattened struct's fields in place, in order:
+    // the same bytes as the fields written out here.
+    #[serde(flatten)]
+    tail: CanonicalTail<'a>,
 }
 
 /// [`Canonical`] without `seq`, which the chain assigns: a record's JSON is
@@ -208,26 +195,7 @@ pub(crate) struct Unsealed {
 
 impl Unsealed {
     pub(crate) fn new(record: Record) -> Unsealed {
-        let r = &record;
-        let tail = CanonicalTail {
-            time_us: r.time_us,
-            kind: r.kind.as_str(),
-            agent: &r.agent,
-            action: &r.action,
-            resource: &r.resource,
-            arguments: &r.arguments,
-            redacted: r.redacted,
-            session: &r.session,
-            decision: r.decision.as_deref(),
-            policy_ids: &r.policy_ids,
-            errors: &r.errors,
-            policy_hash: &r.policy_hash,
-            tool_sha256: r.tool_sha256.as_deref(),
-            duration_us: r.duration_us,
-            outcome: r.outcome.map(Outcome::as_str),
-            parent: r.parent,
-            detail: r.detail.as_deref(),
-        };
+        let tail = record.canonical_tail();
         // Serializing borrowed strings, integers and booleans cannot fail.
         let mut tail = serde_json::to_vec(&tail).unwrap_or_default();
         // `{"time_us":…}` → `"time_us":…}`
@@ -306,10 +274,8 @@ impl ItoaBuf {
 }
 
 impl Record {
-    /// `sha256(prev_hash ‖ "\n" ‖ canonical JSON)`, hex.
-    pub fn compute_hash(&self) -> String {
-        let canonical = Canonical {
-            seq: self.seq,
+    fn canonical_tail(&self) -> CanonicalTail<'_> {
+        CanonicalTail {
             time_us: self.time_us,
             kind: self.kind.as_str(),
             agent: &self.agent,
@@ -327,6 +293,14 @@ impl Record {
             outcome: self.outcome.map(Outcome::as_str),
             parent: self.parent,
             detail: self.detail.as_deref(),
+        }
+    }
+
+    /// `sha256(prev_hash ‖ "\n" ‖ canonical JSON)`, hex.
+    pub fn compute_hash(&self) -> String {
+        let canonical = Canonical {
+            seq: self.seq,
+            tail: self.canonical_tail(),
         };
         let mut hasher = Sha256::new();
         hasher.update(self.prev_hash.as_bytes());
@@ -411,6 +385,45 @@ mod tests {
             assert_eq!(back, sealed);
             prev = sealed.hash.clone();
         }
+    }
+
+    /// Logs already written are verified against this form: it is spelled
+    /// out byte for byte here, so that no change to the structs or to
+    /// serde can move it unnoticed.
+    #[test]
+    fn the_canonical_form_is_fixed() {
+        let r = Record {
+            seq: 7,
+            time_us: 1_700_000_000_000_001,
+            kind: Kind::Capability,
+            agent: "agent \"quoted\"".into(),
+            action: "act1".into(),
+            resource: "Tool::\"echo\"".into(),
+            arguments: "{}".into(),
+            redacted: false,
+            session: r#"{"request_time":1,"session_id":"s","calls_in_session":2}"#.into(),
+            decision: Some("allow".into()),
+            policy_ids: vec!["p-0".into(), "p-1".into()],
+            errors: vec![],
+            policy_hash: "ab".repeat(32),
+            tool_sha256: None,
+            duration_us: Some(1),
+            outcome: None,
+            parent: Some(i64::MAX - 1),
+            detail: None,
+            prev_hash: "ef".repeat(32),
+            hash: String::new(),
+        };
+        let canonical = concat!(
+            r#"{"seq":7,"time_us":1700000000000001,"kind":"capability","agent":"agent \"quoted\"","#,
+            r#""action":"act1","resource":"Tool::\"echo\"","arguments":"{}","redacted":false,"#,
+            r#""session":"{\"request_time\":1,\"session_id\":\"s\",\"calls_in_session\":2}","#,
+            r#""decision":"allow","policy_ids":["p-0","p-1"],"errors":[],"#,
+            r#""policy_hash":"abababababababababababababababababababababababababababababababab","#,
+            r#""tool_sha256":null,"duration_us":1,"outcome":null,"parent":9223372036854775806,"detail":null}"#,
+        );
+        let expected = hex::encode(Sha256::digest(format!("{}\n{canonical}", r.prev_hash)));
+        assert_eq!(r.compute_hash(), expected);
     }
 
     #[test]
