@@ -586,8 +586,7 @@ fn stopping_ends_open_connections_and_keeps_every_record() {
 
 /// The broker makes each call's instance while the connection is idle;
 /// each is still fresh: a guest's global counts one call every time, on
-/// one connection and across two, and a policy reload in between changes
-/// nothing about it.
+/// one connection and across three, one of whose calls take rmcp's path.
 #[test]
 fn every_call_runs_in_a_fresh_instance() {
     let b = TestBroker::start(BrokerOptions {
@@ -600,15 +599,26 @@ permit (principal, action == Action::"remember", resource);"#
     });
     let mut one = b.client("assistant");
     let mut two = b.client("assistant");
-    for i in 0..10 {
-        let c = if i % 3 == 0 { &mut two } else { &mut one };
-        let result = c.call_tool("remember", json!({}));
+    let mut three = b.client("assistant");
+    // On `three`, calls carry `_meta` and so take rmcp's path, which makes
+    // the next call's instance after its answer too.
+    let mut call = |i: usize, name: &str, arguments: Value| match i % 3 {
+        0 => two.call_tool(name, arguments),
+        1 => three.request(
+            "tools/call",
+            json!({"name": name, "arguments": arguments, "_meta": {"progressToken": i}}),
+        )["result"]
+            .clone(),
+        _ => one.call_tool(name, arguments),
+    };
+    for i in 0..12 {
+        let result = call(i, "remember", json!({}));
         assert!(!is_error(&result), "{result}");
         assert_eq!(result["structuredContent"], json!({"calls": 1}), "call {i}");
         // Interleaved with another tool: the instance made for the next
         // call is of the last tool called, and is not used for another.
         let message = format!("m{i}");
-        let echo = c.call_tool("echo", json!({"message": message}));
+        let echo = call(i, "echo", json!({"message": message}));
         assert_eq!(
             echo["structuredContent"],
             json!({"message": message}),

@@ -372,6 +372,11 @@ impl ServerHandler for Session {
         let result = run_blocking(move || this.call_tool_inline(request))
             .await
             .unwrap_or_else(|panic| host_bug(&format!("agent `{}`", self.agent.id), &panic));
+        // The reader runs `idle` only after the answers it writes itself;
+        // here the last call's instance would otherwise be held until the
+        // connection's next call.
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.idle());
         Ok(result.into())
     }
 

@@ -51,6 +51,7 @@ impl CallState {
         op: FileOp,
         path: &str,
     ) -> Result<(String, &mut crate::workspace::Workspace), FsFailure> {
+        self.guard.reach();
         let path = normalize(path)?;
         if self.workspace.is_none() {
             return Err(FsFailure::Denied(Denial::new(
@@ -127,6 +128,7 @@ impl workspace::Host for CallState {
 
 impl logging::Host for CallState {
     fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
+        self.guard.reach();
         self.log_bytes += message.len() as u64;
         if self.log_bytes > self.limits.log_bytes {
             let limit = Limit::LogVolume {

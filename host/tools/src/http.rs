@@ -28,6 +28,10 @@ pub(crate) struct CapabilityGuard {
     secrets: Arc<dyn SecretStore>,
     deadline: Instant,
     uses: Vec<CapabilityUse>,
+    /// Set on entry to any of Corral's own host functions, whatever they
+    /// then answer: an instance made ahead of its call that reached one
+    /// would have met a caller, gate and workspace that are not its call's.
+    reached: bool,
 }
 
 type SendFuture = Box<
@@ -55,7 +59,13 @@ impl CapabilityGuard {
             secrets,
             deadline,
             uses: Vec::new(),
+            reached: false,
         }
+    }
+
+    /// Notes that the guest called one of Corral's host functions.
+    pub(crate) fn reach(&mut self) {
+        self.reached = true;
     }
 
     /// Asks the gate and records the answer.
@@ -77,9 +87,10 @@ impl CapabilityGuard {
         std::mem::take(&mut self.uses)
     }
 
-    /// Whether nothing has asked the gate anything yet.
-    pub(crate) fn is_unused(&self) -> bool {
-        self.uses.is_empty()
+    /// Whether the guest has called any of Corral's host functions (and
+    /// so whether anything has asked the gate).
+    pub(crate) fn was_reached(&self) -> bool {
+        self.reached || !self.uses.is_empty()
     }
 
     /// Decides the request and fills its secrets, or says why not.
@@ -184,6 +195,7 @@ impl WasiHttpHooks for CapabilityGuard {
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
+        self.reach();
         drop(fut);
         if let Err(e) = self.authorize(&mut request) {
             return Box::new(async move { Err(e) });

@@ -318,10 +318,23 @@ pub struct LoadedComponent {
     /// Unique within the process: which component a [`Spare`]'s instance
     /// was made from.
     id: u64,
-    /// Set once instantiating it was seen to reach the host (a capability
-    /// or a log line): such a component gets no instance ahead of its
-    /// call, where that reach would meet a gate that is not the call's.
-    instantiation_reaches_host: AtomicBool,
+    /// Set once instantiating it ahead of a call was seen to reach the
+    /// host (any of Corral's host functions, stderr, a broken limit) or
+    /// failed: such a component gets no instance ahead of its call, where
+    /// that reach would meet a gate that is not the call's, and a failing
+    /// start would be paid for twice.
+    made_on_arrival: AtomicBool,
+}
+
+/// Keeps a finished call's instance in `spare`, to be freed off the call
+/// path, with nothing the call could still act through: its resource table
+/// goes now, and with it any HTTP request the guest started and never
+/// awaited (which freeing the store aborts), and its workspace.
+fn retire(spare: &mut Spare, mut store: Store<CallState>) {
+    let state = store.data_mut();
+    state.table = ResourceTable::new();
+    state.workspace = None;
+    spare.spent = Some(store);
 }
 
 /// Numbers [`LoadedComponent`]s.
@@ -587,7 +600,7 @@ impl ToolRuntime {
             pre,
             tools: Vec::new(),
             id: NEXT_COMPONENT_ID.fetch_add(1, Ordering::Relaxed),
-            instantiation_reaches_host: AtomicBool::new(false),
+            made_on_arrival: AtomicBool::new(false),
         };
         loaded.tools = self.describe(&loaded)?;
         Ok(loaded)
@@ -731,7 +744,8 @@ impl ToolRuntime {
     /// no grants, no workspace and no secrets. Its call gives it those
     /// ([`Self::call_with`]). Does nothing if the spare already holds one
     /// for `component`, or if the runtime's budget for spares is spent; a
-    /// component whose instantiation reaches the host gets no spare.
+    /// component whose instantiation reaches the host, or fails, gets no
+    /// spare.
     pub fn refill(&self, spare: &mut Spare, component: &LoadedComponent) {
         spare.spent = None;
         let memory_bytes = self.memory_limit(&self.default_limits);
@@ -743,7 +757,7 @@ impl ToolRuntime {
             return;
         }
         spare.ready = None;
-        if component.instantiation_reaches_host.load(Ordering::Relaxed) {
+        if component.made_on_arrival.load(Ordering::Relaxed) {
             return;
         }
         let Some(slot) = self.spares.take() else {
@@ -759,22 +773,22 @@ impl ToolRuntime {
             secrets: Arc::new(corral_gate::StaticSecrets::new()),
             limits: None,
         };
-        let Ok((store, instance)) = self.instantiate(component, &unarmed) else {
-            // The call will instantiate for itself and report the error.
+        let made = self
+            .instantiate(component, &unarmed)
+            .ok()
+            .filter(|(store, _)| {
+                let state = store.data();
+                !state.guard.was_reached()
+                    && state.logs.is_empty()
+                    && state.broke.is_none()
+                    && state.stderr.contents().is_empty()
+            });
+        let Some((store, instance)) = made else {
+            // The call will instantiate for itself, and report any error.
+            tracing::debug!(component = %component.sha256, "instantiating ahead reaches the host or fails; calls of this component instantiate on arrival");
+            component.made_on_arrival.store(true, Ordering::Relaxed);
             return;
         };
-        let state = store.data();
-        if !state.guard.is_unused()
-            || !state.logs.is_empty()
-            || state.broke.is_some()
-            || !state.stderr.contents().is_empty()
-        {
-            tracing::debug!(component = %component.sha256, "instantiation reaches the host; calls of this component instantiate on arrival");
-            component
-                .instantiation_reaches_host
-                .store(true, Ordering::Relaxed);
-            return;
-        }
         spare.ready = Some(Ready {
             component: component.id,
             memory_bytes,
@@ -893,7 +907,7 @@ impl ToolRuntime {
                         capabilities: state.guard.take_uses(),
                         duration: started.elapsed(),
                     };
-                    spare.spent = Some(store);
+                    retire(spare, store);
                     return Ok(done);
                 }
             }
@@ -919,7 +933,7 @@ impl ToolRuntime {
             capabilities: state.guard.take_uses(),
             stderr,
         });
-        spare.spent = Some(store);
+        retire(spare, store);
         Err(report)
     }
 
