@@ -196,8 +196,10 @@ pub(crate) struct Unsealed {
 impl Unsealed {
     pub(crate) fn new(record: Record) -> Unsealed {
         let tail = record.canonical_tail();
-        // Serializing borrowed strings, integers and booleans cannot fail.
-        let mut tail = serde_json::to_vec(&tail).unwrap_or_default();
+        // Serializing borrowed strings, integers and booleans cannot fail;
+        // were it to, an empty tail would be hashed as if it were the
+        // record, so it stops here instead.
+        let mut tail = serde_json::to_vec(&tail).expect("a record's canonical JSON");
         // `{"time_us":…}` → `"time_us":…}`
         tail.remove(0);
         Unsealed { record, tail }
@@ -305,8 +307,8 @@ impl Record {
         let mut hasher = Sha256::new();
         hasher.update(self.prev_hash.as_bytes());
         hasher.update(b"\n");
-        // Serializing borrowed strings, integers and booleans cannot fail.
-        let json = serde_json::to_vec(&canonical).unwrap_or_default();
+        // As in `Unsealed::new`: cannot fail, and must not hash nothing.
+        let json = serde_json::to_vec(&canonical).expect("a record's canonical JSON");
         hasher.update(&json);
         hex::encode(hasher.finalize())
     }
