@@ -326,15 +326,21 @@ pub struct LoadedComponent {
     made_on_arrival: AtomicBool,
 }
 
-/// Keeps a finished call's instance in `spare`, to be freed off the call
-/// path, with nothing the call could still act through: its resource table
-/// goes now, and with it any HTTP request the guest started and never
-/// awaited (which freeing the store aborts), and its workspace.
-fn retire(spare: &mut Spare, mut store: Store<CallState>) {
-    let state = store.data_mut();
-    state.table = ResourceTable::new();
-    state.workspace = None;
-    spare.spent = Some(store);
+/// The call's gate, with its deadline counted from now: the one a fresh
+/// instance is made with, and the one an instance made ahead is armed with.
+fn call_guard(ctx: &CallContext, limits: Limits) -> CapabilityGuard {
+    CapabilityGuard::new(
+        ctx.caller.clone(),
+        ctx.gate.clone(),
+        ctx.secrets.clone(),
+        Instant::now() + limits.wall_time,
+    )
+}
+
+fn call_workspace(ctx: &CallContext, limits: Limits) -> Option<Workspace> {
+    ctx.workspace
+        .clone()
+        .map(|root| Workspace::new(root, limits.file_bytes))
 }
 
 /// Numbers [`LoadedComponent`]s.
@@ -402,6 +408,17 @@ impl Spare {
     pub fn is_ready(&self) -> bool {
         self.ready.is_some()
     }
+}
+
+/// Keeps a finished call's instance in `spare`, to be freed off the call
+/// path, with nothing the call could still act through: its resource table
+/// goes now, and with it any HTTP request the guest started and never
+/// awaited (which freeing the store aborts), and its workspace.
+fn retire(spare: &mut Spare, mut store: Store<CallState>) {
+    let state = store.data_mut();
+    state.table = ResourceTable::new();
+    state.workspace = None;
+    spare.spent = Some(store);
 }
 
 /// One call's inputs, beyond the tool and its input.
@@ -707,16 +724,8 @@ impl ToolRuntime {
             stderr,
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
-            guard: CapabilityGuard::new(
-                ctx.caller.clone(),
-                ctx.gate.clone(),
-                ctx.secrets.clone(),
-                Instant::now() + limits.wall_time,
-            ),
-            workspace: ctx
-                .workspace
-                .clone()
-                .map(|root| Workspace::new(root, limits.file_bytes)),
+            guard: call_guard(ctx, limits),
+            workspace: call_workspace(ctx, limits),
             limiter: CallLimiter {
                 memory_bytes: self.memory_limit(&limits),
                 memory_refused: false,
@@ -802,16 +811,8 @@ impl ToolRuntime {
     /// has: the caller, gate, secrets, workspace, limits and deadlines.
     fn arm(&self, store: &mut Store<CallState>, ctx: &CallContext, limits: Limits) {
         let state = store.data_mut();
-        state.guard = CapabilityGuard::new(
-            ctx.caller.clone(),
-            ctx.gate.clone(),
-            ctx.secrets.clone(),
-            Instant::now() + limits.wall_time,
-        );
-        state.workspace = ctx
-            .workspace
-            .clone()
-            .map(|root| Workspace::new(root, limits.file_bytes));
+        state.guard = call_guard(ctx, limits);
+        state.workspace = call_workspace(ctx, limits);
         state.limits = limits;
         store.set_epoch_deadline(self.deadline_ticks(limits.wall_time));
     }
