@@ -209,6 +209,12 @@ impl AuditReader {
             }
             report.spooled += 1;
         }
+        if let Some(stray) = spooled.stray {
+            report.first_bad = Some((
+                report.head_seq + 1,
+                stray.describe(&spool::path_of(&self.path)),
+            ));
+        }
         Ok(report)
     }
 }

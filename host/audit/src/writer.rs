@@ -2,7 +2,7 @@
 //! moving records into SQLite.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -170,6 +170,17 @@ impl Drop for Lifetime {
     }
 }
 
+/// Cuts the spool back to `len` bytes and keeps the room after them as a
+/// hole. What was past `len` is gone at once: the cut is one size change,
+/// and the room another.
+fn make_room(spool: &File, len: u64) -> std::io::Result<()> {
+    spool.set_len(len)?;
+    if len < spool::ROOM {
+        spool.set_len(spool::ROOM)?;
+    }
+    Ok(())
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -187,9 +198,13 @@ impl AuditLog {
         };
         let conn = open_writer(&path)?;
         let spool_path = spool::path_of(&path);
+        // Positioned writes, not append mode: records go into the room
+        // kept at the end (see `spool::ROOM`).
         let spool_file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
             .open(&spool_path)
             .map_err(|e| {
                 io(format!(
@@ -214,7 +229,7 @@ impl AuditLog {
             wal: None,
         };
         let (last_seq, last_hash) = store.recover(&spool_path, seq, hash, config.max_batch)?;
-        spool_file.set_len(0).map_err(|e| {
+        make_room(&spool_file, 0).map_err(|e| {
             io(format!(
                 "cannot empty the spool {}: {e}",
                 spool_path.display()
@@ -382,7 +397,7 @@ impl Inner {
         };
         let prev_hash = std::mem::take(&mut chain.last_hash);
         let record = record.seal(seq, prev_hash, &mut chain.line);
-        if let Err(e) = (&chain.spool).write_all(&chain.line) {
+        if let Err(e) = chain.spool.write_all_at(&chain.line, chain.len) {
             chain.last_hash = record.prev_hash;
             let why = format!(
                 "cannot write to the spool {}: {e}",
@@ -390,7 +405,7 @@ impl Inner {
             );
             // A partial line would break the chain for every later record:
             // cut it off, or stop.
-            if let Err(cut) = chain.spool.set_len(chain.len) {
+            if let Err(cut) = make_room(&chain.spool, chain.len) {
                 self.stop_taking_appends(format!(
                     "{why}; cutting back the partial write failed too: {cut}"
                 ));
@@ -538,7 +553,13 @@ impl Inner {
             self.keep_unmoved(rest, &e);
             return;
         }
-        match chain.spool.set_len(0) {
+        let emptied = if all {
+            // Closing: nothing more is written, so no room is kept.
+            chain.spool.set_len(0)
+        } else {
+            make_room(&chain.spool, 0)
+        };
+        match emptied {
             // Even if the cut is not yet durable: a reopen skips spooled
             // records the database already holds.
             Ok(()) => chain.len = 0,
@@ -762,6 +783,15 @@ impl Store {
         max_batch: usize,
     ) -> Result<(i64, String), AuditError> {
         let spooled = spool::read(spool_path)?;
+        if let Some(stray) = spooled.stray {
+            return Err(AuditError::Layout {
+                path: spool_path.display().to_string(),
+                message: format!(
+                    "{}; the log will not open for writing until then",
+                    stray.describe(spool_path)
+                ),
+            });
+        }
         if spooled.torn_bytes > 0 {
             tracing::warn!(
                 bytes = spooled.torn_bytes,

@@ -451,3 +451,106 @@ fn an_acknowledged_append_is_on_record_before_it_is_moved_into_sqlite() {
         assert_eq!(reader.verify().unwrap().spooled, 0, "{durability:?}");
     }
 }
+
+/// The room kept past the spool's records (`spool::ROOM`): a hole while a
+/// writer has the log, gone once it closes.
+#[test]
+fn an_open_spool_keeps_unallocated_room_after_its_records() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+    for n in 0..20 {
+        log.append_blocking(call("alice", "echo", true, n)).unwrap();
+    }
+    let meta = std::fs::metadata(spool_of(&path)).unwrap();
+    assert_eq!(meta.len(), 8 << 20, "the room is kept while open");
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "the room takes no disk: {} bytes allocated",
+        meta.blocks() * 512
+    );
+    // A reader stops where the records end, with the writer live.
+    let report = AuditReader::open(&path).unwrap().verify().unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.records, 20);
+    drop(log);
+    assert_eq!(std::fs::metadata(spool_of(&path)).unwrap().len(), 0);
+}
+
+/// What a crashed writer leaves: records, maybe a torn line, then the
+/// room's zeros.
+#[test]
+fn records_before_the_room_are_recovered_and_a_torn_line_before_it_dropped() {
+    let (_d, path) = fresh_log(10);
+    let spooled = sealed(head(&path), 3);
+    write_spool(&path, &spooled, true);
+    let spool = std::fs::OpenOptions::new()
+        .write(true)
+        .open(spool_of(&path))
+        .unwrap();
+    spool.set_len(8 << 20).unwrap();
+    drop(spool);
+
+    let report = AuditReader::open(&path).unwrap().verify().unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records, report.spooled), (13, 3));
+    let log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+    let receipt = log.append_blocking(call("bob", "echo", true, 1)).unwrap();
+    assert_eq!(receipt.seq, 14, "the torn line was dropped, the rest kept");
+    drop(log);
+    let report = AuditReader::open(&path).unwrap().verify().unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records, report.spooled), (14, 0));
+}
+
+/// Zeros over acknowledged records hide the ones after them from a reader
+/// that stops at the first zero: data after the zeros is named, and the
+/// writer will not open the log over it.
+#[test]
+fn data_after_zeros_in_the_spool_is_refused_and_kept() {
+    use std::os::unix::fs::FileExt;
+    let (_d, path) = fresh_log(10);
+    let records = sealed(head(&path), 4);
+    let text = write_spool(&path, &records, false);
+    let first_len = serde_json::to_string(&records[0]).unwrap().len() + 1;
+    // Record 12 (the second) zeroed out in place: 13 and 14 are still
+    // there, after the zeros.
+    let second_len = serde_json::to_string(&records[1]).unwrap().len() + 1;
+    let spool = std::fs::OpenOptions::new()
+        .write(true)
+        .open(spool_of(&path))
+        .unwrap();
+    spool
+        .write_all_at(&vec![0u8; second_len], first_len as u64)
+        .unwrap();
+    drop(spool);
+
+    let report = AuditReader::open(&path).unwrap().verify().unwrap();
+    let (bad, why) = report
+        .first_bad
+        .clone()
+        .expect("the zeroed record is found");
+    assert_eq!(bad, 12, "{report:?}");
+    assert!(
+        why.contains(&format!("data at byte {}", first_len + second_len))
+            && why.contains(&format!("after zeros from byte {first_len}")),
+        "{why}"
+    );
+    let err = AuditLog::open(AuditConfig::new(&path))
+        .err()
+        .expect("the writer refuses")
+        .to_string();
+    assert!(
+        err.contains("after zeros") && err.contains("will not open for writing"),
+        "{err}"
+    );
+    // Kept as it was, zeros and all.
+    let kept = std::fs::read(spool_of(&path)).unwrap();
+    assert_eq!(kept.len(), text.len());
+    assert_eq!(
+        kept[first_len + second_len..],
+        text.as_bytes()[first_len + second_len..]
+    );
+    assert_eq!(AuditReader::open(&path).unwrap().head_seq().unwrap(), 10);
+}
