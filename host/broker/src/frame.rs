@@ -115,6 +115,12 @@ pub trait InlineCalls: Send + Sync + 'static {
     /// block (the audit record, the tool); never called on an async worker.
     fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult;
 
+    /// Called on the same thread once an inline call's answer is written
+    /// or could not be, before anything else: for the call's own
+    /// bookkeeping that need not delay its answer (the broker writes the
+    /// outcome record here).
+    fn answered(&self) {}
+
     /// Called on the same thread once an inline call's answer is written,
     /// before the next frame is read: for work that must not delay an
     /// answer (the broker makes the next call's instance here).
@@ -545,7 +551,9 @@ fn answer_inline<H: InlineCalls>(
     // path serves.
     result.strip_result_type_for_legacy_peer();
     result.strip_non_object_output_for_legacy_peer();
-    connection.write_message(&JsonRpcMessage::response(result, id))
+    let written = connection.write_message(&JsonRpcMessage::response(result, id));
+    handler.answered();
+    written
 }
 
 /// The reader thread: frames in, hot-path answers out, the rest to rmcp.

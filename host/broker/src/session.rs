@@ -34,6 +34,40 @@ pub(crate) struct Session {
     /// The instance for this connection's next call, made while the
     /// connection is idle (see [`corral_tools::Spare`]).
     spare: Arc<Mutex<NextInstance>>,
+    /// The outcome record of the call the reader thread is answering.
+    deferred: Arc<DeferredOutcome>,
+}
+
+/// An inline call's outcome record, written once its answer is out rather
+/// than before: the record is not synced before the answer in either
+/// durability mode, so nothing is weaker for it, and the answer no longer
+/// waits for it (5 µs of a strict call's round trip here, on caches gone
+/// cold during the fsync). The reader writes it before it reads the
+/// connection's next frame, so the chain keeps each call's outcome before
+/// the next call's decision; if the reader never gets there, dropping the
+/// session writes it.
+struct DeferredOutcome {
+    audit: corral_audit::AuditLog,
+    pending: Mutex<Option<Entry>>,
+}
+
+impl DeferredOutcome {
+    fn write(&self) {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(record) = pending {
+            self.audit.append_detached(record);
+        }
+    }
+}
+
+impl Drop for DeferredOutcome {
+    fn drop(&mut self) {
+        self.write();
+    }
 }
 
 #[derive(Default)]
@@ -49,27 +83,32 @@ impl Session {
         let n = agent.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("{}-{}-{n}", agent.id, corral_audit::now_micros());
         Session {
-            shared,
             agent,
             id: Arc::from(id),
             calls: Arc::new(AtomicI64::new(0)),
             tokens: Arc::new(AtomicU64::new(0)),
             gone: Default::default(),
             spare: Default::default(),
+            deferred: Arc::new(DeferredOutcome {
+                audit: shared.audit.clone(),
+                pending: Mutex::new(None),
+            }),
+            shared,
         }
     }
 
     /// The whole path of one `tools/call`, on the calling thread, which may
-    /// block: rate limit, a slot, then the decision, its record, the tool
-    /// run and the outcome record, with no hand-off in between. Every
+    /// block: rate limit, a slot, then the decision, its record and the
+    /// tool run, with no hand-off in between. Returns the answer and, for
+    /// a call that ran, its outcome record, which the caller writes. Every
     /// refusal says who, what, which policies, and what to do next.
-    pub(crate) fn call_now(&self, name: &str, arguments: Value) -> CallToolResult {
+    pub(crate) fn call_now(&self, name: &str, arguments: Value) -> (CallToolResult, Option<Entry>) {
         let agent = self.agent.id.clone();
         let arrived = Instant::now();
         let deadline = arrived + self.shared.limits.call_timeout;
 
         if let Err(wait) = self.agent.take_rate(arrived) {
-            return refusal(
+            return ran_none(refusal(
                 "rate-limited",
                 format!(
                     "agent `{agent}` called tool `{name}` above its rate limit of {}/s (burst {}); retry in {} ms, or raise limits.rate_per_second",
@@ -78,28 +117,39 @@ impl Session {
                     wait.as_millis().max(1)
                 ),
                 &[],
-            );
+            ));
         }
         let Some(slot) = self.agent.running.take(self.shared.limits.call_timeout) else {
-            return refusal(
+            return ran_none(refusal(
                 "timed-out",
                 format!(
                     "agent `{agent}`, tool `{name}`: not started: the agent's {} other calls did not finish within {:?}; retry later or raise limits.max_in_flight",
                     self.shared.limits.max_in_flight, self.shared.limits.call_timeout
                 ),
                 &[],
-            );
+            ));
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.decide_and_run(name, arguments, arrived, deadline)
         }));
         drop(slot);
         result.unwrap_or_else(|panic| {
-            host_bug(
+            ran_none(host_bug(
                 &format!("agent `{agent}`, tool `{name}`"),
                 &panic_text(&*panic),
-            )
+            ))
         })
+    }
+
+    /// A call on rmcp's path: its outcome record is written before rmcp
+    /// sends the answer.
+    fn call_and_record(&self, request: CallToolRequestParams) -> CallToolResult {
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let (result, outcome) = self.call_now(&request.name, arguments);
+        if let Some(record) = outcome {
+            self.shared.audit.append_detached(record);
+        }
+        result
     }
 
     fn decide_and_run(
@@ -108,7 +158,7 @@ impl Session {
         arguments: Value,
         arrived: Instant,
         deadline: Instant,
-    ) -> CallToolResult {
+    ) -> (CallToolResult, Option<Entry>) {
         let agent = &*self.agent.id;
         let calls_in_session = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let common = Common::now(&self.id, calls_in_session);
@@ -145,13 +195,13 @@ impl Session {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(agent, tool = name, error = %e, "decision not recorded; refusing");
-                return refusal(
+                return ran_none(refusal(
                     "audit-unavailable",
                     format!(
                         "agent `{agent}`, tool `{name}`: not run because its decision could not be recorded ({e}); an operator must check the audit log's disk"
                     ),
                     &[],
-                );
+                ));
             }
         };
 
@@ -168,7 +218,7 @@ impl Session {
                     "fix the request or the failing policy; `corral policy check` shows the evaluation"
                 }
             };
-            return refusal(
+            return ran_none(refusal(
                 class,
                 format!(
                     "denied: agent `{agent}` may not call tool `{name}`: {} (audit record {}); next step: {next}",
@@ -176,7 +226,7 @@ impl Session {
                     receipt.seq
                 ),
                 &decision.policy_ids,
-            );
+            ));
         }
         let Some((component, _)) = registered else {
             unreachable!("an allowed decision needs a loaded tool")
@@ -190,8 +240,7 @@ impl Session {
         record.duration_us = Some(arrived.elapsed().as_micros() as i64);
         record.tool_sha256 = Some(component.component.sha256().to_string());
         record.detail = detail;
-        self.shared.audit.append_detached(record);
-        result
+        (result, Some(record))
     }
 
     /// Runs an allowed call on this thread, under the audited gate.
@@ -302,6 +351,11 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".into())
 }
 
+/// An answer for a call that did not run, so has no outcome record.
+fn ran_none(result: CallToolResult) -> (CallToolResult, Option<Entry>) {
+    (result, None)
+}
+
 /// The refusal for a call the broker itself failed (a panic, caught).
 fn host_bug(who: &str, panic: &str) -> CallToolResult {
     refusal(
@@ -369,7 +423,7 @@ impl ServerHandler for Session {
         // Requests the hot path leaves to rmcp (with `_meta`, say) take the
         // same path, on a thread that may block.
         let this = self.clone();
-        let result = run_blocking(move || this.call_tool_inline(request))
+        let result = run_blocking(move || this.call_and_record(request))
             .await
             .unwrap_or_else(|panic| host_bug(&format!("agent `{}`", self.agent.id), &panic));
         // The reader runs `idle` only after the answers it writes itself;
@@ -394,7 +448,25 @@ impl ServerHandler for Session {
 impl InlineCalls for Session {
     fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult {
         let arguments = Value::Object(request.arguments.unwrap_or_default());
-        self.call_now(&request.name, arguments)
+        let (result, outcome) = self.call_now(&request.name, arguments);
+        if let Some(record) = outcome {
+            let mut pending = self
+                .deferred
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Written by `answered` after every inline call; one left here
+            // would mean a path that skipped it: write it now rather than
+            // lose it.
+            if let Some(missed) = pending.replace(record) {
+                self.shared.audit.append_detached(missed);
+            }
+        }
+        result
+    }
+
+    fn answered(&self) {
+        self.deferred.write();
     }
 
     /// Frees the last call's instance and makes the next one.
