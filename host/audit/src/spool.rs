@@ -70,24 +70,25 @@ pub(crate) struct Stray {
 impl Stray {
     pub(crate) fn describe(&self, path: &Path) -> String {
         format!(
-            "the spool {} has data at byte {} after zeros from byte {}, which its writer never leaves: records were zeroed out, or a system crash kept pages of writes never acknowledged; move the spool aside once it has been inspected (the database and `corral audit verify` show what is recorded)",
-            path.display(),
-            self.data_at,
-            self.gap_at
+            "the spool {path} has data at byte {data} after zeros from byte {gap}, which its writer never leaves: records were zeroed out, or a system crash kept pages of writes never acknowledged (possible on filesystems that do not order a file's data writes, which ext4's default does); copy the spool aside for inspection, then keep the records before the zeros and drop the rest with `truncate -s {gap} {path}`",
+            path = path.display(),
+            data = self.data_at,
+            gap = self.gap_at
         )
     }
 }
 
 /// The length the spool is kept at while a writer has it open, past what
 /// it holds: records go into room already in the file, so the file's size
-/// does not change and a sync writes the data alone, with no inode update
-/// for the journal to commit. On this machine's disk that made an
-/// `fdatasync` of one record 130–140 µs p50 and about 200 µs p99 against
-/// 180–190 µs and up to 850 µs when each record grew the file. The room
-/// is a hole: it takes no disk, reads as zeros, and a reader stops at the
-/// first zero byte, which no record holds (JSON escapes control bytes).
-/// Twice the size at which the spool is emptied, so that it is not
-/// outgrown between emptyings; a spool that is still grows as before.
+/// does not change and a sync has no size change to commit (the first
+/// write into each block of the room still allocates that block). On
+/// this machine's disk (ext4) that made an `fdatasync` of one record
+/// 115–135 µs p50 and about 210 µs p99, against 150–200 µs and up to
+/// 900 µs when each record grew the file. The room is a hole: it takes no
+/// disk, reads as zeros, and a reader stops at the first zero byte, which
+/// no record holds (JSON escapes control bytes). Twice the size at which
+/// the spool is emptied, so that it is not outgrown between emptyings; a
+/// spool that outgrows it grows as it did without room.
 pub(crate) const ROOM: u64 = 8 << 20;
 
 const CHUNK: usize = 256 << 10;
@@ -176,15 +177,18 @@ fn data_after(file: &std::fs::File, from: u64) -> std::io::Result<Option<u64>> {
         // call; it reads no memory. The descriptor's own offset moves,
         // which nothing here relies on: reads below are positioned.
         let data = unsafe { libc::lseek(file.as_raw_fd(), offset, libc::SEEK_DATA) };
-        if data < 0 {
+        let data = if data >= 0 {
+            data as u64
+        } else {
             let e = std::io::Error::last_os_error();
-            // No data past `at`.
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                return Ok(None);
+            match e.raw_os_error() {
+                // No data past `at`.
+                Some(libc::ENXIO) => return Ok(None),
+                // A filesystem without SEEK_DATA: read every byte.
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => at,
+                _ => return Err(e),
             }
-            return Err(e);
-        }
-        let data = data as u64;
+        };
         let n = file.read_at(&mut chunk, data)?;
         if n == 0 {
             return Ok(None);
@@ -235,7 +239,8 @@ pub(crate) fn matches_stored(conn: &Connection, record: &Record) -> rusqlite::Re
 /// empty and refill the spool during the read, splicing two contents
 /// together; while a writer holds the spool, a read that does not parse
 /// is retried. Data past the records' end is stray only without a live
-/// writer: one may have written it since the end was read.
+/// writer, and if a second read finds it too: a writer may have written it
+/// after the end was read.
 pub(crate) fn read_for_reader(log: &Path) -> Result<Spooled, AuditError> {
     let path = path_of(log);
     let mut tries = 0;
@@ -245,9 +250,14 @@ pub(crate) fn read_for_reader(log: &Path) -> Result<Spooled, AuditError> {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            Ok(mut spooled) if spooled.stray.is_some() && held_by_writer(&path) => {
-                spooled.stray = None;
-                return Ok(spooled);
+            Ok(mut spooled) if spooled.stray.is_some() => {
+                if held_by_writer(&path) {
+                    spooled.stray = None;
+                    return Ok(spooled);
+                }
+                // A writer may have closed during the read, after writing
+                // past where it saw the records end: once more, with none.
+                return read(&path);
             }
             other => return other,
         }

@@ -172,11 +172,15 @@ impl Drop for Lifetime {
 
 /// Cuts the spool back to `len` bytes and keeps the room after them as a
 /// hole. What was past `len` is gone at once: the cut is one size change,
-/// and the room another.
+/// and the room another. Only the cut can fail: once it is made, the
+/// caller's `len` is the spool's, and writes continue from it whether or
+/// not the room could be added (without it they grow the file, slower).
 fn make_room(spool: &File, len: u64) -> std::io::Result<()> {
     spool.set_len(len)?;
-    if len < spool::ROOM {
-        spool.set_len(spool::ROOM)?;
+    if len < spool::ROOM
+        && let Err(e) = spool.set_len(spool::ROOM)
+    {
+        tracing::warn!(error = %e, "cannot keep room in the audit spool; its syncs will be slower");
     }
     Ok(())
 }
@@ -539,6 +543,13 @@ impl Inner {
             return;
         }
         if !full {
+            if all {
+                // Closing with nothing written: only the room to drop.
+                let chain = lock(&self.chain);
+                if let Err(e) = chain.spool.set_len(0) {
+                    tracing::warn!(error = %e, path = %self.spool_path.display(), "cannot drop the audit spool's room");
+                }
+            }
             return;
         }
         let mut chain = lock(&self.chain);

@@ -476,6 +476,9 @@ fn an_open_spool_keeps_unallocated_room_after_its_records() {
     assert_eq!(report.records, 20);
     drop(log);
     assert_eq!(std::fs::metadata(spool_of(&path)).unwrap().len(), 0);
+    // Nor after a writer that wrote nothing.
+    drop(AuditLog::open(AuditConfig::new(&path)).unwrap());
+    assert_eq!(std::fs::metadata(spool_of(&path)).unwrap().len(), 0);
 }
 
 /// What a crashed writer leaves: records, maybe a torn line, then the
@@ -541,8 +544,11 @@ fn data_after_zeros_in_the_spool_is_refused_and_kept() {
         .err()
         .expect("the writer refuses")
         .to_string();
+    let cut = format!("truncate -s {first_len} {}", spool_of(&path).display());
     assert!(
-        err.contains("after zeros") && err.contains("will not open for writing"),
+        err.contains("after zeros")
+            && err.contains("will not open for writing")
+            && err.contains(&cut),
         "{err}"
     );
     // Kept as it was, zeros and all.
@@ -553,4 +559,15 @@ fn data_after_zeros_in_the_spool_is_refused_and_kept() {
         text.as_bytes()[first_len + second_len..]
     );
     assert_eq!(AuditReader::open(&path).unwrap().head_seq().unwrap(), 10);
+
+    // The next step the error gives keeps the record before the zeros.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(spool_of(&path))
+        .unwrap()
+        .set_len(first_len as u64)
+        .unwrap();
+    let log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+    let receipt = log.append_blocking(call("bob", "echo", true, 1)).unwrap();
+    assert_eq!(receipt.seq, 12, "record 11 was kept, the rest dropped");
 }
