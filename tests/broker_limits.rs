@@ -279,3 +279,63 @@ fn garbage_never_hurts_the_broker() {
     assert_eq!(c.request("ping", json!({}))["result"], json!({}));
     bystander_is_fine(&b);
 }
+
+/// A peer that sends calls and never reads its answers: no one else is
+/// held up, and while the broker waits on it, each call that ran already
+/// has its outcome record (outcome records are written once the kernel
+/// holds an answer, or before waiting for a peer that does not take it,
+/// so a broker killed during that wait loses none).
+#[test]
+fn a_client_that_never_reads_has_every_outcome_on_record_while_the_broker_waits() {
+    let mut b = TestBroker::start(BrokerOptions {
+        limits: BrokerLimits {
+            frame_timeout: Duration::from_secs(3),
+            ..BrokerLimits::default()
+        },
+        ..BrokerOptions::default()
+    });
+    let mut deaf = b.client("reporter");
+    // Answers of about 100 KiB each (the message comes back as text and
+    // as structured content): two or three fill the socket's buffer.
+    let message = "x".repeat(48 << 10);
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0;
+        for id in 100..130 {
+            let frame = json!({
+                "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"message": message}},
+            });
+            // Fails once the broker has closed this connection.
+            if deaf.send_raw(format!("{frame}\n").as_bytes()).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    bystander_is_fine(&b);
+    // The broker is now blocked writing an answer (within its 3 s frame
+    // timeout), and the records have had time to reach SQLite.
+    std::thread::sleep(Duration::from_millis(1000));
+    let records = b.records();
+    let ran: Vec<i64> = records
+        .iter()
+        .filter(|r| r.agent == "reporter" && r.kind == corral_audit::Kind::Call)
+        .map(|r| r.seq)
+        .collect();
+    assert!(!ran.is_empty(), "no call of the deaf client ran");
+    for seq in &ran {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.kind == corral_audit::Kind::Outcome && r.parent == Some(*seq)),
+            "call record {seq} has no outcome record while the broker waits on its answer"
+        );
+    }
+    b.stop();
+    let sent = sender.join().unwrap();
+    assert!(
+        sent < 30,
+        "the broker kept reading a peer that takes no answers"
+    );
+}

@@ -115,10 +115,11 @@ pub trait InlineCalls: Send + Sync + 'static {
     /// block (the audit record, the tool); never called on an async worker.
     fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult;
 
-    /// Called on the same thread once an inline call's answer is written
-    /// or could not be, before anything else: for the call's own
-    /// bookkeeping that need not delay its answer (the broker writes the
-    /// outcome record here).
+    /// Called on the same thread once the kernel holds an inline call's
+    /// whole answer, or before the reader waits for a peer that is not
+    /// taking it, or once it could not be written: for the call's own
+    /// bookkeeping that need not delay its answer but must not wait on the
+    /// peer either (the broker writes the outcome record here).
     fn answered(&self) {}
 
     /// Called on the same thread once an inline call's answer is written,
@@ -154,6 +155,45 @@ impl Connection {
                 false
             }
         }
+    }
+
+    /// Writes `frames` like [`Connection::write`], and runs `then` as soon
+    /// as the kernel holds all of them, or before waiting for a peer that
+    /// is not reading: work for after an answer, which never waits on the
+    /// peer.
+    fn write_then(&self, frames: &[u8], then: impl FnOnce()) -> bool {
+        let mut then = Some(then);
+        let mut stream = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = 0;
+        let written = loop {
+            if sent == frames.len() {
+                break Ok(());
+            }
+            match send_now(&stream, &frames[sent..]) {
+                Ok(Some(n)) => sent += n,
+                // The peer's buffer is full: `then` first, then wait.
+                Ok(None) => {
+                    if let Some(then) = then.take() {
+                        then();
+                    }
+                    break stream.write_all(&frames[sent..]);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let ok = match written {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(agent = %self.agent, error = %e, "closing: cannot write to the agent");
+                let _ = stream.shutdown(Shutdown::Both);
+                false
+            }
+        };
+        drop(stream);
+        if let Some(then) = then {
+            then();
+        }
+        ok
     }
 
     /// Ends the connection both ways; the reader's read returns at once.
@@ -277,6 +317,33 @@ struct Looking;
 impl Drop for Looking {
     fn drop(&mut self) {
         LOOKING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Without blocking: `Some(n)` bytes sent, `None` if the peer's buffer
+/// has no room. Never raises SIGPIPE.
+fn send_now(stream: &UnixStream, buf: &[u8]) -> std::io::Result<Option<usize>> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
+        // whole call, and the descriptor stays open: `stream` is borrowed.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(None),
+            std::io::ErrorKind::Interrupted => {}
+            _ => return Err(e),
+        }
     }
 }
 
@@ -551,9 +618,18 @@ fn answer_inline<H: InlineCalls>(
     // path serves.
     result.strip_result_type_for_legacy_peer();
     result.strip_non_object_output_for_legacy_peer();
-    let written = connection.write_message(&JsonRpcMessage::response(result, id));
-    handler.answered();
-    written
+    let message: TxJsonRpcMessage<RoleServer> = JsonRpcMessage::response(result, id);
+    match serde_json::to_vec(&message) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            connection.write_then(&bytes, || handler.answered())
+        }
+        Err(e) => {
+            handler.answered();
+            tracing::error!(agent = %connection.agent, error = %e, "answer not serializable");
+            false
+        }
+    }
 }
 
 /// The reader thread: frames in, hot-path answers out, the rest to rmcp.

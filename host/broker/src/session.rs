@@ -38,14 +38,17 @@ pub(crate) struct Session {
     deferred: Arc<DeferredOutcome>,
 }
 
-/// An inline call's outcome record, written once its answer is out rather
-/// than before: the record is not synced before the answer in either
-/// durability mode, so nothing is weaker for it, and the answer no longer
-/// waits for it (5 µs of a strict call's round trip here, on caches gone
-/// cold during the fsync). The reader writes it before it reads the
-/// connection's next frame, so the chain keeps each call's outcome before
-/// the next call's decision; if the reader never gets there, dropping the
-/// session writes it.
+/// An inline call's outcome record, written as soon as the kernel holds
+/// its answer rather than before the answer is sent, so that the answer
+/// does not wait for it (5 µs of a strict call's round trip here, on
+/// caches gone cold during the fsync). It is never synced before the
+/// answer in either mode. What a kill of the broker can lose is as before:
+/// the outcome of a call killed within microseconds of its tool's return,
+/// now counted to the answer's `send` rather than to the record's write;
+/// the answer never waits on a slow peer first (`Connection::write_then`).
+/// It is written before the connection's next frame is read, so this
+/// connection's next decision follows it in the chain. If the reader
+/// never gets there, dropping the session writes it.
 struct DeferredOutcome {
     audit: corral_audit::AuditLog,
     pending: Mutex<Option<Entry>>,
