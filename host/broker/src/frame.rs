@@ -146,21 +146,13 @@ impl Connection {
     /// within the frame timeout (it does not read its answers) loses the
     /// connection: its socket is shut down, which also ends the reader.
     fn write(&self, frames: &[u8]) -> bool {
-        let mut stream = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        match stream.write_all(frames) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(agent = %self.agent, error = %e, "closing: cannot write to the agent");
-                let _ = stream.shutdown(Shutdown::Both);
-                false
-            }
-        }
+        self.write_then(frames, || ())
     }
 
     /// Writes `frames` like [`Connection::write`], and runs `then` as soon
     /// as the kernel holds all of them, or before waiting for a peer that
-    /// is not reading: work for after an answer, which never waits on the
-    /// peer.
+    /// is not reading, or once they could not be written: work for after
+    /// an answer, which never waits on the peer.
     fn write_then(&self, frames: &[u8], then: impl FnOnce()) -> bool {
         let mut then = Some(then);
         let mut stream = self.write.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,13 +195,24 @@ impl Connection {
     }
 
     fn write_message(&self, message: &TxJsonRpcMessage<RoleServer>) -> bool {
+        self.write_message_then(message, || ())
+    }
+
+    /// [`Connection::write_message`], with `then` run as
+    /// [`Connection::write_then`] runs it.
+    fn write_message_then(
+        &self,
+        message: &TxJsonRpcMessage<RoleServer>,
+        then: impl FnOnce(),
+    ) -> bool {
         match serde_json::to_vec(message) {
             Ok(mut bytes) => {
                 bytes.push(b'\n');
-                self.write(&bytes)
+                self.write_then(&bytes, then)
             }
             Err(e) => {
                 tracing::error!(agent = %self.agent, error = %e, "answer not serializable");
+                then();
                 false
             }
         }
@@ -618,18 +621,7 @@ fn answer_inline<H: InlineCalls>(
     // path serves.
     result.strip_result_type_for_legacy_peer();
     result.strip_non_object_output_for_legacy_peer();
-    let message: TxJsonRpcMessage<RoleServer> = JsonRpcMessage::response(result, id);
-    match serde_json::to_vec(&message) {
-        Ok(mut bytes) => {
-            bytes.push(b'\n');
-            connection.write_then(&bytes, || handler.answered())
-        }
-        Err(e) => {
-            handler.answered();
-            tracing::error!(agent = %connection.agent, error = %e, "answer not serializable");
-            false
-        }
-    }
+    connection.write_message_then(&JsonRpcMessage::response(result, id), || handler.answered())
 }
 
 /// The reader thread: frames in, hot-path answers out, the rest to rmcp.
