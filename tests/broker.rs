@@ -459,23 +459,43 @@ when { context.host == "127.0.0.1" };"#
 }
 
 #[test]
-fn socket_directories_belong_to_the_container_user() {
-    use std::os::unix::fs::MetadataExt;
+fn the_agent_can_connect_but_cannot_change_its_socket_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
     // The tests run as root here (as CI does), which chown requires.
     let b = TestBroker::start(BrokerOptions {
         socket_owner: Some((10001, 10002)),
         ..BrokerOptions::default()
     });
     let e = b.endpoint("reporter");
-    for path in [e.dir(), e.socket()] {
-        let meta = std::fs::metadata(path).unwrap();
-        assert_eq!(
-            (meta.uid(), meta.gid()),
-            (10001, 10002),
-            "{}",
-            path.display()
-        );
-    }
+    // The directory stays the broker's; the agent's group may only enter.
+    let dir = std::fs::metadata(e.dir()).unwrap();
+    assert_eq!((dir.uid(), dir.gid()), (0, 10002));
+    assert_eq!(dir.permissions().mode() & 0o7777, 0o710);
+    let socket = std::fs::symlink_metadata(e.socket()).unwrap();
+    assert_eq!((socket.uid(), socket.gid()), (10001, 10002));
+    assert_eq!(socket.permissions().mode() & 0o777, 0o600);
+    // As the agent's uid: plant a file, a link, and move the socket away.
+    let d = e.dir().display();
+    let tried = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "touch {d}/planted; ln -s /etc/shadow {d}/link; mv {d}/mcp.sock {d}/moved"
+        ))
+        .uid(10001)
+        .gid(10002)
+        .output()
+        .unwrap();
+    let entries: Vec<String> = std::fs::read_dir(e.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        entries,
+        ["mcp.sock"],
+        "the agent changed its socket directory: {}",
+        String::from_utf8_lossy(&tried.stderr)
+    );
     // The broker still serves it.
     assert!(!is_error(
         &b.client("reporter")

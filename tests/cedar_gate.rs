@@ -10,7 +10,12 @@ use serde_json::json;
 
 fn runtime() -> &'static ToolRuntime {
     static RT: OnceLock<ToolRuntime> = OnceLock::new();
-    RT.get_or_init(|| ToolRuntime::builder().build().expect("runtime"))
+    RT.get_or_init(|| {
+        ToolRuntime::builder()
+            .internal_networks(corral_tests::loopback_for_tests())
+            .build()
+            .expect("runtime")
+    })
 }
 
 fn load(name: &str) -> LoadedComponent {

@@ -17,6 +17,7 @@ fn runtime() -> &'static ToolRuntime {
     RT.get_or_init(|| {
         ToolRuntime::builder()
             .allocation(Allocation::Pooling { max_instances: 64 })
+            .internal_networks(corral_tests::loopback_for_tests())
             .build()
             .expect("runtime")
     })
@@ -930,4 +931,170 @@ fn spares_never_hold_more_than_half_the_pool() {
     let mut again = Spare::default();
     small.refill(&mut again, &echo);
     assert!(again.is_ready(), "dropped spares give their budget back");
+}
+
+// ---- hardening (issue: a hostile agent inside its workspace) -------------
+
+/// A gate that allows everything and remembers what it was asked, so a
+/// test can see the path a decision was made on.
+#[derive(Default, Clone)]
+struct Asked(Arc<std::sync::Mutex<Vec<Capability>>>);
+
+impl CapabilityGate for Asked {
+    fn check(&self, _: &Caller, capability: &Capability) -> GateDecision {
+        self.0.lock().unwrap().push(capability.clone());
+        GateDecision::Allow
+    }
+}
+
+fn recorded_paths(r: &Asked) -> Vec<String> {
+    r.0.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|c| match c {
+            Capability::File { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_fifo_in_the_workspace_is_refused_at_once() {
+    let files = load("files");
+    let s = sandbox();
+    let fifo = s.workspace.join("pipe");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    let mut ctx = files_ctx(&s, "files_read", rw());
+    ctx.limits = Some(Limits {
+        wall_time: Duration::from_secs(20),
+        ..Limits::default()
+    });
+    let started = Instant::now();
+    let f = failure(call(&files, "files_read", json!({"path": "pipe"}), &ctx));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the read waited on the FIFO"
+    );
+    assert!(format!("{f:?}").contains("FIFO"), "{f:?}");
+    let f = failure(call(
+        &files,
+        "files_write",
+        json!({"path": "pipe", "content": "x"}),
+        &files_ctx(&s, "files_write", rw()),
+    ));
+    let shown = format!("{f:?}");
+    assert!(
+        shown.contains("FIFO") || shown.contains("not a regular file"),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn file_decisions_are_made_on_the_path_a_link_leads_to() {
+    let files = load("files");
+    let s = sandbox();
+    std::fs::create_dir(s.workspace.join("notes")).unwrap();
+    std::fs::write(s.workspace.join(".env"), "SECRET=1").unwrap();
+    std::os::unix::fs::symlink("../.env", s.workspace.join("notes/dotlink")).unwrap();
+    let gate = Asked::default();
+    let mut c = ctx("files_write", gate.clone());
+    c.workspace = Some(s.workspace.clone());
+    ok_json(call(
+        &files,
+        "files_write",
+        json!({"path": "notes/dotlink", "content": "x"}),
+        &c,
+    ));
+    assert_eq!(
+        recorded_paths(&gate),
+        [".env"],
+        "decided on the link's target"
+    );
+    // A deny on the real path holds whatever name the link has.
+    let deny_dotfiles = AllowList::new().workspace_read(true);
+    let d = denial(call(
+        &files,
+        "files_write",
+        json!({"path": "notes/dotlink", "content": "pwned"}),
+        &files_ctx(&s, "files_write", deny_dotfiles),
+    ));
+    assert!(d.reason.contains(".env"), "{d:?}");
+}
+
+#[test]
+fn a_file_with_another_name_outside_is_neither_read_nor_written() {
+    let files = load("files");
+    let s = sandbox();
+    std::fs::hard_link(s.outside.join("secret.txt"), s.workspace.join("hard")).unwrap();
+    for (tool, input) in [
+        ("files_read", json!({"path": "hard"})),
+        ("files_write", json!({"path": "hard", "content": "pwned"})),
+    ] {
+        let d = denial(call(&files, tool, input, &files_ctx(&s, tool, rw())));
+        assert!(d.reason.contains("hard links"), "{tool}: {d:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(s.outside.join("secret.txt")).unwrap(),
+        "do not read"
+    );
+}
+
+#[test]
+fn a_granted_name_that_resolves_to_loopback_never_connects() {
+    let http = load("http-get");
+    let server = LoopbackServer::start("internal");
+    let port = server.addr.port();
+    // The gate grants the name; only 127.0.0.1 is opened to loopback.
+    let gate = AllowList::new().allow_host(&format!("localhost:{port}"));
+    let d = denial(call(
+        &http,
+        "http_get",
+        json!({"url": format!("http://localhost:{port}/")}),
+        &ctx("http_get", gate),
+    ));
+    assert!(
+        d.reason.contains("resolves to 127.0.0.1") && d.reason.contains("loopback"),
+        "{d:?}"
+    );
+    // The metadata address and private ranges, as literals, likewise.
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://[::ffff:127.0.0.1]:1/",
+    ] {
+        let host = url.split('/').nth(2).unwrap().to_string();
+        let d = denial(call(
+            &http,
+            "http_get",
+            json!({"url": url}),
+            &ctx("http_get", AllowList::new().allow_host(&host)),
+        ));
+        assert!(d.reason.contains("may not reach"), "{url}: {d:?}");
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(server.connections(), 0, "nothing connected");
+}
+
+#[test]
+fn the_gate_sees_the_address_the_request_connects_to() {
+    let http = load("http-get");
+    let server = LoopbackServer::start("hi");
+    let gate = Asked::default();
+    ok_json(call(
+        &http,
+        "http_get",
+        json!({"url": server.url("/")}),
+        &ctx("http_get", gate.clone()),
+    ));
+    let asked = gate.0.lock().unwrap().clone();
+    match asked.as_slice() {
+        [Capability::Http(info)] => {
+            assert_eq!(info.host, "127.0.0.1");
+            assert_eq!(info.address, Some("127.0.0.1".parse().unwrap()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.connections(), 1);
 }

@@ -72,6 +72,7 @@ impl TestBroker {
         let runtime = Arc::new(
             ToolRuntime::builder()
                 .allocation(Allocation::Pooling { max_instances: 64 })
+                .internal_networks(crate::loopback_for_tests())
                 .build()
                 .unwrap(),
         );

@@ -15,6 +15,16 @@ use std::thread;
 use std::time::Duration;
 
 /// The workspace root.
+/// Internal ranges opened for tests: `127.0.0.1` may reach loopback,
+/// where the tests' own servers listen. Any other name that resolves to
+/// loopback (`localhost`, say) is still refused, as a host would refuse it.
+pub fn loopback_for_tests() -> corral_tools::InternalNetworks {
+    corral_tools::InternalNetworks::default().allow(
+        ["127.0.0.1".to_string()],
+        vec!["127.0.0.0/8".parse().expect("a range")],
+    )
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

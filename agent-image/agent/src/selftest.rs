@@ -77,6 +77,61 @@ fn other_sockets() -> Attempt {
     Ok("only this agent's socket is mounted".into())
 }
 
+/// The socket directory is the host's: an agent that could add, rename or
+/// remove entries there could plant a link for the host to follow.
+fn socket_dir() -> Attempt {
+    let dir = std::path::Path::new("/run/corral");
+    if std::fs::File::create(dir.join("probe")).is_ok() {
+        let _ = std::fs::remove_file(dir.join("probe"));
+        return Err("created a file in /run/corral".into());
+    }
+    if std::os::unix::fs::symlink("/etc/passwd", dir.join("probe-link")).is_ok() {
+        let _ = std::fs::remove_file(dir.join("probe-link"));
+        return Err("created a link in /run/corral".into());
+    }
+    if std::fs::rename(dir.join("mcp.sock"), dir.join("moved.sock")).is_ok() {
+        let _ = std::fs::rename(dir.join("moved.sock"), dir.join("mcp.sock"));
+        return Err("renamed /run/corral/mcp.sock".into());
+    }
+    Ok("nothing can be created, renamed or removed in /run/corral".into())
+}
+
+/// Corral's seccomp profile refuses debugging and kernel-facing calls a
+/// tool runner never needs; `ptrace` on PID 1 once left a container that
+/// could not exit.
+fn syscalls() -> Attempt {
+    const PTRACE_ATTACH: libc::c_long = 16;
+    // SAFETY: each call only asks the kernel; none touches this process's memory.
+    let tries: [(&str, libc::c_long); 4] = unsafe {
+        [
+            (
+                "ptrace(ATTACH, 1)",
+                libc::syscall(libc::SYS_ptrace, PTRACE_ATTACH, 1, 0, 0),
+            ),
+            ("userfaultfd", libc::syscall(libc::SYS_userfaultfd, 0)),
+            (
+                "keyctl",
+                libc::syscall(libc::SYS_keyctl, 0 /* GET_KEYRING_ID */, -3, 0),
+            ),
+            (
+                "personality(READ_IMPLIES_EXEC)",
+                libc::syscall(libc::SYS_personality, 0x0400000),
+            ),
+        ]
+    };
+    if tries[0].1 == 0 {
+        const PTRACE_DETACH: libc::c_long = 17;
+        // SAFETY: lets go of the process the attach above stopped.
+        unsafe { libc::syscall(libc::SYS_ptrace, PTRACE_DETACH, 1, 0, 0) };
+    }
+    for (name, rc) in tries {
+        if rc != -1 {
+            return Err(format!("{name} succeeded"));
+        }
+    }
+    Ok("ptrace, userfaultfd, keyctl and personality changes are refused".into())
+}
+
 fn status_field(name: &str) -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
@@ -138,12 +193,14 @@ pub fn run(which: Option<&str>) -> u8 {
             }
         }
     }
-    let probes: [(&str, Probe); 7] = [
+    let probes: [(&str, Probe); 9] = [
         ("network", network),
         ("dns", dns),
         ("root-filesystem", root_filesystem),
         ("host-paths", host_paths),
         ("other-sockets", other_sockets),
+        ("socket-dir", socket_dir),
+        ("syscalls", syscalls),
         ("identity", identity),
         ("pids", threads),
     ];

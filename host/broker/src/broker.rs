@@ -1,7 +1,7 @@
 //! The broker: one listener per agent, one MCP session per connection.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +18,7 @@ use crate::frame::{FrameLimits, INVALID_REQUEST, InlineCalls, Live, serve_connec
 use crate::limits::{BrokerLimits, RateLimiter, Slots};
 use crate::services::{Mailbox, Models, TurnLimits};
 use crate::session::Session;
+use crate::socket_dir;
 
 /// What can stop the broker from serving an agent.
 #[derive(Debug, thiserror::Error)]
@@ -164,8 +165,9 @@ impl BrokerBuilder {
         self
     }
 
-    /// The uid and gid that own each agent's socket directory: the user the
-    /// agent's container runs as. Default: the broker's own user.
+    /// The uid and gid the agent's container runs as: the socket is theirs,
+    /// and the gid may enter the socket directory, which stays the
+    /// broker's. Default: the broker's own user.
     pub fn socket_owner(mut self, uid: u32, gid: u32) -> Self {
         self.socket_owner = Some((uid, gid));
         self
@@ -253,7 +255,7 @@ pub(crate) fn check_agent_id(id: &str) -> Result<(), BrokerError> {
 
 impl Broker {
     /// `socket_root` holds one directory per agent; the broker creates it
-    /// (mode 0700) if missing.
+    /// (mode 0700) if missing. It must not be writable by any agent.
     pub fn builder(
         policies: Arc<PolicyStore>,
         runtime: Arc<ToolRuntime>,
@@ -306,8 +308,8 @@ impl Broker {
             }
             e
         };
-        prepare_dir(&self.socket_root, &dir, &agent.id, self.socket_owner).map_err(unserve)?;
-        let listener = bind(&socket, &agent.id, self.socket_owner).map_err(unserve)?;
+        let listener =
+            bind(&self.socket_root, &socket, &agent.id, self.socket_owner).map_err(unserve)?;
         let state = Arc::new(AgentState {
             id: Arc::from(agent.id.as_str()),
             workspace: agent.workspace.clone(),
@@ -335,67 +337,33 @@ impl Broker {
     }
 }
 
-fn prepare_dir(
+fn bind(
     root: &Path,
-    dir: &Path,
+    socket: &Path,
     agent: &str,
     owner: Option<(u32, u32)>,
-) -> Result<(), BrokerError> {
-    let err = |path: &Path, message: String| BrokerError::SocketDir {
+) -> Result<UnixListener, BrokerError> {
+    let dir_err = |message: String| BrokerError::SocketDir {
         agent: agent.to_string(),
-        path: path.to_path_buf(),
+        path: root.join(agent),
         message,
     };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(root)
-        .map_err(|e| err(root, format!("cannot create: {e}")))?;
-    match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.file_type().is_symlink() || !meta.is_dir() => {
-            return Err(err(
-                dir,
-                "exists and is not a plain directory; remove it and retry".into(),
-            ));
-        }
-        Ok(_) => {}
-        Err(_) => std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| err(dir, format!("cannot create: {e}")))?,
+        .map_err(|e| dir_err(format!("cannot create {}: {e}", root.display())))?;
+    let (dir, found) = socket_dir::prepare(root, agent, SOCKET_NAME, owner.map(|(_, gid)| gid))
+        .map_err(|e| dir_err(e.to_string()))?;
+    if found == socket_dir::Found::StaleSocket {
+        tracing::info!(%agent, socket = %socket.display(), "removed a socket left by an earlier broker");
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| err(dir, format!("cannot set mode 0700: {e}")))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
-            .map_err(|e| err(dir, format!("cannot give it to uid {uid}, gid {gid}: {e}")))?;
-    }
-    Ok(())
-}
-
-fn bind(
-    socket: &Path,
-    agent: &str,
-    owner: Option<(u32, u32)>,
-) -> Result<UnixListener, BrokerError> {
-    let err = |source| BrokerError::Bind {
+    let listener = UnixListener::bind(socket).map_err(|source| BrokerError::Bind {
         agent: agent.to_string(),
         path: socket.to_path_buf(),
         source,
-    };
-    // A socket left by an earlier broker would make bind fail; only a
-    // socket is removed, never another kind of file.
-    if let Ok(meta) = std::fs::symlink_metadata(socket) {
-        use std::os::unix::fs::FileTypeExt;
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(socket).map_err(err)?;
-        }
-    }
-    let listener = UnixListener::bind(socket).map_err(err)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(socket, Some(uid), Some(gid)).map_err(err)?;
-    }
+    })?;
+    socket_dir::own_socket(&dir, SOCKET_NAME, owner).map_err(|e| dir_err(e.to_string()))?;
     Ok(listener)
 }
 

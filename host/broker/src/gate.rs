@@ -14,6 +14,24 @@ pub(crate) struct AuditedGate {
 }
 
 impl CapabilityGate for AuditedGate {
+    fn refused(&self, caller: &Caller, capability: &Capability, denial: &Denial) {
+        let d = self.cedar.describe(caller, capability);
+        let mut entry = Entry::new(Kind::Capability, &caller.agent, d.action, d.resource);
+        entry.arguments = d.arguments;
+        entry.session = d.common;
+        entry.allowed = Some(false);
+        entry.policy_hash = d.policy_set_hash;
+        entry.parent = Some(self.parent);
+        entry.tool_sha256 = Some(self.tool_sha256.clone());
+        entry.detail = Some(format!(
+            "refused by the runtime before policy: {}",
+            denial.reason
+        ));
+        if let Err(e) = self.audit.append_blocking(entry) {
+            tracing::error!(agent = %caller.agent, error = %e, "cannot record a refused capability");
+        }
+    }
+
     fn check(&self, caller: &Caller, capability: &Capability) -> GateDecision {
         let d = self.cedar.decide(caller, capability);
         let allowed = matches!(d.gate, GateDecision::Allow);

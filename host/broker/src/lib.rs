@@ -1,7 +1,9 @@
 //! Corral's broker: every agent's only way out.
 //!
-//! Each agent gets its own Unix socket, in its own directory (mode 0700)
-//! meant to be bind-mounted into its container. The broker knows who is
+//! Each agent gets its own Unix socket, in its own directory meant to be
+//! bind-mounted into its container: the directory is the host's (mode 0710,
+//! the agent's group may only enter it), the socket the agent's (0600), so
+//! the agent can connect but not create, rename or remove anything there. The broker knows who is
 //! calling from the listener the connection arrived on: there are no
 //! tokens to steal or forge.
 //!
@@ -27,6 +29,7 @@ mod gate;
 mod limits;
 mod services;
 mod session;
+mod socket_dir;
 
 pub use broker::{
     AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME, serve_with_limits,

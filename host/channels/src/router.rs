@@ -80,13 +80,19 @@ pub enum RouteError {
     },
     #[error("agent `{agent}`: not accepting messages: the host is shutting down")]
     Closed { agent: String },
+    #[error("agent `{agent}` is not available on this host: {cause}")]
+    Unavailable { agent: String, cause: String },
     #[error("agent `{agent}`: message not taken: its decision could not be recorded ({message})")]
     Audit { agent: String, message: String },
 }
 
 #[derive(Default)]
 struct Inbox {
-    queue: VecDeque<(Message, Delivery)>,
+    /// Each message with where its reply goes and its `invoke` record.
+    queue: VecDeque<(Message, Delivery, i64)>,
+    /// Why the host cannot run this agent at all (its socket could not be
+    /// set up): messages are refused at once, naming it.
+    unavailable: Option<String>,
     /// Taken by the agent, not yet answered: the message, where its reply
     /// goes, and which of the agent's sessions holds it.
     pending: HashMap<u64, (Message, Delivery, String)>,
@@ -154,6 +160,16 @@ impl Router {
         if self.closed.load(Ordering::Acquire) {
             return Err(RouteError::Closed {
                 agent: agent.to_string(),
+            });
+        }
+        if let Some(cause) = self
+            .inboxes()
+            .get(agent)
+            .and_then(|i| i.unavailable.clone())
+        {
+            return Err(RouteError::Unavailable {
+                agent: agent.to_string(),
+                cause,
             });
         }
         if !self.inboxes().contains_key(agent) {
@@ -235,7 +251,7 @@ impl Router {
             let Some(inbox) = inboxes.get_mut(agent) else {
                 unreachable!("checked above; agents are fixed at start")
             };
-            inbox.queue.push_back((message, delivery));
+            inbox.queue.push_back((message, delivery, seq));
             inbox.arrived.notify_one();
         }
         if let Some(wake) = &*self.wake.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -253,7 +269,7 @@ impl Router {
             let arrived = {
                 let mut inboxes = self.inboxes();
                 let inbox = inboxes.get_mut(agent)?;
-                if let Some((message, delivery)) = inbox.queue.pop_front() {
+                if let Some((message, delivery, _)) = inbox.queue.pop_front() {
                     inbox
                         .pending
                         .insert(message.id, (message.clone(), delivery, holder.to_string()));
@@ -348,6 +364,57 @@ impl Router {
             });
         }
         self.settled.notify_waiters();
+    }
+
+    /// The host cannot run `agent` at all: every message is refused at
+    /// once with `cause`, and those already queued are failed.
+    pub fn set_unavailable(&self, agent: &str, cause: &str) {
+        if let Some(inbox) = self.inboxes().get_mut(agent) {
+            inbox.unavailable = Some(cause.to_string());
+        }
+        self.fail_queued(agent, cause);
+    }
+
+    /// The agent's container could not start: every message still queued
+    /// for it is answered now, naming the agent and `cause`, and its
+    /// outcome recorded as an error, so nobody waits for an agent that is
+    /// not coming. Messages an agent already holds are left to it.
+    /// Returns how many were failed.
+    pub fn fail_queued(&self, agent: &str, cause: &str) -> usize {
+        let failed: Vec<(Message, Delivery, i64)> = match self.inboxes().get_mut(agent) {
+            Some(inbox) => inbox.queue.drain(..).collect(),
+            None => return 0,
+        };
+        let count = failed.len();
+        for (message, delivery, invoke) in failed {
+            tracing::warn!(agent, message = message.id, %cause, "message failed: the agent cannot run");
+            let mut entry = Entry::new(
+                Kind::Outcome,
+                agent,
+                "invoke",
+                uid("Agent", agent).to_string(),
+            );
+            entry.outcome = Some(corral_audit::Outcome::Error);
+            entry.parent = Some(invoke);
+            entry.detail = Some(format!("the agent could not run: {cause}"));
+            if let Err(e) = blocking(|| self.audit.append_blocking(entry)) {
+                tracing::error!(agent, message = message.id, error = %e, "cannot record the message's failure");
+            }
+            let _ = delivery.send(Reply {
+                message: message.id,
+                agent: agent.to_string(),
+                text: format!(
+                    "⚠ agent `{agent}` could not start, so this message was not answered: {cause}. \
+                     Next step: an operator can see more with `corral agents logs {agent}` and the host's log; ask again once it is fixed."
+                ),
+                last: true,
+                delivered: None,
+            });
+        }
+        if count > 0 {
+            self.settled.notify_waiters();
+        }
+        count
     }
 
     /// Messages queued or in progress, over all agents.

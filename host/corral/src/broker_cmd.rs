@@ -115,7 +115,8 @@ pub fn run(args: BrokerArgs) -> Result<u8> {
         .iter()
         .map(|t| parse_tool(t))
         .collect::<Result<Vec<_>>>()?;
-    let (runtime, registry, actions) = crate::load_tools(&sources)?;
+    let (runtime, registry, actions) =
+        crate::load_tools(&sources, corral_tools::InternalNetworks::default())?;
     let entities_file = args.policies.join("entities.json");
     let store = PolicyStore::load(EngineSources {
         schema_file: args.policies.join("schema.cedarschema"),

@@ -40,6 +40,30 @@ pub struct Config {
     /// Secrets tools may ask for: secret name → variable name.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// How tools' HTTP requests may reach internal addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Internal ranges opened to the hosts of a host group. Without one, a
+    /// host that resolves to a loopback, private, link-local, unique-local,
+    /// multicast, unspecified or metadata address is refused, whatever
+    /// policy permits.
+    #[serde(default)]
+    pub internal: Vec<InternalConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalConfig {
+    /// A `HostGroup` id in entities.json; its hosts (and its subgroups')
+    /// may reach `ranges`.
+    pub host_group: String,
+    /// `ADDRESS/BITS` ranges, e.g. `10.20.0.0/16`.
+    pub ranges: Vec<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -300,12 +324,11 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let at = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+            .canonicalize()
+            .with_context(|| format!("cannot resolve the directory of {}", path.display()))?;
+        // Every path absolute and canonical once, here: Docker refuses a
+        // relative bind source, and a path with `..` in it names two things.
+        let at = |p: &mut PathBuf| *p = absolute(&base.join(&*p));
         at(&mut config.state_dir);
         at(&mut config.policies);
         if let Some(a) = &mut config.audit {
@@ -407,6 +430,22 @@ impl Config {
                 }
             }
         }
+        for (i, internal) in self.http.internal.iter().enumerate() {
+            for r in &internal.ranges {
+                if let Err(e) = r.parse::<corral_tools::Cidr>() {
+                    bail!(
+                        "{file}: http.internal[{i}] (host_group `{}`): {e}",
+                        internal.host_group
+                    );
+                }
+            }
+            if internal.ranges.is_empty() {
+                bail!(
+                    "{file}: http.internal[{i}] (host_group `{}`): `ranges` is empty; name at least one ADDRESS/BITS",
+                    internal.host_group
+                );
+            }
+        }
         let (uid, gid) = self.image.user.split_once(':').unwrap_or(("", ""));
         if uid.parse::<u32>().is_err() || gid.parse::<u32>().is_err() {
             bail!(
@@ -435,6 +474,37 @@ impl Config {
             .unwrap_or(("10001", "10001"));
         (uid.parse().unwrap_or(10001), gid.parse().unwrap_or(10001))
     }
+}
+
+/// `path` made canonical: its longest existing ancestor resolved, the rest
+/// (not created yet) appended with `.` and `..` taken lexically.
+fn absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out = out.canonicalize().unwrap_or(out);
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    let mut existing = out.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => return out,
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or(existing);
+    resolved.extend(rest.iter().rev());
+    resolved
 }
 
 fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>> {

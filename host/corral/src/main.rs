@@ -16,6 +16,7 @@ mod audit_cmd;
 mod broker_cmd;
 mod chat_cmd;
 mod config;
+mod handover;
 mod image_cmd;
 mod mcp_cmd;
 mod policy_cmd;
@@ -70,6 +71,8 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum ToolCmd {
     /// Show a component's tools, input schemas, declared capabilities and digest.
     Inspect {
@@ -97,6 +100,12 @@ enum ToolCmd {
         /// Grant HTTP to HOST or HOST:PORT (repeatable).
         #[arg(long = "allow-host", value_name = "HOST")]
         allow_hosts: Vec<String>,
+        /// Let the --allow-host hosts reach this internal address range,
+        /// e.g. 127.0.0.0/8 for a server on this machine (repeatable).
+        /// Without it, a host that resolves to a loopback, private,
+        /// link-local or metadata address is refused.
+        #[arg(long = "allow-internal", value_name = "CIDR")]
+        allow_internal: Vec<String>,
         /// Make secret NAME available from environment variable ENVVAR, for the
         /// allowed hosts, or only for HOST with `NAME=ENVVAR@HOST` (repeatable).
         #[arg(long = "secret", value_name = "NAME=ENVVAR[@HOST]")]
@@ -158,16 +167,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime(args: &RuntimeArgs, limits: Limits) -> Result<ToolRuntime> {
+fn runtime(
+    args: &RuntimeArgs,
+    limits: Limits,
+    internal: corral_tools::InternalNetworks,
+) -> Result<ToolRuntime> {
     if args.no_cache {
-        return Ok(ToolRuntime::builder().default_limits(limits).build()?);
+        return Ok(ToolRuntime::builder()
+            .default_limits(limits)
+            .internal_networks(internal)
+            .build()?);
     }
-    runtime_with_cache(limits)
+    runtime_with_cache(limits, internal)
 }
 
 /// A runtime with the on-disk artifact cache, when it is usable.
-pub(crate) fn runtime_with_cache(limits: Limits) -> Result<ToolRuntime> {
-    let mut builder = ToolRuntime::builder().default_limits(limits);
+pub(crate) fn runtime_with_cache(
+    limits: Limits,
+    internal: corral_tools::InternalNetworks,
+) -> Result<ToolRuntime> {
+    let mut builder = ToolRuntime::builder()
+        .default_limits(limits)
+        .internal_networks(internal);
     if let Some(dir) = ArtifactCache::default_dir() {
         // A cache we may not use is a warning, not a failure: it only costs
         // compile time.
@@ -200,7 +221,11 @@ fn run(command: Command) -> Result<u8> {
             json,
             runtime: rargs,
         }) => {
-            let rt = runtime(&rargs, Limits::default())?;
+            let rt = runtime(
+                &rargs,
+                Limits::default(),
+                corral_tools::InternalNetworks::default(),
+            )?;
             let component = load(&rt, &file)?;
             if json {
                 let doc = serde_json::json!({
@@ -220,11 +245,26 @@ fn run(command: Command) -> Result<u8> {
             input,
             workspace,
             allow_hosts,
+            allow_internal,
             secrets,
             agent,
             limits,
             runtime: rargs,
         }) => {
+            let ranges = allow_internal
+                .iter()
+                .map(|r| r.parse::<corral_tools::Cidr>())
+                .collect::<Result<Vec<_>, _>>()
+                .context("--allow-internal")?;
+            let internal = corral_tools::InternalNetworks::default().allow(
+                allow_hosts.iter().map(|h| match h.rsplit_once(':') {
+                    Some((name, port)) if port.parse::<u16>().is_ok() => {
+                        name.trim_matches(['[', ']']).to_string()
+                    }
+                    _ => h.trim_matches(['[', ']']).to_string(),
+                }),
+                ranges,
+            );
             let mut l = Limits::default();
             if let Some(ms) = limits.timeout_ms {
                 l.wall_time = Duration::from_millis(ms);
@@ -235,7 +275,7 @@ fn run(command: Command) -> Result<u8> {
             if let Some(b) = limits.max_output {
                 l.output_bytes = b;
             }
-            let rt = runtime(&rargs, l)?;
+            let rt = runtime(&rargs, l, internal)?;
             let component = load(&rt, &file)?;
 
             let workspace = match workspace {
@@ -378,12 +418,13 @@ pub(crate) async fn wait_for_shutdown() {
 /// what `corral broker` and `corral up` serve.
 pub(crate) fn load_tools(
     sources: &[corral_tools::ToolSource],
+    internal: corral_tools::InternalNetworks,
 ) -> Result<(
     Arc<ToolRuntime>,
     Arc<corral_tools::ToolRegistry>,
     Vec<corral_policy::ToolAction>,
 )> {
-    let runtime = Arc::new(runtime_with_cache(Limits::default())?);
+    let runtime = Arc::new(runtime_with_cache(Limits::default(), internal)?);
     let registry = Arc::new(corral_tools::ToolRegistry::load(&runtime, sources)?);
     let mut actions = Vec::new();
     for (info, _) in registry.tools() {

@@ -222,13 +222,15 @@ pub fn run(args: UpArgs) -> Result<u8> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let (runtime, registry, actions) = crate::load_tools(&sources)?;
+    let entities = entities(&config)?;
+    let internal = internal_networks(&config, &entities)?;
+    let (runtime, registry, actions) = crate::load_tools(&sources, internal)?;
     let store = Arc::new(
         PolicyStore::load(EngineSources {
             schema_file: config.policies.join("schema.cedarschema"),
             policy_dir: config.policies.clone(),
             tools: actions,
-            entities: entities(&config)?,
+            entities,
         })
         .map_err(|e| {
             anyhow::anyhow!(
@@ -309,37 +311,15 @@ async fn serve(
     let mut endpoints = BTreeMap::new();
     let mut specs = Vec::new();
     for agent in &config.agents {
-        std::fs::create_dir_all(&agent.workspace).with_context(|| {
-            format!(
-                "agent `{}`: cannot create its workspace {}",
-                agent.id,
-                agent.workspace.display()
-            )
-        })?;
-        let workspace = agent.workspace.canonicalize()?;
-        // The agent loop keeps its history here, as the container's user.
-        // The agent can write its workspace, so `.corral` may be anything
-        // by now: only a real directory is handed over, and never through
-        // a symlink (a root host would otherwise chown wherever it points).
-        let own = workspace.join(".corral");
-        match std::fs::symlink_metadata(&own) {
-            Ok(meta) if meta.file_type().is_dir() => {}
-            Ok(_) => bail!(
-                "agent `{}`: {} is not a directory (a symlink or a file); remove it and start again",
-                agent.id,
-                own.display()
-            ),
-            Err(_) => std::fs::create_dir(&own).with_context(|| {
-                format!("agent `{}`: cannot create {}", agent.id, own.display())
-            })?,
-        }
-        std::os::unix::fs::lchown(&own, Some(uid), Some(gid)).with_context(|| {
-            format!(
-                "agent `{}`: cannot give {} to {uid}:{gid}",
-                agent.id,
-                own.display()
-            )
-        })?;
+        let workspace = match prepare_workspace(&agent.workspace, uid, gid) {
+            Ok(workspace) => workspace,
+            Err(cause) => {
+                eprintln!("corral: agent `{}` is not served: {cause}", agent.id);
+                tracing::error!(agent = %agent.id, %cause, "agent not served");
+                router.set_unavailable(&agent.id, &cause);
+                continue;
+            }
+        };
         let mut spec = AgentSpec::new(&agent.id, &workspace);
         spec.day_tokens = used_today.get(&agent.id).copied().unwrap_or(0);
         spec.model = agent.model.clone();
@@ -347,7 +327,17 @@ async fn serve(
             max_steps: agent.limits.max_steps,
             max_tokens: agent.limits.max_tokens,
         };
-        let endpoint = broker.serve(spec)?;
+        // A socket that cannot be set up (something other than a socket at
+        // its path, say) stops this agent, not the host.
+        let endpoint = match broker.serve(spec) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                eprintln!("corral: agent `{}` is not served: {e}", agent.id);
+                tracing::error!(agent = %agent.id, error = %e, "agent not served");
+                router.set_unavailable(&agent.id, &e.to_string());
+                continue;
+            }
+        };
         println!("agent {} socket {}", agent.id, endpoint.socket().display());
         specs.push((agent, workspace, endpoint.dir().to_path_buf()));
         endpoints.insert(agent.id.clone(), endpoint);
@@ -539,6 +529,7 @@ async fn supervise(
                     Ok((id, None)) => Ok(format!("agent `{agent}` is already running in container {}", short(id))),
                     Err(e) => {
                         tracing::error!(%agent, error = %e, "cannot start the agent's container");
+                        router.fail_queued(&agent, &e.to_string());
                         Err(format!("agent `{agent}`: {e}"))
                     }
                 };
@@ -559,6 +550,76 @@ async fn supervise(
         }
     }
     supervisor.stop_all().await
+}
+
+/// Creates the agent's workspace if missing and hands the agent its
+/// `.corral` directory. What the agent could have put there stops this
+/// agent, never the host.
+fn prepare_workspace(workspace: &Path, uid: u32, gid: u32) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(workspace)
+        .and_then(|()| workspace.canonicalize())
+        .map_err(|e| format!("cannot create its workspace {}: {e}", workspace.display()))
+        .and_then(|ws| {
+            crate::handover::hand_over(&ws, uid, gid)
+                .map(|()| ws)
+                .map_err(|e| e.to_string())
+        })
+}
+
+/// `[[http.internal]]`: each host group's ranges opened to the hosts in
+/// it, as entities.json has them when the host starts (a later edit of
+/// the file reaches policies, not these ranges, until a restart).
+fn internal_networks(config: &Config, entities: &Value) -> Result<corral_tools::InternalNetworks> {
+    let mut networks = corral_tools::InternalNetworks::default();
+    let list = entities.as_array().map(Vec::as_slice).unwrap_or_default();
+    let parent_groups = |e: &Value| -> Vec<String> {
+        e["parents"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p["type"] == "HostGroup")
+            .filter_map(|p| p["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    for internal in &config.http.internal {
+        // The group and every group inside it, transitively.
+        let mut groups = std::collections::BTreeSet::from([internal.host_group.clone()]);
+        loop {
+            let before = groups.len();
+            for e in list.iter().filter(|e| e["uid"]["type"] == "HostGroup") {
+                if parent_groups(e).iter().any(|g| groups.contains(g))
+                    && let Some(id) = e["uid"]["id"].as_str()
+                {
+                    groups.insert(id.to_string());
+                }
+            }
+            if groups.len() == before {
+                break;
+            }
+        }
+        let hosts: Vec<String> = list
+            .iter()
+            .filter(|e| e["uid"]["type"] == "Host")
+            .filter(|e| parent_groups(e).iter().any(|g| groups.contains(g)))
+            .filter_map(|e| e["uid"]["id"].as_str().map(str::to_string))
+            .collect();
+        if hosts.is_empty() {
+            bail!(
+                "http.internal: host group `{}` has no hosts in {}; add Host entities with it as a parent, or remove the entry",
+                internal.host_group,
+                config.policies.join("entities.json").display()
+            );
+        }
+        let ranges = internal
+            .ranges
+            .iter()
+            .map(|r| r.parse::<corral_tools::Cidr>())
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::warn!(group = %internal.host_group, ?hosts, ranges = ?internal.ranges, "internal address ranges opened to tools");
+        networks = networks.allow(hosts, ranges);
+    }
+    Ok(networks)
 }
 
 /// Model tokens each agent used since midnight UTC, from the outcome

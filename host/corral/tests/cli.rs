@@ -182,6 +182,8 @@ fn allow_host_and_secrets_from_the_environment() {
             &input,
             "--allow-host",
             &addr,
+            "--allow-internal",
+            "127.0.0.0/8",
             "--secret",
             "token=CORRAL_TEST_TOKEN",
         ])
@@ -211,6 +213,8 @@ fn allow_host_and_secrets_from_the_environment() {
             &input,
             "--allow-host",
             &addr,
+            "--allow-internal",
+            "127.0.0.0/8",
             "--secret",
             "token=CORRAL_UNSET_VAR",
         ],

@@ -56,6 +56,9 @@ pub struct HttpRequestInfo {
     pub port: u16,
     /// Path and query, e.g. `/v1/items?page=2`.
     pub path: String,
+    /// The address the host name resolved to, and the only one the
+    /// request will connect to. `None` only before resolution.
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// What a tool is about to do.
@@ -82,7 +85,11 @@ impl fmt::Display for Capability {
                     f,
                     "HTTP {} {}://{}:{}{}",
                     r.method, r.scheme, r.host, r.port, r.path
-                )
+                )?;
+                match r.address {
+                    Some(a) => write!(f, " (at {a})"),
+                    None => Ok(()),
+                }
             }
             Capability::Secret { name, host } => write!(f, "send secret `{name}` to {host}"),
         }
@@ -140,6 +147,14 @@ pub enum GateDecision {
 /// the guest waits.
 pub trait CapabilityGate: Send + Sync {
     fn check(&self, caller: &Caller, capability: &Capability) -> GateDecision;
+
+    /// The runtime refused `capability` itself, before asking: a host
+    /// name that resolved to an address no tool may reach, for example. A
+    /// gate that keeps a record records this refusal too, so that nothing
+    /// a tool tried is missing from it.
+    fn refused(&self, caller: &Caller, capability: &Capability, denial: &Denial) {
+        let _ = (caller, capability, denial);
+    }
 }
 
 /// Supplies secret values on the host side. The runtime asks only after
@@ -277,6 +292,7 @@ mod tests {
             host: host.into(),
             port,
             path: "/".into(),
+            address: None,
         })
     }
 

@@ -43,40 +43,28 @@ pub struct CapabilityDecision {
 }
 
 impl CedarGate {
+    /// What `capability` would be asked as, decided by nobody: for
+    /// recording a refusal the runtime made before policy was asked.
+    pub fn describe(&self, caller: &Caller, capability: &Capability) -> CapabilityDecision {
+        let engine = self.store.current();
+        let (action, resource, arguments) = request_parts(caller, capability);
+        CapabilityDecision {
+            action,
+            resource: resource.to_string(),
+            arguments,
+            common: self.common.to_json(),
+            gate: GateDecision::Allow,
+            policy_ids: Vec::new(),
+            errors: Vec::new(),
+            policy_set_hash: engine.policy_set_hash().to_string(),
+        }
+    }
+
     /// Decides `capability` for `caller`, keeping what was asked.
     pub fn decide(&self, caller: &Caller, capability: &Capability) -> CapabilityDecision {
         let engine = self.store.current();
         let common = self.common.to_json();
-        let (action, resource_type, resource_id, arguments) = match capability {
-            Capability::File { op, path } => {
-                let action = match op {
-                    FileOp::Read | FileOp::List | FileOp::Stat => "read_file",
-                    FileOp::Write | FileOp::Remove => "write_file",
-                };
-                (
-                    action,
-                    "Workspace",
-                    caller.agent.as_str(),
-                    json!({ "path": path, "tool": caller.tool }),
-                )
-            }
-            Capability::Http(r) => (
-                "http_request",
-                "Host",
-                r.host.as_str(),
-                json!({
-                    "tool": caller.tool, "method": r.method, "scheme": r.scheme,
-                    "port": i64::from(r.port), "path": r.path,
-                }),
-            ),
-            Capability::Secret { name, host } => (
-                "use_secret",
-                "Secret",
-                name.as_str(),
-                json!({ "tool": caller.tool, "host": host }),
-            ),
-        };
-        let resource = uid(resource_type, resource_id);
+        let (action, resource, arguments) = request_parts(caller, capability);
         let mut context = arguments.clone();
         if let Some(map) = context.as_object_mut() {
             map.insert("common".into(), common.clone());
@@ -115,6 +103,52 @@ impl CedarGate {
         out.policy_ids = decision.policy_ids;
         out
     }
+}
+
+/// The Cedar action, resource and context (without `common`) that
+/// `capability` is asked as.
+fn request_parts(
+    caller: &Caller,
+    capability: &Capability,
+) -> (&'static str, cedar_policy::EntityUid, serde_json::Value) {
+    let (action, resource_type, resource_id, arguments) = match capability {
+        Capability::File { op, path } => {
+            let action = match op {
+                FileOp::Read | FileOp::List | FileOp::Stat => "read_file",
+                FileOp::Write | FileOp::Remove => "write_file",
+            };
+            (
+                action,
+                "Workspace",
+                caller.agent.as_str(),
+                json!({ "path": path, "tool": caller.tool }),
+            )
+        }
+        Capability::Http(r) => {
+            let mut context = json!({
+                "tool": caller.tool, "method": r.method, "scheme": r.scheme,
+                "port": i64::from(r.port), "path": r.path,
+            });
+            // An address is Cedar's `ipaddr`, so policies can ask
+            // `context.address.isLoopback()` or `.isInRange(ip("10.0.0.0/8"))`.
+            // A request is only put to policy once its name is resolved;
+            // without one, the request fails the schema and is denied.
+            if let (Some(a), Some(map)) = (r.address, context.as_object_mut()) {
+                map.insert(
+                    "address".into(),
+                    json!({ "__extn": { "fn": "ip", "arg": a.to_string() } }),
+                );
+            }
+            ("http_request", "Host", r.host.as_str(), context)
+        }
+        Capability::Secret { name, host } => (
+            "use_secret",
+            "Secret",
+            name.as_str(),
+            json!({ "tool": caller.tool, "host": host }),
+        ),
+    };
+    (action, uid(resource_type, resource_id), arguments)
 }
 
 impl CapabilityGate for CedarGate {

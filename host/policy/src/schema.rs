@@ -7,6 +7,7 @@
 //! | JSON Schema | Cedar |
 //! |---|---|
 //! | `"type": "string"` (also `enum`/`const` of strings) | `String` |
+//! | `"type": "string", "format": "workspace-path"` | `String`, and a value must already be normalized (see below) |
 //! | `"type": "integer"` | `Long` (a value outside i64 makes the request invalid) |
 //! | `"type": "boolean"` | `Bool` |
 //! | `"type": "array"` with mappable `items` | `Set<T>` (order and duplicates are lost) |
@@ -25,6 +26,16 @@
 //!
 //! A value that contradicts its declared type (a number where the schema
 //! says string) makes the request invalid: it is refused, never coerced.
+//!
+//! A field a tool declares as a workspace path is what `like "notes/*"`
+//! patterns are written against, so it must already be in the one form
+//! the runtime decides on: relative, components separated by single `/`,
+//! no `.` or `..` component, no trailing `/` (`""` is the workspace root).
+//! `notes/../.env`, `./notes/a`, `notes//a` and `/etc/passwd` are refused
+//! as invalid input before any policy is asked. Paths are compared as
+//! bytes: the workspace's file system is case-sensitive, so `Notes/a` is
+//! not `notes/a` on disk either. What a link inside the workspace leads
+//! to is decided again, on the canonical path, when the tool touches it.
 
 use std::fmt::Write as _;
 
@@ -50,6 +61,8 @@ pub const RESERVED_ACTIONS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CedarType {
     String,
+    /// A string that must be a normalized workspace path.
+    WorkspacePath,
     Long,
     Bool,
     Set(Box<CedarType>),
@@ -89,6 +102,9 @@ fn map_at(schema: &Value, depth: usize) -> Option<CedarType> {
         return c.is_string().then_some(CedarType::String);
     }
     match obj.get("type")?.as_str()? {
+        "string" if obj.get("format").and_then(Value::as_str) == Some("workspace-path") => {
+            Some(CedarType::WorkspacePath)
+        }
         "string" => Some(CedarType::String),
         "integer" => Some(CedarType::Long),
         "boolean" => Some(CedarType::Bool),
@@ -134,7 +150,7 @@ impl CedarType {
     /// Writes the type in Cedar schema syntax.
     pub fn write_cedarschema(&self, out: &mut String, indent: usize) {
         match self {
-            CedarType::String => out.push_str("String"),
+            CedarType::String | CedarType::WorkspacePath => out.push_str("String"),
             CedarType::Long => out.push_str("Long"),
             CedarType::Bool => out.push_str("Bool"),
             CedarType::Set(t) => {
@@ -178,6 +194,10 @@ impl CedarType {
         use cedar_policy::RestrictedExpression as E;
         match (self, value) {
             (CedarType::String, Value::String(s)) => Ok(E::new_string(s.clone())),
+            (CedarType::WorkspacePath, Value::String(s)) => {
+                check_workspace_path(s).map_err(|e| format!("{at}: {e}"))?;
+                Ok(E::new_string(s.clone()))
+            }
             (CedarType::Bool, Value::Bool(b)) => Ok(E::new_bool(*b)),
             (CedarType::Long, Value::Number(n)) => match n.as_i64() {
                 Some(i) => Ok(E::new_long(i)),
@@ -234,6 +254,9 @@ impl CedarType {
         };
         match (self, value) {
             (CedarType::String, Value::String(_)) | (CedarType::Bool, Value::Bool(_)) => Ok(()),
+            (CedarType::WorkspacePath, Value::String(s)) => {
+                check_workspace_path(s).map_err(|e| format!("{}: {e}", here(at)))
+            }
             (CedarType::Long, Value::Number(n)) => match n.as_i64() {
                 Some(_) => Ok(()),
                 None => Err(format!(
@@ -282,12 +305,43 @@ impl CedarType {
     fn describe(&self) -> &'static str {
         match self {
             CedarType::String => "a string",
+            CedarType::WorkspacePath => "a workspace path",
             CedarType::Long => "an integer",
             CedarType::Bool => "a boolean",
             CedarType::Set(_) => "an array",
             CedarType::Record(_) => "an object",
         }
     }
+}
+
+/// Refuses a workspace path that is not already normalized (see the
+/// module docs), naming what to write instead.
+pub fn check_workspace_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    let bad = |why: &str| {
+        Err(format!(
+            "`{path}` is not a normalized workspace path ({why}); write it relative to the workspace root, \
+             with single `/` between names and no `.` or `..`"
+        ))
+    };
+    if path.starts_with('/') {
+        return bad("it is absolute");
+    }
+    if path.ends_with('/') {
+        return bad("it ends with `/`");
+    }
+    for part in path.split('/') {
+        match part {
+            "" => return bad("it has an empty component (`//`)"),
+            "." => return bad("it has a `.` component"),
+            ".." => return bad("it has a `..` component"),
+            p if p.contains('\0') => return bad("it contains a NUL byte"),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -346,6 +400,32 @@ impl ToolAction {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn workspace_paths_must_be_normalized_before_any_policy_sees_them() {
+        let ty = map_json_schema(&json!({"type": "string", "format": "workspace-path"})).unwrap();
+        assert_eq!(ty, CedarType::WorkspacePath);
+        for ok in ["", "notes", "notes/today.md", "Notes/a", "a.b/.hidden"] {
+            assert!(ty.check(&json!(ok), "input.path").is_ok(), "{ok}");
+            assert!(ty.to_expr(&json!(ok), "input.path").is_ok(), "{ok}");
+        }
+        for bad in [
+            "notes/../.env",
+            "./notes/a",
+            "notes//a",
+            "notes/",
+            "/etc/passwd",
+            "notes/./a",
+            "..",
+        ] {
+            let e = ty.check(&json!(bad), "input.path").unwrap_err();
+            assert!(e.contains("not a normalized workspace path"), "{bad}: {e}");
+            assert!(ty.to_expr(&json!(bad), "input.path").is_err(), "{bad}");
+        }
+        // A plain string field is not a path: nothing is refused there.
+        let plain = map_json_schema(&json!({"type": "string"})).unwrap();
+        assert!(plain.check(&json!("notes/../.env"), "input.x").is_ok());
+    }
 
     #[test]
     fn maps_the_supported_subset() {

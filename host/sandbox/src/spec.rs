@@ -10,6 +10,32 @@ pub const WORKSPACE_IN_CONTAINER: &str = "/workspace";
 /// Where the agent's broker-socket directory appears inside its container.
 pub const SOCKET_DIR_IN_CONTAINER: &str = "/run/corral";
 
+/// Corral's own seccomp profile (`seccomp.json`): an allow-list, tighter
+/// than Docker's default. Left out on purpose: `ptrace` and
+/// `process_vm_*` (an agent once stopped its own PID 1 with `ptrace` and
+/// the container could not exit), `personality`, `keyctl` and the other
+/// keyring calls, `bpf`, `userfaultfd`, `perf_event_open`, `io_uring_*`,
+/// `unshare`, `setns`, `mount` and every other call a tool runner never
+/// needs; `clone` may not make namespaces, and `clone3`, whose flags a
+/// filter cannot see, answers ENOSYS so that libc falls back to `clone`.
+/// What the engine is sent: the profile's JSON on one line.
+pub fn seccomp_profile() -> &'static str {
+    static PROFILE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        serde_json::from_str::<serde_json::Value>(include_str!("seccomp.json"))
+            .map(|v| v.to_string())
+            // The file is part of this crate and a unit test parses it.
+            .unwrap_or_default()
+    });
+    &PROFILE
+}
+
+fn security_opts() -> Vec<String> {
+    vec![
+        "no-new-privileges:true".into(),
+        format!("seccomp={}", seccomp_profile()),
+    ]
+}
+
 /// Resource limits, with defaults for an interactive agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -102,6 +128,14 @@ impl ContainerSpec {
             format!("{:?}", host.security_opt),
         )?;
         same(
+            "seccomp profile",
+            host.security_opt.as_ref().is_some_and(|o| {
+                o.iter()
+                    .any(|o| o.strip_prefix("seccomp=") == Some(seccomp_profile()))
+            }),
+            "another profile or none".into(),
+        )?;
+        same(
             "Privileged false",
             host.privileged != Some(true),
             "privileged".into(),
@@ -158,7 +192,7 @@ impl ContainerSpec {
                 network_mode: Some("none".into()),
                 readonly_rootfs: Some(true),
                 cap_drop: Some(vec!["ALL".into()]),
-                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                security_opt: Some(security_opts()),
                 privileged: Some(false),
                 memory: Some(self.limits.memory_bytes),
                 // Equal to memory: no swap on top.
@@ -205,6 +239,40 @@ mod tests {
     }
 
     #[test]
+    fn the_seccomp_profile_refuses_what_no_agent_needs() {
+        let profile: serde_json::Value = serde_json::from_str(seccomp_profile()).unwrap();
+        assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+        let allowed: Vec<&str> = profile["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "SCMP_ACT_ALLOW")
+            .flat_map(|r| r["names"].as_array().unwrap().iter())
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert!(allowed.contains(&"read") && allowed.contains(&"clone"));
+        for refused in [
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "bpf",
+            "userfaultfd",
+            "perf_event_open",
+            "personality",
+            "unshare",
+            "setns",
+            "mount",
+            "io_uring_setup",
+            "clone3",
+        ] {
+            assert!(!allowed.contains(&refused), "{refused} is allowed");
+        }
+    }
+
+    #[test]
     fn what_was_asked_passes_and_each_weakening_is_named() {
         let s = spec();
         let asked = s.body().host_config.unwrap();
@@ -236,6 +304,16 @@ mod tests {
                 "no-new-privileges",
                 HostConfig {
                     security_opt: Some(vec![]),
+                    ..asked.clone()
+                },
+            ),
+            (
+                "seccomp profile",
+                HostConfig {
+                    security_opt: Some(vec![
+                        "no-new-privileges:true".into(),
+                        "seccomp=unconfined".into(),
+                    ]),
                     ..asked.clone()
                 },
             ),

@@ -155,6 +155,8 @@ fn escapes_from_an_agent_container_fail() {
         "root-filesystem",
         "host-paths",
         "other-sockets",
+        "socket-dir",
+        "syscalls",
         "identity",
         "pids",
     ] {

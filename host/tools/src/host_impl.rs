@@ -43,9 +43,12 @@ impl From<Kind> for workspace::EntryKind {
 }
 
 impl CallState {
-    /// Normalizes the path, asks the gate, and hands back the workspace to
-    /// operate on. Order matters: nothing touches the disk before the
-    /// lexical check and the gate have both said yes.
+    /// Normalizes the path, resolves it to the canonical path it touches
+    /// (links inside the workspace followed; the last one too unless the
+    /// operation acts on the entry itself), asks the gate about that path,
+    /// and hands back the path and the workspace to operate on. Nothing is
+    /// opened, read or written before the gate has said yes; resolving
+    /// only looks at entries (`lstat`, `readlink`).
     fn authorize_file(
         &mut self,
         op: FileOp,
@@ -53,11 +56,13 @@ impl CallState {
     ) -> Result<(String, &mut crate::workspace::Workspace), FsFailure> {
         self.guard.reach();
         let path = normalize(path)?;
-        if self.workspace.is_none() {
+        let follow_last = !matches!(op, FileOp::Stat | FileOp::Remove);
+        let Some(ws) = self.workspace.as_mut() else {
             return Err(FsFailure::Denied(Denial::new(
                 "this call has no workspace; grant one (e.g. `--workspace DIR`)",
             )));
-        }
+        };
+        let path = ws.resolve(&path, follow_last)?;
         if let GateDecision::Deny(d) = self.guard.check(Capability::File {
             op,
             path: path.clone(),

@@ -2,20 +2,27 @@
 //!
 //! wasmtime-wasi-http hands every outgoing request to
 //! [`WasiHttpHooks::send_request`] before any connection exists. There the
-//! request is described from the parsed URI (never from guest claims),
-//! put to the gate, and only then are secret placeholders filled and the
-//! request sent. A refusal returns an error naming the reason and the
-//! deciding policies; nothing touches the network.
+//! request is described from the parsed URI (never from guest claims), its
+//! host name resolved once, an internal address refused unless an
+//! operator opened its range to that host ([`crate::address`]), the name
+//! and the address put to the gate, and only then are secret placeholders
+//! filled and the request sent, to exactly that address
+//! ([`crate::connect`]). A refusal returns an error naming the reason and
+//! the deciding policies; nothing connects.
 
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
-use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::address::{InternalNetworks, internal_class};
+use crate::connect::{self, Target};
 use crate::runtime::CapabilityUse;
-use corral_gate::{Caller, Capability, CapabilityGate, GateDecision, HttpRequestInfo, SecretStore};
+use corral_gate::{
+    Caller, Capability, CapabilityGate, Denial, GateDecision, HttpRequestInfo, SecretStore,
+};
 
 const PLACEHOLDER_OPEN: &str = "{{secret:";
 const PLACEHOLDER_CLOSE: &str = "}}";
@@ -26,6 +33,7 @@ pub(crate) struct CapabilityGuard {
     caller: Caller,
     gate: Arc<dyn CapabilityGate>,
     secrets: Arc<dyn SecretStore>,
+    internal: Arc<InternalNetworks>,
     deadline: Instant,
     uses: Vec<CapabilityUse>,
     /// Set on entry to any of Corral's own host functions, whatever they
@@ -51,12 +59,14 @@ impl CapabilityGuard {
         caller: Caller,
         gate: Arc<dyn CapabilityGate>,
         secrets: Arc<dyn SecretStore>,
+        internal: Arc<InternalNetworks>,
         deadline: Instant,
     ) -> Self {
         CapabilityGuard {
             caller,
             gate,
             secrets,
+            internal,
             deadline,
             uses: Vec::new(),
             reached: false,
@@ -93,8 +103,9 @@ impl CapabilityGuard {
         self.reached || !self.uses.is_empty()
     }
 
-    /// Decides the request and fills its secrets, or says why not.
-    fn authorize(&mut self, request: &mut http::Request<WasiBody>) -> Result<(), HttpError> {
+    /// Resolves the request's host, decides the request with the address
+    /// it will reach, and fills its secrets; or says why not.
+    fn authorize(&mut self, request: &mut http::Request<WasiBody>) -> Result<Target, HttpError> {
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
         let default_port = match scheme.as_str() {
@@ -107,16 +118,37 @@ impl CapabilityGuard {
             .ok_or_else(|| denied_error("the request has no host"))?
             .trim_matches(['[', ']'])
             .to_ascii_lowercase();
-        let info = HttpRequestInfo {
+        let port = uri.port_u16().unwrap_or(default_port);
+        let mut info = HttpRequestInfo {
             method: request.method().as_str().to_string(),
-            scheme,
-            port: uri.port_u16().unwrap_or(default_port),
+            scheme: scheme.clone(),
+            port,
             path: uri
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into()),
             host: host.clone(),
+            address: None,
         };
+        let ip = resolve(&host, port, self.remaining())?;
+        info.address = Some(ip);
+        if let Some(class) = internal_class(ip)
+            && !self.internal.allows(&host, ip)
+        {
+            let denial = Denial::new(format!(
+                "`{host}` resolves to {ip}, {} address, which tools may not reach; \
+                 if this host is an internal API that is really wanted, an operator can open \
+                 its range to the host's group ([[http.internal]] in corral.toml)",
+                article(class)
+            ));
+            let capability = Capability::Http(info);
+            self.gate.refused(&self.caller, &capability, &denial);
+            self.uses.push(CapabilityUse {
+                capability,
+                decision: GateDecision::Deny(denial.clone()),
+            });
+            return Err(denied_error(&denial.reason));
+        }
         if let GateDecision::Deny(d) = self.check(Capability::Http(info)) {
             return Err(denied_error(&d.to_string()));
         }
@@ -132,7 +164,11 @@ impl CapabilityGuard {
             new_value.set_sensitive(true);
             *value = new_value;
         }
-        Ok(())
+        Ok(Target {
+            addr: SocketAddr::new(ip, port),
+            host,
+            tls: scheme == "https",
+        })
     }
 
     fn fill_secrets(&mut self, text: &str, host: &str) -> Result<String, HttpError> {
@@ -184,38 +220,65 @@ fn denied_error(reason: &str) -> HttpError {
     HttpError::InternalError(Some(format!("denied: {reason}")))
 }
 
-fn clamp(t: Option<Duration>, max: Duration) -> Option<Duration> {
-    Some(t.map_or(max, |t| t.min(max)))
+fn article(class: &str) -> String {
+    if class.starts_with("a ") {
+        class.to_string()
+    } else if class.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {class}")
+    } else {
+        format!("a {class}")
+    }
+}
+
+/// The first address `host` resolves to, within `within`. An IP literal
+/// is its own address. The lookup runs on a thread of its own, so a
+/// resolver that never answers cannot hold the call past its time.
+fn resolve(host: &str, port: u16, within: Duration) -> Result<IpAddr, HttpError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("corral-dns".into())
+        .spawn(move || {
+            let _ = tx.send(
+                (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|mut a| a.next()),
+            );
+        })
+        .map_err(|e| HttpError::InternalError(Some(format!("cannot resolve: {e}"))))?;
+    match rx.recv_timeout(within) {
+        Ok(Ok(Some(addr))) => Ok(addr.ip()),
+        Ok(Ok(None)) | Ok(Err(_)) => Err(HttpError::DnsError {
+            rcode: Some(format!("`{host}` did not resolve")),
+            info_code: None,
+        }),
+        Err(_) => Err(HttpError::DnsTimeout),
+    }
 }
 
 impl WasiHttpHooks for CapabilityGuard {
     fn send_request(
         &mut self,
         mut request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
+        _options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         self.reach();
         drop(fut);
-        if let Err(e) = self.authorize(&mut request) {
-            return Box::new(async move { Err(e) });
-        }
-        // Host-side waits are invisible to epoch interruption, so bound
-        // every phase of the request by what is left of the call's time.
-        let remaining = self.remaining();
-        let options = options.unwrap_or_default();
-        let options = RequestOptions {
-            connect_timeout: clamp(options.connect_timeout, remaining),
-            first_byte_timeout: clamp(options.first_byte_timeout, remaining),
-            between_bytes_timeout: clamp(options.between_bytes_timeout, remaining),
+        let target = match self.authorize(&mut request) {
+            Ok(target) => target,
+            Err(e) => return Box::new(async move { Err(e) }),
         };
+        // Host-side waits are invisible to epoch interruption, so every
+        // phase of the request, whatever the guest asked for, ends at the
+        // call's deadline.
+        let deadline = tokio::time::Instant::from_std(self.deadline);
         Box::new(async move {
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            let (response, io) = connect::send(target, request, deadline).await?;
+            Ok((response, io))
         })
     }
 }

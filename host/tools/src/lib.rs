@@ -10,11 +10,14 @@
 //! implements [`CapabilityGate`], and the broker decides whether a call
 //! may happen at all before it reaches [`ToolRuntime::call`].
 
+mod address;
 mod bindings;
 mod cache;
 mod error;
 /// The capability vocabulary, re-exported from `corral-gate`.
 pub use corral_gate as gate;
+mod beneath;
+mod connect;
 mod host_impl;
 mod http;
 mod info;
@@ -22,6 +25,7 @@ mod registry;
 mod runtime;
 mod workspace;
 
+pub use address::{BadCidr, Cidr, InternalNetworks, internal_class};
 pub use cache::ArtifactCache;
 pub use corral_gate::{
     AllowList, Caller, Capability, CapabilityGate, Denial, FileOp, GateDecision, HttpRequestInfo,

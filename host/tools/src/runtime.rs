@@ -23,6 +23,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::address::InternalNetworks;
 use crate::bindings::{ToolComponent, ToolComponentPre, types as wit_types};
 use crate::cache::ArtifactCache;
 use crate::error::{CallError, CallFailure, Limit, LoadError};
@@ -80,6 +81,7 @@ pub struct RuntimeBuilder {
     default_limits: Limits,
     cache_dir: Option<PathBuf>,
     keep_resident_bytes: usize,
+    internal_networks: InternalNetworks,
 }
 
 impl Default for RuntimeBuilder {
@@ -93,6 +95,7 @@ impl Default for RuntimeBuilder {
             // Rust guests put a 1 MiB stack below their data; the hot pages
             // sit just under and just above that boundary.
             keep_resident_bytes: 4 << 20,
+            internal_networks: InternalNetworks::default(),
         }
     }
 }
@@ -125,6 +128,16 @@ impl RuntimeBuilder {
 
     pub fn default_limits(mut self, limits: Limits) -> Self {
         self.default_limits = limits;
+        self
+    }
+
+    /// Internal address ranges an operator opened to named hosts. Default:
+    /// none, so a request whose host resolves to a loopback, private,
+    /// link-local, unique-local, multicast, unspecified or metadata
+    /// address is refused before any policy is asked. The trade-off: an
+    /// internal API must be named here as well as permitted by policy.
+    pub fn internal_networks(mut self, networks: InternalNetworks) -> Self {
+        self.internal_networks = networks;
         self
     }
 
@@ -197,6 +210,7 @@ impl RuntimeBuilder {
                 live: Default::default(),
                 max: max_spares,
             }),
+            internal_networks: Arc::new(self.internal_networks),
             _ticker: ticker,
         })
     }
@@ -328,11 +342,16 @@ pub struct LoadedComponent {
 
 /// The call's gate, with its deadline counted from now: the one a fresh
 /// instance is made with, and the one an instance made ahead is armed with.
-fn call_guard(ctx: &CallContext, limits: Limits) -> CapabilityGuard {
+fn call_guard(
+    ctx: &CallContext,
+    limits: Limits,
+    internal: &Arc<InternalNetworks>,
+) -> CapabilityGuard {
     CapabilityGuard::new(
         ctx.caller.clone(),
         ctx.gate.clone(),
         ctx.secrets.clone(),
+        internal.clone(),
         Instant::now() + limits.wall_time,
     )
 }
@@ -553,6 +572,7 @@ pub struct ToolRuntime {
     /// once: with pooling, half the pool, so that spares held by idle
     /// connections can never take the slots that calls need.
     spares: Arc<SpareBudget>,
+    internal_networks: Arc<InternalNetworks>,
     _ticker: EpochTicker,
 }
 
@@ -724,7 +744,7 @@ impl ToolRuntime {
             stderr,
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
-            guard: call_guard(ctx, limits),
+            guard: call_guard(ctx, limits, &self.internal_networks),
             workspace: call_workspace(ctx, limits),
             limiter: CallLimiter {
                 memory_bytes: self.memory_limit(&limits),
@@ -811,7 +831,7 @@ impl ToolRuntime {
     /// has: the caller, gate, secrets, workspace, limits and deadlines.
     fn arm(&self, store: &mut Store<CallState>, ctx: &CallContext, limits: Limits) {
         let state = store.data_mut();
-        state.guard = call_guard(ctx, limits);
+        state.guard = call_guard(ctx, limits, &self.internal_networks);
         state.workspace = call_workspace(ctx, limits);
         state.limits = limits;
         store.set_epoch_deadline(self.deadline_ticks(limits.wall_time));

@@ -1,26 +1,43 @@
 //! The host side of `corral:tool/workspace`: path rules and the file
 //! operations themselves.
 //!
-//! Two independent fences keep a tool inside its workspace. First, paths
-//! are checked lexically: absolute paths and `..` are refused before
-//! anything else happens, so a refusal never depends on what exists on
-//! disk. Second, every operation goes through a `cap_std::fs::Dir` opened
-//! on the workspace root, which resolves each component relative to that
-//! directory and refuses any symlink that leads outside it; so a link
-//! planted inside the workspace cannot be used to reach out.
+//! A path reaches the disk in three steps, and the gate decides on the
+//! path that will really be touched, not on the path as written:
+//!
+//! 1. [`normalize`] checks the path lexically: absolute paths and `..` are
+//!    refused before anything else happens.
+//! 2. [`Workspace::resolve`] follows links inside the workspace to the
+//!    canonical, workspace-relative path (`notes/dotlink` that points at
+//!    `../.env` resolves to `.env`); a link that leads outside, by an
+//!    absolute target or by climbing above the root, is refused. Only
+//!    `lstat` and `readlink` run here: nothing is opened, read or created.
+//! 3. After the gate has said yes to the canonical path, the operation
+//!    opens exactly that path with [`crate::beneath`], which follows no link
+//!    at all: if the agent swaps a link in after step 2, the operation
+//!    fails instead of going where the link points.
+//!
+//! Only regular files and directories are used. A FIFO, socket or device
+//! is refused (opened without blocking, so it cannot hold the call), and a
+//! read takes at most the size cap plus one byte. A regular file with more
+//! than one hard link is refused for reading and writing: its other names
+//! may be outside the workspace, where neither the agent nor its policy
+//! should reach.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use cap_std::ambient_authority;
-use cap_std::fs::Dir;
-
 use corral_gate::Denial;
+
+use crate::beneath;
 
 /// The longest path a tool may name, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
 /// The most entries one `list-dir` returns.
 pub const MAX_LIST_ENTRIES: usize = 10_000;
+/// The most links one path may pass through, as the kernel's own limit.
+const MAX_LINK_HOPS: usize = 40;
 
 /// Why a workspace operation failed; mirrors WIT `fs-error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,12 +86,22 @@ pub fn normalize(path: &str) -> Result<String, FsFailure> {
 /// calls that never touch files pay nothing.
 pub struct Workspace {
     root: PathBuf,
-    dir: Option<Dir>,
+    dir: Option<OwnedFd>,
     max_file_bytes: u64,
 }
 
-fn for_cap_std(path: &str) -> &str {
-    if path.is_empty() { "." } else { path }
+fn join(done: &[String], name: &str) -> String {
+    let mut p = done.join("/");
+    if !p.is_empty() {
+        p.push('/');
+    }
+    p.push_str(name);
+    p
+}
+
+/// `a/b/c` → (`a/b`, `c`); `c` → (``, `c`).
+fn split_last(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 impl Workspace {
@@ -86,9 +113,9 @@ impl Workspace {
         }
     }
 
-    fn dir(&mut self) -> Result<&Dir, FsFailure> {
+    fn dir(&mut self) -> Result<&OwnedFd, FsFailure> {
         if self.dir.is_none() {
-            let dir = Dir::open_ambient_dir(&self.root, ambient_authority()).map_err(|e| {
+            let dir = beneath::open_root(&self.root).map_err(|e| {
                 FsFailure::Io(format!(
                     "cannot open workspace {}: {e}",
                     self.root.display()
@@ -102,23 +129,96 @@ impl Workspace {
             .ok_or_else(|| FsFailure::Io("workspace not open".into()))
     }
 
-    pub fn read(&mut self, path: &str) -> Result<Vec<u8>, FsFailure> {
-        let limit = self.max_file_bytes;
+    /// The canonical workspace-relative path that `path` (normalized)
+    /// touches: links inside the workspace followed (the last component
+    /// too when `follow_last`), a link that leads outside refused. Parts
+    /// that do not exist yet are kept as written.
+    pub fn resolve(&mut self, path: &str, follow_last: bool) -> Result<String, FsFailure> {
         let dir = self.dir()?;
-        let meta = dir
-            .metadata(for_cap_std(path))
-            .map_err(|e| map_io(e, path))?;
-        if meta.is_dir() {
-            return Err(FsFailure::WrongKind(format!(
-                "`{path}` is a directory, not a file"
-            )));
+        let mut todo: VecDeque<String> = path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        let mut missing = false;
+        while let Some(part) = todo.pop_front() {
+            match part.as_str() {
+                "" | "." => continue,
+                ".." if missing => {
+                    return Err(FsFailure::NotFound(format!(
+                        "`{path}` goes through `{}`, which does not exist",
+                        done.join("/")
+                    )));
+                }
+                ".." => {
+                    if done.pop().is_none() {
+                        return Err(outside(path));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let here = join(&done, &part);
+            if missing {
+                done.push(part);
+                continue;
+            }
+            let st = match beneath::stat_entry(dir, &here) {
+                Ok(st) => st,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing = true;
+                    done.push(part);
+                    continue;
+                }
+                Err(e) => return Err(map_io(e, &here)),
+            };
+            let last = todo.is_empty();
+            if beneath::is(&st, libc::S_IFLNK) && (!last || follow_last) {
+                hops += 1;
+                if hops > MAX_LINK_HOPS {
+                    return Err(FsFailure::Io(format!(
+                        "`{path}` passes through more than {MAX_LINK_HOPS} links"
+                    )));
+                }
+                let target = beneath::read_link(dir, &here).map_err(|e| map_io(e, &here))?;
+                if target.starts_with('/') {
+                    return Err(outside(path));
+                }
+                for t in target.split('/').rev() {
+                    todo.push_front(t.to_string());
+                }
+                continue;
+            }
+            done.push(part);
         }
-        if meta.len() > limit {
-            return Err(FsFailure::TooLarge(meta.len()));
-        }
-        dir.read(for_cap_std(path)).map_err(|e| map_io(e, path))
+        Ok(done.join("/"))
     }
 
+    /// Reads the regular file at the canonical `path`.
+    pub fn read(&mut self, path: &str) -> Result<Vec<u8>, FsFailure> {
+        let limit = self.max_file_bytes;
+        let fd = beneath::open(self.dir()?, path, libc::O_RDONLY | libc::O_NOCTTY, 0)
+            .map_err(|e| map_io(e, path))?;
+        let st = beneath::stat(&fd).map_err(|e| map_io(e, path))?;
+        usable_file(&st, path)?;
+        if st.st_size as u64 > limit {
+            return Err(FsFailure::TooLarge(st.st_size as u64));
+        }
+        let mut out = Vec::with_capacity(st.st_size as usize);
+        std::fs::File::from(fd)
+            .take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| map_io(e, path))?;
+        if out.len() as u64 > limit {
+            return Err(FsFailure::TooLarge(out.len() as u64));
+        }
+        Ok(out)
+    }
+
+    /// Writes `contents` to the canonical `path`, creating missing parent
+    /// directories.
     pub fn write(&mut self, path: &str, contents: &[u8]) -> Result<(), FsFailure> {
         if path.is_empty() {
             return Err(FsFailure::WrongKind(
@@ -128,46 +228,56 @@ impl Workspace {
         if contents.len() as u64 > self.max_file_bytes {
             return Err(FsFailure::TooLarge(contents.len() as u64));
         }
-        let dir = self.dir()?;
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            // Resolve the parent through the sandbox first: an escaping
-            // symlink on the way is reported as such, and only a parent
-            // that is truly missing gets created.
-            match dir.metadata(parent) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(FsFailure::WrongKind(format!(
-                        "`{parent}` is not a directory"
-                    )));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    dir.create_dir_all(parent).map_err(|e| map_io(e, parent))?;
-                }
-                Err(e) => return Err(map_io(e, parent)),
-            }
+        let (parent, name) = split_last(path);
+        let parent_fd = self.make_dirs(parent)?;
+        let fd = beneath::open(
+            &parent_fd,
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_NOCTTY,
+            0o666,
+        )
+        .map_err(|e| map_io(e, path))?;
+        let st = beneath::stat(&fd).map_err(|e| map_io(e, path))?;
+        usable_file(&st, path)?;
+        beneath::truncate(&fd, 0).map_err(|e| map_io(e, path))?;
+        std::fs::File::from(fd)
+            .write_all(contents)
+            .map_err(|e| map_io(e, path))
+    }
+
+    /// Opens the directory `path`, creating what is missing of it.
+    fn make_dirs(&mut self, path: &str) -> Result<OwnedFd, FsFailure> {
+        let root = self.dir()?;
+        let mut fd = beneath::open_dir(root, "").map_err(|e| map_io(e, ""))?;
+        let mut done = Vec::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            done.push(part);
+            let here = done.join("/");
+            beneath::make_dir(&fd, part).map_err(|e| map_io(e, &here))?;
+            fd = beneath::open_dir(&fd, part).map_err(|e| map_io(e, &here))?;
         }
-        dir.write(path, contents).map_err(|e| map_io(e, path))
+        Ok(fd)
     }
 
     pub fn list(&mut self, path: &str) -> Result<Vec<(String, Kind, u64)>, FsFailure> {
-        let dir = self.dir()?;
-        let meta = dir
-            .metadata(for_cap_std(path))
-            .map_err(|e| map_io(e, path))?;
-        if !meta.is_dir() {
+        let fd =
+            beneath::open(self.dir()?, path, libc::O_RDONLY, 0).map_err(|e| map_io(e, path))?;
+        let st = beneath::stat(&fd).map_err(|e| map_io(e, path))?;
+        if !beneath::is(&st, libc::S_IFDIR) {
             return Err(FsFailure::WrongKind(format!(
-                "`{path}` is a file, not a directory"
+                "`{}` is {}, not a directory",
+                shown(path),
+                beneath::kind_name(&st)
             )));
         }
+        let dir = cap_std::fs::Dir::from_std_file(std::fs::File::from(fd));
         let mut out = Vec::new();
-        for entry in dir
-            .read_dir(for_cap_std(path))
-            .map_err(|e| map_io(e, path))?
-        {
+        for entry in dir.entries().map_err(|e| map_io(e, path))? {
             let entry = entry.map_err(|e| map_io(e, path))?;
             if out.len() == MAX_LIST_ENTRIES {
                 return Err(FsFailure::Io(format!(
-                    "`{path}` has more than {MAX_LIST_ENTRIES} entries; list a subdirectory"
+                    "`{}` has more than {MAX_LIST_ENTRIES} entries; list a subdirectory",
+                    shown(path)
                 )));
             }
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -184,39 +294,84 @@ impl Workspace {
         Ok(out)
     }
 
+    /// The entry at the canonical `path` itself (a link is not followed).
     pub fn stat(&mut self, path: &str) -> Result<(Kind, u64, Option<u64>), FsFailure> {
-        let dir = self.dir()?;
-        let meta = dir
-            .symlink_metadata(for_cap_std(path))
-            .map_err(|e| map_io(e, path))?;
-        let kind = Kind::from(meta.file_type());
-        let modified = meta
-            .modified()
+        let st = if path.is_empty() {
+            beneath::stat(self.dir()?)
+        } else {
+            let (parent, name) = split_last(path);
+            let parent_fd =
+                beneath::open_dir(self.dir()?, parent).map_err(|e| map_io(e, parent))?;
+            beneath::stat_entry(&parent_fd, name)
+        }
+        .map_err(|e| map_io(e, path))?;
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Directory,
+            libc::S_IFLNK => Kind::Symlink,
+            _ => Kind::Other,
+        };
+        let modified = u64::try_from(st.st_mtime)
             .ok()
-            .map(|t| t.into_std())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64);
+            .map(|s| s * 1000 + st.st_mtime_nsec as u64 / 1_000_000);
         Ok((
             kind,
-            if kind == Kind::File { meta.len() } else { 0 },
+            if kind == Kind::File {
+                st.st_size as u64
+            } else {
+                0
+            },
             modified,
         ))
     }
 
+    /// Removes the entry at the canonical `path` (a link, not its target).
     pub fn remove(&mut self, path: &str) -> Result<(), FsFailure> {
         if path.is_empty() {
             return Err(FsFailure::Denied(Denial::new(
                 "the workspace root cannot be removed",
             )));
         }
-        let dir = self.dir()?;
-        let meta = dir.symlink_metadata(path).map_err(|e| map_io(e, path))?;
-        if meta.is_dir() {
-            dir.remove_dir(path).map_err(|e| map_io(e, path))
-        } else {
-            dir.remove_file(path).map_err(|e| map_io(e, path))
-        }
+        let (parent, name) = split_last(path);
+        let parent_fd = beneath::open_dir(self.dir()?, parent).map_err(|e| map_io(e, parent))?;
+        let st = beneath::stat_entry(&parent_fd, name).map_err(|e| map_io(e, path))?;
+        beneath::remove(&parent_fd, name, beneath::is(&st, libc::S_IFDIR))
+            .map_err(|e| map_io(e, path))
     }
+}
+
+fn shown(path: &str) -> &str {
+    if path.is_empty() { "." } else { path }
+}
+
+fn outside(path: &str) -> FsFailure {
+    FsFailure::Denied(Denial::new(format!(
+        "`{path}` resolves outside the workspace (through a symlink)"
+    )))
+}
+
+/// Only a regular file with one name is read or written.
+fn usable_file(st: &libc::stat, path: &str) -> Result<(), FsFailure> {
+    if beneath::is(st, libc::S_IFDIR) {
+        return Err(FsFailure::WrongKind(format!(
+            "`{}` is a directory, not a file",
+            shown(path)
+        )));
+    }
+    if !beneath::is(st, libc::S_IFREG) {
+        return Err(FsFailure::WrongKind(format!(
+            "`{path}` is {}; only regular files and directories can be used",
+            beneath::kind_name(st)
+        )));
+    }
+    if st.st_nlink > 1 {
+        return Err(FsFailure::Denied(Denial::new(format!(
+            "`{path}` has {} hard links, and its other names may be outside the workspace; \
+             copy it to a file of its own first",
+            st.st_nlink
+        ))));
+    }
+    Ok(())
 }
 
 /// The kind of a directory entry; mirrors WIT `entry-kind`.
@@ -243,16 +398,24 @@ impl From<cap_std::fs::FileType> for Kind {
 }
 
 fn map_io(e: io::Error, path: &str) -> FsFailure {
-    let shown = if path.is_empty() { "." } else { path };
+    let shown = shown(path);
+    match e.raw_os_error() {
+        // openat2 met a link, or a mount, that appeared after the path was
+        // resolved: the workspace changed under the call.
+        Some(libc::ELOOP) | Some(libc::EXDEV) => {
+            return FsFailure::Denied(Denial::new(format!(
+                "`{shown}` changed while the call used it (a link or mount appeared on the way); try again"
+            )));
+        }
+        Some(libc::ENXIO) => {
+            return FsFailure::WrongKind(format!(
+                "`{shown}` is not a regular file; only regular files and directories can be used"
+            ));
+        }
+        _ => {}
+    }
     match e.kind() {
         io::ErrorKind::NotFound => FsFailure::NotFound(format!("`{shown}` does not exist")),
-        // cap-std reports a path that resolves outside the directory (an
-        // escaping symlink) as PermissionDenied; say what actually happened.
-        io::ErrorKind::PermissionDenied if e.to_string().contains("outside") => {
-            FsFailure::Denied(Denial::new(format!(
-                "`{shown}` resolves outside the workspace (through a symlink)"
-            )))
-        }
         io::ErrorKind::PermissionDenied => FsFailure::Denied(Denial::new(format!(
             "the host's file system refused access to `{shown}`"
         ))),

@@ -38,7 +38,7 @@ fn kind_name(k: EntryKind) -> &'static str {
     }
 }
 
-const PATH_SCHEMA: &str = r#"{"type":"object","properties":{"path":{"type":"string","description":"Path relative to the workspace root."}},"required":["path"],"additionalProperties":false}"#;
+const PATH_SCHEMA: &str = r#"{"type":"object","properties":{"path":{"type":"string","format":"workspace-path","description":"Path relative to the workspace root: single `/` between names, no `.` or `..`."}},"required":["path"],"additionalProperties":false}"#;
 
 fn caps(read: bool, write: bool) -> Capabilities {
     Capabilities {
@@ -62,7 +62,7 @@ impl Guest for Files {
             ToolInfo {
                 name: "files_write".into(),
                 description: "Creates or replaces a UTF-8 text file in the workspace.".into(),
-                input_schema: r#"{"type":"object","properties":{"path":{"type":"string","description":"Path relative to the workspace root."},"content":{"type":"string","description":"The file's new contents."}},"required":["path","content"],"additionalProperties":false}"#.into(),
+                input_schema: r#"{"type":"object","properties":{"path":{"type":"string","format":"workspace-path","description":"Path relative to the workspace root: single `/` between names, no `.` or `..`."},"content":{"type":"string","description":"The file's new contents."}},"required":["path","content"],"additionalProperties":false}"#.into(),
                 output_schema: Some(r#"{"type":"object","properties":{"path":{"type":"string"},"bytes_written":{"type":"integer"}}}"#.into()),
                 capabilities: caps(false, true),
             },
