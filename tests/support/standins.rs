@@ -139,7 +139,8 @@ fn script(
     } else if text.contains("fetch") {
         (
             String::new(),
-            Some(("http_get", json!({"url": "http://forbidden.invalid/"}))),
+            // An address, not a name: names are resolved before policy.
+            Some(("http_get", json!({"url": "http://192.0.2.1/"}))),
         )
     } else {
         (format!("You said: {text}"), None)

@@ -145,11 +145,27 @@ impl UpHost {
     /// Starts `corral` (the binary under test) with `args` after `up`, and
     /// waits for `ready`.
     pub fn start(corral: &Path, config: &UpConfig, extra_args: &[&str]) -> UpHost {
+        Self::start_in(corral, config, None, &config.path, extra_args)
+    }
+
+    /// As [`Self::start`], run from `cwd` with `--config config_arg` as
+    /// given (a relative path, say).
+    pub fn start_in(
+        corral: &Path,
+        config: &UpConfig,
+        cwd: Option<&Path>,
+        config_arg: &Path,
+        extra_args: &[&str],
+    ) -> UpHost {
         let stderr = config.dir.path().join("up.stderr");
-        let mut child = Command::new(corral)
+        let mut command = Command::new(corral);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .arg("up")
             .arg("--config")
-            .arg(&config.path)
+            .arg(config_arg)
             .args(["--grace", "10"])
             .args(extra_args)
             .env("RUST_LOG", "debug")

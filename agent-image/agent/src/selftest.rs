@@ -60,14 +60,24 @@ fn host_paths() -> Attempt {
 }
 
 fn other_sockets() -> Attempt {
-    let entries: Vec<String> = std::fs::read_dir("/run/corral")
-        .map_err(|e| format!("/run/corral: {e}"))?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    if entries != ["mcp.sock"] {
-        return Err(format!(
-            "/run/corral holds {entries:?}, not only this agent's socket"
-        ));
+    // The directory is the host's and may not even be listed (mode 0710);
+    // where it can be, it holds this agent's socket alone.
+    match std::fs::read_dir("/run/corral") {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(format!("/run/corral: {e}")),
+        Ok(dir) => {
+            let entries: Vec<String> = dir
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect();
+            if entries != ["mcp.sock"] {
+                return Err(format!(
+                    "/run/corral holds {entries:?}, not only this agent's socket"
+                ));
+            }
+        }
+    }
+    if std::os::unix::net::UnixStream::connect("/run/corral/mcp.sock").is_err() {
+        return Err("this agent's own socket cannot be reached".into());
     }
     if std::fs::read_dir("/run/corral/..")
         .is_ok_and(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name() != "corral"))
