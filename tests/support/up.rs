@@ -59,7 +59,9 @@ impl UpConfig {
         if options.model.is_some() {
             toml.push_str("model = \"main\"\n");
         }
-        toml.push_str("[agents.limits]\nmax_steps = 4\nmax_tokens = 512\nidle_secs = 600\n");
+        toml.push_str(
+            "[agents.limits]\nmax_steps = 4\nmax_tokens = 512\nidle_secs = 600\ndisk_mib = 64\n",
+        );
         if let Some((provider, url)) = &options.model {
             toml.push_str(&format!(
                 "[models.main]\nprovider = \"{provider}\"\nmodel = \"scripted-1\"\nbase_url = \"{url}\"\napi_key_env = \"CORRAL_TEST_MODEL_KEY\"\n"
@@ -249,6 +251,18 @@ impl Drop for UpHost {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+            // A killed host leaves its agents' file systems mounted; a
+            // later start would reuse them, but this test is over.
+            if let Some(dir) = self.stderr.parent() {
+                for m in corral_sandbox::mounts().iter().rev() {
+                    if m.mount_point.starts_with(dir) {
+                        let _ = Command::new("umount")
+                            .arg("-l")
+                            .arg(&m.mount_point)
+                            .output();
+                    }
+                }
+            }
         }
     }
 }

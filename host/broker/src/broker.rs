@@ -55,6 +55,9 @@ pub struct AgentSpec {
     /// Model tokens the agent already used today (UTC), so a restarted
     /// host keeps counting against the day's budget.
     pub day_tokens: u64,
+    /// The uid and gid this agent's container runs as, when it is not the
+    /// broker's default ([`BrokerBuilder::socket_owner`]).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl AgentSpec {
@@ -65,6 +68,7 @@ impl AgentSpec {
             model: None,
             turn: TurnLimits::default(),
             day_tokens: 0,
+            owner: None,
         }
     }
 }
@@ -308,8 +312,8 @@ impl Broker {
             }
             e
         };
-        let listener =
-            bind(&self.socket_root, &socket, &agent.id, self.socket_owner).map_err(unserve)?;
+        let owner = agent.owner.or(self.socket_owner);
+        let listener = bind(&self.socket_root, &socket, &agent.id, owner).map_err(unserve)?;
         let state = Arc::new(AgentState {
             id: Arc::from(agent.id.as_str()),
             workspace: agent.workspace.clone(),

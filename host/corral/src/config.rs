@@ -88,9 +88,10 @@ pub struct ImageConfig {
     pub dir: PathBuf,
     #[serde(default = "default_agent_binary")]
     pub agent_binary: PathBuf,
-    /// `uid:gid` the containers run as.
-    #[serde(default = "default_user")]
-    pub user: String,
+    /// `uid:gid` every container runs as. Without it (the default) each
+    /// agent runs as a uid of its own (see [`AgentConfig::ids`]), so no
+    /// process of one agent's uid can act as another agent.
+    pub user: Option<String>,
 }
 
 impl Default for ImageConfig {
@@ -99,7 +100,7 @@ impl Default for ImageConfig {
             tag: None,
             dir: default_image_dir(),
             agent_binary: default_agent_binary(),
-            user: default_user(),
+            user: None,
         }
     }
 }
@@ -109,9 +110,6 @@ fn default_image_dir() -> PathBuf {
 }
 fn default_agent_binary() -> PathBuf {
     PathBuf::from("target/x86_64-unknown-linux-musl/release/corral-agent")
-}
-fn default_user() -> String {
-    "10001:10001".into()
 }
 
 /// Limits each agent's broker socket enforces.
@@ -180,6 +178,9 @@ pub struct AgentConfig {
     pub model: Option<String>,
     /// Overrides `[image].tag` for this agent.
     pub image: Option<String>,
+    /// `UID:GID` this agent's container runs as; default: derived from its
+    /// id (see [`AgentConfig::ids`]).
+    pub user: Option<String>,
     #[serde(default)]
     pub limits: AgentLimits,
 }
@@ -202,6 +203,12 @@ pub struct AgentLimits {
     /// Stop the container after this long without messages.
     #[serde(default = "d_idle")]
     pub idle_secs: u64,
+    /// The size of the agent's own disk: its workspace is a file system of
+    /// this many MiB, reserved when it is made, which bounds what the agent
+    /// and its tools can write. 0: the workspace is a plain directory on
+    /// the host's file system, and nothing bounds it.
+    #[serde(default = "d_disk")]
+    pub disk_mib: u64,
 }
 
 fn d_memory() -> u32 {
@@ -222,6 +229,9 @@ fn d_tokens() -> u32 {
 fn d_idle() -> u64 {
     900
 }
+fn d_disk() -> u64 {
+    1024
+}
 
 impl Default for AgentLimits {
     fn default() -> Self {
@@ -232,6 +242,7 @@ impl Default for AgentLimits {
             max_steps: d_steps(),
             max_tokens: d_tokens(),
             idle_secs: d_idle(),
+            disk_mib: d_disk(),
         }
     }
 }
@@ -391,9 +402,10 @@ impl Config {
                 || l.pids < 8
                 || l.max_steps == 0
                 || l.max_tokens == 0
+                || (l.disk_mib != 0 && !(32..=1 << 20).contains(&l.disk_mib))
             {
                 bail!(
-                    "{file}: agent `{}`: limits out of range (memory_mib ≥ 16, 0 < cpus ≤ 64, pids ≥ 8, max_steps ≥ 1, max_tokens ≥ 1)",
+                    "{file}: agent `{}`: limits out of range (memory_mib ≥ 16, 0 < cpus ≤ 64, pids ≥ 8, max_steps ≥ 1, max_tokens ≥ 1, disk_mib 0 or 32 to 1048576)",
                     a.id
                 );
             }
@@ -446,12 +458,33 @@ impl Config {
                 );
             }
         }
-        let (uid, gid) = self.image.user.split_once(':').unwrap_or(("", ""));
-        if uid.parse::<u32>().is_err() || gid.parse::<u32>().is_err() {
-            bail!(
-                "{file}: image.user `{}`: write UID:GID, e.g. 10001:10001",
-                self.image.user
-            );
+        for (key, user) in self
+            .image
+            .user
+            .iter()
+            .map(|u| ("image.user".to_string(), u))
+            .chain(self.agents.iter().filter_map(|a| {
+                a.user
+                    .as_ref()
+                    .map(|u| (format!("agent `{}`: user", a.id), u))
+            }))
+        {
+            if parse_ids(user).is_none() {
+                bail!("{file}: {key} `{user}`: write UID:GID, e.g. 200001:200001");
+            }
+        }
+        if self.image.user.is_none() {
+            let mut by_uid = BTreeMap::new();
+            for a in &self.agents {
+                let (uid, _) = a.ids(None);
+                if let Some(other) = by_uid.insert(uid, &a.id) {
+                    bail!(
+                        "{file}: agents `{other}` and `{}` would run as the same uid {uid}; \
+                         give one of them `user = \"UID:GID\"` of its own",
+                        a.id
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -465,14 +498,35 @@ impl Config {
     pub fn control_socket(&self) -> PathBuf {
         self.state_dir.join("control.sock")
     }
+}
 
-    pub fn user(&self) -> (u32, u32) {
-        let (uid, gid) = self
-            .image
-            .user
-            .split_once(':')
-            .unwrap_or(("10001", "10001"));
-        (uid.parse().unwrap_or(10001), gid.parse().unwrap_or(10001))
+fn parse_ids(user: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = user.split_once(':')?;
+    let ids = (uid.parse().ok()?, gid.parse().ok()?);
+    (ids.0 != 0 && ids.1 != 0).then_some(ids)
+}
+
+/// Where derived agent uids start: above the ids a Linux host gives its
+/// own users and services.
+const AGENT_UID_BASE: u32 = 200_000;
+/// How many uids agents' ids are spread over.
+const AGENT_UID_SPAN: u32 = 800_000;
+
+impl AgentConfig {
+    /// The uid and gid this agent's container runs as: `user` if set,
+    /// else `shared` (`[image] user`), else one derived from the agent's
+    /// id (FNV-1a over the id, so the same agent gets the same uid on
+    /// every host and restart). `Config::check` refuses two agents that
+    /// would share one.
+    pub fn ids(&self, shared: Option<&str>) -> (u32, u32) {
+        if let Some(ids) = self.user.as_deref().or(shared).and_then(parse_ids) {
+            return ids;
+        }
+        let hash = self.id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let uid = AGENT_UID_BASE + hash % AGENT_UID_SPAN;
+        (uid, uid)
     }
 }
 
@@ -531,4 +585,45 @@ fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>> {
             line.map_or("?".into(), |l| l.to_string())
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, user: Option<&str>) -> AgentConfig {
+        AgentConfig {
+            id: id.into(),
+            team: None,
+            workspace: PathBuf::from("/w"),
+            model: None,
+            image: None,
+            user: user.map(str::to_string),
+            limits: AgentLimits::default(),
+        }
+    }
+
+    #[test]
+    fn each_agent_gets_a_uid_of_its_own_that_does_not_change() {
+        let (a, b) = (agent("assistant", None), agent("reporter", None));
+        assert_eq!(a.ids(None), agent("assistant", None).ids(None));
+        assert_ne!(a.ids(None).0, b.ids(None).0);
+        assert!(a.ids(None).0 >= AGENT_UID_BASE);
+        assert_eq!(
+            agent("x", Some("300001:300002")).ids(None),
+            (300001, 300002)
+        );
+        assert_eq!(a.ids(Some("10001:10001")), (10001, 10001));
+        assert_eq!(parse_ids("0:0"), None, "never root");
+    }
+
+    #[test]
+    fn relative_paths_become_absolute_and_lose_their_dots() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("a")).unwrap();
+        assert_eq!(absolute(&base.join("a/../b/./c")), base.join("b/c"));
+        assert_eq!(absolute(&base.join("a")), base.join("a"));
+        assert!(absolute(&base.join("x/../../y")).is_absolute());
+    }
 }

@@ -48,8 +48,70 @@ pub fn hand_over(workspace: &Path, uid: u32, gid: u32) -> Result<(), HandoverErr
             ),
             _ => err(format!("cannot open it: {e}")),
         })?;
-    std::os::unix::fs::fchown(&dir, Some(uid), Some(gid))
+    let mut budget = MAX_ENTRIES;
+    give(&dir, uid, gid, 0, &mut budget)
         .map_err(|e| err(format!("cannot give it to {uid}:{gid}: {e}")))
+}
+
+/// How deep and how many entries [`give`] walks: the agent made the tree,
+/// and a host start must not take forever over it.
+const MAX_DEPTH: usize = 32;
+const MAX_ENTRIES: usize = 100_000;
+
+/// Gives `dir` and everything in it to `uid:gid`, through descriptors:
+/// each entry is changed relative to its opened parent without following
+/// it, and only real directories are entered. An agent whose uid changed
+/// (a host that gave every agent the same one before) keeps its history.
+fn give(dir: &File, uid: u32, gid: u32, depth: usize, budget: &mut usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    std::os::unix::fs::fchown(dir, Some(uid), Some(gid))?;
+    if depth == MAX_DEPTH {
+        return Err(io::Error::other(format!(
+            "deeper than {MAX_DEPTH} directories"
+        )));
+    }
+    // The opened directory itself, not a path that could have changed.
+    let listing = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
+    for entry in listing {
+        let entry = entry?;
+        *budget = budget
+            .checked_sub(1)
+            .ok_or_else(|| io::Error::other(format!("more than {MAX_ENTRIES} entries")))?;
+        let name = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+            entry.file_name().as_os_str(),
+        ))
+        .map_err(|_| io::Error::other("a name with a NUL byte"))?;
+        // SAFETY: `name` is NUL-terminated; the link itself, never its target, is changed.
+        let rc = unsafe {
+            libc::fchownat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if entry.file_type()?.is_dir() {
+            // SAFETY: as above; O_NOFOLLOW refuses a link swapped in since.
+            let fd = unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh descriptor that nothing else owns.
+            let sub = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            give(&sub, uid, gid, depth + 1, budget)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -68,6 +130,25 @@ mod tests {
         assert!(e.message.contains("not a directory"), "{e}");
         let after = std::fs::metadata(target.path()).unwrap();
         assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    }
+
+    #[test]
+    fn what_is_inside_is_handed_over_and_links_are_not_followed() {
+        let ws = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let dir = ws.path().join(AGENT_DIR);
+        std::fs::create_dir_all(dir.join("conversations")).unwrap();
+        std::fs::write(dir.join("conversations/a.jsonl"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.join("out")).unwrap();
+        hand_over(ws.path(), 4242, 4343).unwrap();
+        for p in ["", "conversations", "conversations/a.jsonl"] {
+            let m = std::fs::symlink_metadata(dir.join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (4242, 4343), "{p}");
+        }
+        let link = std::fs::symlink_metadata(dir.join("out")).unwrap();
+        assert_eq!(link.uid(), 4242, "the link itself");
+        let target = std::fs::metadata(outside.path()).unwrap();
+        assert_ne!(target.uid(), 4242, "not what it points at");
     }
 
     #[test]

@@ -286,15 +286,35 @@ async fn serve(
     let router = Arc::new(Router::new(store.clone(), audit.clone(), &agent_ids));
 
     let (me_uid, me_gid) = own_ids();
-    let (uid, gid) = if me_uid == 0 {
-        config.user()
-    } else {
-        (me_uid, me_gid)
+    // Each agent runs as a uid of its own; a host that is not root cannot
+    // hand sockets to other users, so its containers run as itself.
+    let ids_of = |agent: &crate::config::AgentConfig| {
+        if me_uid == 0 {
+            agent.ids(config.image.user.as_deref())
+        } else {
+            (me_uid, me_gid)
+        }
     };
+    if me_uid == 0 && config.image.user.is_some() {
+        tracing::warn!(
+            "[image] user is set: every agent runs as the same uid, so a process of one can act as another"
+        );
+    }
     let socket_root = config.state_dir.join("agents");
+    // File systems of their own for what agents share (see
+    // `corral_sandbox::AgentDisk`); unmounted when these guards drop, after
+    // the containers are gone.
+    let mut mounted = Vec::new();
+    if me_uid == 0 {
+        mounted.push(corral_sandbox::socket_tmpfs(
+            &socket_root,
+            SOCKET_TMPFS_BYTES,
+        )?);
+    } else {
+        tracing::warn!("not root: the agents' socket directories stay on the host's file system");
+    }
     let broker = Broker::builder(store, runtime, registry, audit.clone(), &socket_root)
         .secrets(secrets)
-        .socket_owner(uid, gid)
         .limits(BrokerLimits {
             rate_per_second: config.broker.rate_per_second,
             rate_burst: config.broker.rate_burst,
@@ -311,7 +331,30 @@ async fn serve(
     let mut endpoints = BTreeMap::new();
     let mut specs = Vec::new();
     for agent in &config.agents {
-        let workspace = match prepare_workspace(&agent.workspace, uid, gid) {
+        let (uid, gid) = ids_of(agent);
+        let disk = (agent.limits.disk_mib > 0).then(|| corral_sandbox::AgentDisk {
+            image: config
+                .state_dir
+                .join("disks")
+                .join(format!("{}.img", agent.id)),
+            bytes: agent.limits.disk_mib << 20,
+        });
+        let prepared = match (&disk, me_uid) {
+            (Some(_), uid) if uid != 0 => Err(format!(
+                "its disk_mib = {} needs a host running as root (to mount the agent's own file system); \
+                 run corral up as root, or set disk_mib = 0 in [agents.limits] to leave its workspace unbounded",
+                agent.limits.disk_mib
+            )),
+            (Some(disk), _) => disk
+                .mount(&agent.workspace)
+                .map_err(|e| format!("cannot mount its own disk: {e}"))
+                .and_then(|m| {
+                    mounted.push(m);
+                    prepare_workspace(&agent.workspace, uid, gid)
+                }),
+            (None, _) => prepare_workspace(&agent.workspace, uid, gid),
+        };
+        let workspace = match prepared {
             Ok(workspace) => workspace,
             Err(cause) => {
                 eprintln!("corral: agent `{}` is not served: {cause}", agent.id);
@@ -321,6 +364,7 @@ async fn serve(
             }
         };
         let mut spec = AgentSpec::new(&agent.id, &workspace);
+        spec.owner = Some((uid, gid));
         spec.day_tokens = used_today.get(&agent.id).copied().unwrap_or(0);
         spec.model = agent.model.clone();
         spec.turn = TurnLimits {
@@ -374,7 +418,10 @@ async fn serve(
                 image: agent.image.clone().unwrap_or_else(|| default_image.clone()),
                 workspace: workspace.clone(),
                 socket_dir: socket_dir.clone(),
-                user: format!("{uid}:{gid}"),
+                user: {
+                    let (uid, gid) = ids_of(agent);
+                    format!("{uid}:{gid}")
+                },
                 limits: Limits {
                     memory_bytes: i64::from(agent.limits.memory_mib) << 20,
                     nano_cpus: (agent.limits.cpus * 1e9) as i64,
@@ -477,6 +524,7 @@ async fn serve(
     // and must finish before it is flushed.
     drop(endpoints);
     let running = tokio::task::block_in_place(|| broker.close_connections(CLOSE_GRACE));
+    drop(mounted);
     if running > 0 {
         eprintln!(
             "corral: {running} agent connection(s) still busy after {CLOSE_GRACE:?}; their last records may be missing"
@@ -488,6 +536,10 @@ async fn serve(
     eprintln!("corral: stopped");
     Ok(0)
 }
+
+/// The tmpfs that holds every agent's socket directory: sockets take no
+/// data blocks, so this is room for inodes alone.
+const SOCKET_TMPFS_BYTES: u64 = 1 << 20;
 
 /// How long shutdown waits for agent connections to finish a tool call in
 /// progress.

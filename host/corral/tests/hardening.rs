@@ -6,7 +6,9 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use corral_tests::mcp::{McpClient, is_error, result_text};
 use corral_tests::up::{UpConfig, UpHost, UpOptions};
+use serde_json::json;
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
@@ -32,8 +34,17 @@ fn all_text(out: &Output) -> String {
 #[test]
 fn something_else_at_an_agents_socket_path_stops_that_agent_not_the_host() {
     let config = UpConfig::write(&UpOptions::default());
-    // What a container left behind, say: a directory where the socket goes.
-    let taken = config.dir.path().join("state/agents/assistant/mcp.sock");
+    // The sockets' tmpfs as a killed host left it, with a directory where
+    // the socket goes (the host reuses that tmpfs on its next start).
+    let sockets = config.dir.path().join("state/agents");
+    std::fs::create_dir_all(&sockets).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "mode=0700,size=1m", "corral-sockets"])
+        .arg(&sockets)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let taken = sockets.join("assistant/mcp.sock");
     std::fs::create_dir_all(&taken).unwrap();
     let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
     assert!(
@@ -48,8 +59,8 @@ fn something_else_at_an_agents_socket_path_stops_that_agent_not_the_host() {
         said.contains("agent `assistant` is not available") && said.contains("not a socket"),
         "{said}"
     );
-    assert_eq!(host.stop(), Some(0));
     assert!(taken.is_dir(), "the host removed what it did not make");
+    assert_eq!(host.stop(), Some(0));
 }
 
 #[test]
@@ -96,6 +107,24 @@ fn up_with_a_relative_config_from_another_directory_starts_the_container() {
         .unwrap();
     assert!(out.status.success(), "{}\n{}", all_text(&out), host.log());
     assert!(String::from_utf8_lossy(&out.stdout).contains("started agent `assistant`"));
+    // The container runs as the agent's own uid, which owns its socket.
+    let inspect = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{.Config.User}}",
+            "corral-agent-assistant",
+        ])
+        .output()
+        .expect("the docker CLI is installed");
+    let user = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    let (uid, _) = user.split_once(':').expect("UID:GID");
+    assert_ne!(user, "10001:10001", "every agent shared that uid before");
+    let socket = std::fs::symlink_metadata(&host.sockets[0].1).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&socket).to_string(),
+        uid
+    );
     // The socket path the host printed is absolute.
     assert!(
         host.sockets.iter().all(|(_, p)| p.is_absolute()),
@@ -103,4 +132,54 @@ fn up_with_a_relative_config_from_another_directory_starts_the_container() {
         host.sockets
     );
     assert_eq!(host.stop(), Some(0));
+}
+
+#[test]
+fn an_agent_fills_its_own_disk_not_the_hosts_and_its_mounts_name_no_host_path() {
+    let config = UpConfig::write(&UpOptions::default());
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let workspace = config.workspace().canonicalize().unwrap();
+    let mounts = corral_sandbox::mounts();
+    let at = |p: &std::path::Path| mounts.iter().rev().find(|m| m.mount_point == p).cloned();
+    // The workspace is a file system of its own, so a container's
+    // mountinfo shows its root as `/`; the socket directory's as `/assistant`.
+    let ws = at(&workspace).expect("the workspace is a mount point");
+    assert_eq!((ws.fs_type.as_str(), ws.root.as_str()), ("ext4", "/"));
+    let sockets = config
+        .dir
+        .path()
+        .join("state/agents")
+        .canonicalize()
+        .unwrap();
+    assert_eq!(at(&sockets).expect("a tmpfs").fs_type, "tmpfs");
+
+    let (_, socket) = &host.sockets[0];
+    let mut c = McpClient::ready(socket);
+    let chunk = "x".repeat(900 << 10);
+    let mut refused = None;
+    for i in 0..120 {
+        let r = c.call_tool(
+            "files_write",
+            json!({"path": format!("notes/fill-{i}.txt"), "content": chunk}),
+        );
+        if is_error(&r) {
+            refused = Some((i, result_text(&r)));
+            break;
+        }
+    }
+    let (i, text) = refused.expect("64 MiB of 900 KiB files ran out");
+    assert!(i > 40, "the disk held only {i} files: {text}");
+    assert!(text.contains("No space left"), "{text}");
+    // The log still takes decisions: the host's disk was never touched.
+    let r = c.call_tool("echo", json!({"message": "still here"}));
+    assert!(!is_error(&r), "{r}");
+    drop(c);
+    assert_eq!(host.stop(), Some(0));
+    config.verify_audit(CORRAL.as_ref());
+    assert!(
+        !corral_sandbox::mounts()
+            .iter()
+            .any(|m| m.mount_point == workspace),
+        "unmounted at shutdown"
+    );
 }

@@ -16,6 +16,7 @@
 //! `mount` action.
 
 mod backend;
+mod disk;
 mod docker;
 mod image;
 mod lifecycle;
@@ -23,6 +24,7 @@ mod mounts;
 mod spec;
 
 pub use backend::{ContainerBackend, ContainerInfo};
+pub use disk::{AgentDisk, DiskError, MountEntry, Mounted, mounts, parse_mountinfo, socket_tmpfs};
 pub use docker::{Docker, Exited, SandboxError};
 pub use image::{AgentImage, IMAGE_REPO};
 pub use lifecycle::{Event, LifecyclePolicy, Supervisor};
