@@ -513,18 +513,34 @@ async fn serve(
     }
     drop(terminal);
     let _ = stop_tx.send(());
+    let mut containers_left = false;
     if let Some(task) = supervisor {
         match task.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("corral: stopping containers: {e}"),
-            Err(e) => eprintln!("corral: the container supervisor failed: {e}"),
+            Ok(Err(e)) => {
+                containers_left = true;
+                eprintln!("corral: stopping containers: {e}");
+            }
+            Err(e) => {
+                containers_left = true;
+                eprintln!("corral: the container supervisor failed: {e}");
+            }
         }
     }
     // The agents are gone; their connections' threads hold the audit log
     // and must finish before it is flushed.
     drop(endpoints);
     let running = tokio::task::block_in_place(|| broker.close_connections(CLOSE_GRACE));
-    drop(mounted);
+    if containers_left {
+        // A container may still use its disk and socket directory: the
+        // next start takes them over, mounted as they are.
+        eprintln!(
+            "corral: leaving the agents' file systems mounted for the containers still running"
+        );
+        mounted.into_iter().for_each(corral_sandbox::Mounted::keep);
+    } else {
+        drop(mounted);
+    }
     if running > 0 {
         eprintln!(
             "corral: {running} agent connection(s) still busy after {CLOSE_GRACE:?}; their last records may be missing"

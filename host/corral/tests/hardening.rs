@@ -12,6 +12,14 @@ use serde_json::json;
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
+/// Tests that start containers run one at a time: they share the agent id
+/// `assistant`, and a host's start removes containers it does not expect.
+static DOCKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn docker_lock() -> std::sync::MutexGuard<'static, ()> {
+    DOCKER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn chat(config: &UpConfig, text: &str) -> (Output, Duration) {
     let started = Instant::now();
     let out = Command::new(CORRAL)
@@ -65,6 +73,7 @@ fn something_else_at_an_agents_socket_path_stops_that_agent_not_the_host() {
 
 #[test]
 fn a_container_that_cannot_start_answers_the_person_within_seconds() {
+    let _docker = docker_lock();
     let config = UpConfig::write(&UpOptions {
         image: Some("corral-agent:no-such-image-here".into()),
         ..UpOptions::default()
@@ -94,6 +103,7 @@ fn a_container_that_cannot_start_answers_the_person_within_seconds() {
 
 #[test]
 fn up_with_a_relative_config_from_another_directory_starts_the_container() {
+    let _docker = docker_lock();
     let config = UpConfig::write(&UpOptions::default());
     // `corral up --config x/corral.toml` from the config's parent's parent.
     let dir = config.dir.path();
@@ -181,5 +191,25 @@ fn an_agent_fills_its_own_disk_not_the_hosts_and_its_mounts_name_no_host_path() 
             .iter()
             .any(|m| m.mount_point == workspace),
         "unmounted at shutdown"
+    );
+
+    // A disk still held elsewhere (a container that outlived its host) is
+    // never mounted a second time: two ext4 instances on one image would
+    // corrupt it.
+    let image = config.dir.path().join("state/disks/assistant.img");
+    let held = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let device = String::from_utf8_lossy(&held.stdout).trim().to_string();
+    assert!(held.status.success(), "{held:?}");
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let log = host.log();
+    assert_eq!(host.stop(), Some(0));
+    let _ = Command::new("losetup").arg("-d").arg(&device).status();
+    assert!(
+        log.contains("agent `assistant` is not served") && log.contains("still attached"),
+        "{log}"
     );
 }

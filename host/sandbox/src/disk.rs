@@ -121,6 +121,12 @@ impl Mounted {
     pub fn path(&self) -> &Path {
         &self.at
     }
+
+    /// Leaves it mounted: a container that could not be stopped still
+    /// uses it, and the next start takes it over as it is.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Mounted {
@@ -205,6 +211,22 @@ impl AgentDisk {
                     m.source,
                     m.fs_type,
                     self.image.display()
+                ),
+            ));
+        }
+        // An image still attached but not mounted here was unmounted while
+        // a container held it: mounting it a second time would give two
+        // ext4 instances one set of blocks.
+        let attached = run(
+            Command::new("losetup").arg("-j").arg(&self.image),
+            &self.image,
+        )?;
+        if let Some(device) = attached.lines().next().and_then(|l| l.split(':').next()) {
+            return Err(err(
+                &self.image,
+                format!(
+                    "the agent's disk is still attached to {device}, held by a container from an earlier start; \
+                     remove that container (`corral agents stop AGENT`) and start again"
                 ),
             ));
         }
