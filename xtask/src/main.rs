@@ -50,8 +50,9 @@ enum Cmd {
 /// agent binary.
 const RUST_TARGETS: &[&str] = &["wasm32-wasip2", "x86_64-unknown-linux-musl"];
 /// Debian packages: sqlite3 for audit-log tamper tests, musl-tools for the
-/// static agent binary.
-const DEBIAN_PACKAGES: &[&str] = &["sqlite3", "musl-tools"];
+/// static agent binary, e2fsprogs and mount (`mkfs.ext4`, `mount`,
+/// `losetup`) for each agent's own disk.
+const DEBIAN_PACKAGES: &[&str] = &["sqlite3", "musl-tools", "e2fsprogs", "mount"];
 /// The guest crates whose components land in target/tools/.
 const TOOL_CRATES: &[&str] = &["echo", "files", "http-get", "misbehave", "not-a-tool"];
 
