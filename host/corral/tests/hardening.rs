@@ -102,6 +102,45 @@ fn a_container_that_cannot_start_answers_the_person_within_seconds() {
 }
 
 #[test]
+fn a_slack_message_to_an_agent_that_cannot_start_is_answered_in_its_thread() {
+    let _docker = docker_lock();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let slack = rt.block_on(corral_tests::standins::SlackStandIn::start());
+    let config = UpConfig::write(&UpOptions {
+        image: Some("corral-agent:no-such-image-here".into()),
+        slack_api: Some(slack.api_url()),
+        ..UpOptions::default()
+    });
+    let host = UpHost::start(CORRAL.as_ref(), &config, &[]);
+    rt.block_on(async {
+        assert!(
+            slack.wait_connected(Duration::from_secs(30)).await,
+            "{}",
+            host.log()
+        );
+        let asked = Instant::now();
+        slack.mention("env1", "C0001", "U0042", "hello?", "1764000009.000100");
+        let reply = slack
+            .wait_post("1764000009.000100", Duration::from_secs(20), |t| {
+                t.contains("could not start")
+            })
+            .await;
+        let reply = reply.unwrap_or_else(|| panic!("no answer in the thread: {:?}", slack.posts()));
+        let reply = reply["text"].as_str().unwrap_or_default().to_string();
+        assert!(
+            reply.contains("agent `assistant`") && reply.contains("no-such-image-here"),
+            "{reply}"
+        );
+        assert!(asked.elapsed() < Duration::from_secs(20));
+    });
+    assert_eq!(host.stop(), Some(0));
+}
+
+#[test]
 fn up_with_a_relative_config_from_another_directory_starts_the_container() {
     let _docker = docker_lock();
     let config = UpConfig::write(&UpOptions::default());
