@@ -113,7 +113,7 @@ pub(crate) fn stat_entry(dir: &OwnedFd, name: &str) -> io::Result<libc::stat> {
             dir.as_raw_fd(),
             c.as_ptr(),
             st.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
         )
     })?;
     // SAFETY: fstatat returned 0, so it filled `st`.

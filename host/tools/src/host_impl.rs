@@ -4,7 +4,7 @@
 use crate::bindings::corral::tool::{logging, types, workspace};
 use crate::error::Limit;
 use crate::runtime::{CallState, LogLine};
-use crate::workspace::{FsFailure, Kind, normalize};
+use crate::workspace::{FsFailure, Kind, Resolved, normalize};
 use corral_gate::{Capability, Denial, FileOp, GateDecision};
 
 impl types::Host for CallState {}
@@ -53,7 +53,7 @@ impl CallState {
         &mut self,
         op: FileOp,
         path: &str,
-    ) -> Result<(String, &mut crate::workspace::Workspace), FsFailure> {
+    ) -> Result<(Resolved, &mut crate::workspace::Workspace), FsFailure> {
         self.guard.reach();
         let path = normalize(path)?;
         let follow_last = !matches!(op, FileOp::Stat | FileOp::Remove);
@@ -62,10 +62,10 @@ impl CallState {
                 "this call has no workspace; grant one (e.g. `--workspace DIR`)",
             )));
         };
-        let path = ws.resolve(&path, follow_last)?;
+        let resolved = ws.resolve(&path, follow_last)?;
         if let GateDecision::Deny(d) = self.guard.check(Capability::File {
             op,
-            path: path.clone(),
+            path: resolved.path.clone(),
         }) {
             return Err(FsFailure::Denied(d));
         }
@@ -73,7 +73,7 @@ impl CallState {
             .workspace
             .as_mut()
             .ok_or_else(|| FsFailure::Io("workspace vanished".into()))?;
-        Ok((path, ws))
+        Ok((resolved, ws))
     }
 }
 

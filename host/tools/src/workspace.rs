@@ -6,15 +6,20 @@
 //!
 //! 1. [`normalize`] checks the path lexically: absolute paths and `..` are
 //!    refused before anything else happens.
-//! 2. [`Workspace::resolve`] follows links inside the workspace to the
-//!    canonical, workspace-relative path (`notes/dotlink` that points at
-//!    `../.env` resolves to `.env`); a link that leads outside, by an
-//!    absolute target or by climbing above the root, is refused. Only
-//!    `lstat` and `readlink` run here: nothing is opened, read or created.
+//! 2. [`Workspace::resolve`] walks the path one component at a time, each
+//!    looked up (`fstatat`, `readlinkat`) in the directory opened for the
+//!    one before, following links inside the workspace to the canonical,
+//!    workspace-relative path (`notes/dotlink` that points at `../.env`
+//!    resolves to `.env`); a link that leads outside, by an absolute
+//!    target or by climbing above the root, is refused. Directories are
+//!    opened; nothing is read, written or created.
 //! 3. After the gate has said yes to the canonical path, the operation
-//!    opens exactly that path with [`crate::beneath`], which follows no link
-//!    at all: if the agent swaps a link in after step 2, the operation
-//!    fails instead of going where the link points.
+//!    works in the directory the walk opened, with [`crate::beneath`],
+//!    which follows no link at all: a directory renamed or replaced by a
+//!    link after step 2 is not the one used, and a link swapped in for the
+//!    last component fails the call. What stays name-based is that last
+//!    component: an entry renamed into its place between the decision and
+//!    the open is the one opened, within the same directory.
 //!
 //! Only regular files and directories are used. A FIFO, socket or device
 //! is refused (opened without blocking, so it cannot hold the call), and a
@@ -99,11 +104,6 @@ fn join(done: &[String], name: &str) -> String {
     p
 }
 
-/// `a/b/c` → (`a/b`, `c`); `c` → (``, `c`).
-fn split_last(path: &str) -> (&str, &str) {
-    path.rsplit_once('/').unwrap_or(("", path))
-}
-
 impl Workspace {
     pub fn new(root: PathBuf, max_file_bytes: u64) -> Self {
         Workspace {
@@ -129,47 +129,54 @@ impl Workspace {
             .ok_or_else(|| FsFailure::Io("workspace not open".into()))
     }
 
-    /// The canonical workspace-relative path that `path` (normalized)
-    /// touches: links inside the workspace followed (the last component
-    /// too when `follow_last`), a link that leads outside refused. Parts
-    /// that do not exist yet are kept as written.
-    pub fn resolve(&mut self, path: &str, follow_last: bool) -> Result<String, FsFailure> {
-        let dir = self.dir()?;
+    /// Resolves `path` (normalized) to what an operation will touch, one
+    /// component at a time, each looked up in the directory opened for the
+    /// component before it: links inside the workspace are followed (the
+    /// last one too when `follow_last`), a link that leads outside is
+    /// refused. The result holds the canonical workspace-relative path,
+    /// for the gate and the record, and the opened directory the
+    /// operation will work in, so that a directory renamed or replaced
+    /// after the decision is not the one used.
+    pub fn resolve(&mut self, path: &str, follow_last: bool) -> Result<Resolved, FsFailure> {
+        let root = self.dir()?;
         let mut todo: VecDeque<String> = path
             .split('/')
             .filter(|p| !p.is_empty())
             .map(str::to_string)
             .collect();
+        // `done[i]` was opened as `dirs[i + 1]`; `dirs[0]` is the root.
         let mut done: Vec<String> = Vec::new();
+        let mut dirs: Vec<OwnedFd> = vec![beneath::open_dir(root, "").map_err(|e| map_io(e, ""))?];
+        let mut rest: Vec<String> = Vec::new();
         let mut hops = 0;
-        let mut missing = false;
         while let Some(part) = todo.pop_front() {
             match part.as_str() {
                 "" | "." => continue,
-                ".." if missing => {
+                ".." if !rest.is_empty() => {
                     return Err(FsFailure::NotFound(format!(
                         "`{path}` goes through `{}`, which does not exist",
-                        done.join("/")
+                        join(&done, &rest.join("/"))
                     )));
                 }
                 ".." => {
                     if done.pop().is_none() {
                         return Err(outside(path));
                     }
+                    dirs.pop();
                     continue;
                 }
                 _ => {}
             }
-            let here = join(&done, &part);
-            if missing {
-                done.push(part);
+            if !rest.is_empty() {
+                rest.push(part);
                 continue;
             }
-            let st = match beneath::stat_entry(dir, &here) {
+            let here = join(&done, &part);
+            let parent = dirs.last().ok_or_else(|| outside(path))?;
+            let st = match beneath::stat_entry(parent, &part) {
                 Ok(st) => st,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    missing = true;
-                    done.push(part);
+                    rest.push(part);
                     continue;
                 }
                 Err(e) => return Err(map_io(e, &here)),
@@ -182,7 +189,7 @@ impl Workspace {
                         "`{path}` passes through more than {MAX_LINK_HOPS} links"
                     )));
                 }
-                let target = beneath::read_link(dir, &here).map_err(|e| map_io(e, &here))?;
+                let target = beneath::read_link(parent, &part).map_err(|e| map_io(e, &here))?;
                 if target.starts_with('/') {
                     return Err(outside(path));
                 }
@@ -191,16 +198,46 @@ impl Workspace {
                 }
                 continue;
             }
-            done.push(part);
+            if beneath::is(&st, libc::S_IFDIR) && (!last || follow_last) {
+                let dir = beneath::open_dir(parent, &part).map_err(|e| map_io(e, &here))?;
+                dirs.push(dir);
+                done.push(part);
+                continue;
+            }
+            if !last {
+                return Err(FsFailure::WrongKind(format!(
+                    "a parent of `{path}` is not a directory: `{here}` is {}",
+                    beneath::kind_name(&st)
+                )));
+            }
+            rest.push(part);
         }
-        Ok(done.join("/"))
+        let canonical = join(&done, &rest.join("/"));
+        let dir = dirs.pop().ok_or_else(|| outside(path))?;
+        Ok(Resolved {
+            path: canonical.trim_end_matches('/').to_string(),
+            dir,
+            rest,
+        })
     }
 
-    /// Reads the regular file at the canonical `path`.
-    pub fn read(&mut self, path: &str) -> Result<Vec<u8>, FsFailure> {
+    /// Reads the regular file `at` names.
+    pub fn read(&mut self, at: &Resolved) -> Result<Vec<u8>, FsFailure> {
         let limit = self.max_file_bytes;
-        let fd = beneath::open(self.dir()?, path, libc::O_RDONLY | libc::O_NOCTTY, 0)
-            .map_err(|e| map_io(e, path))?;
+        let path = at.path.as_str();
+        if at.rest.is_empty() {
+            return Err(FsFailure::WrongKind(format!(
+                "`{}` is a directory, not a file",
+                shown(path)
+            )));
+        }
+        let fd = beneath::open(
+            &at.dir,
+            &at.rest.join("/"),
+            libc::O_RDONLY | libc::O_NOCTTY,
+            0,
+        )
+        .map_err(|e| map_io(e, path))?;
         let st = beneath::stat(&fd).map_err(|e| map_io(e, path))?;
         usable_file(&st, path)?;
         if st.st_size as u64 > limit {
@@ -217,21 +254,26 @@ impl Workspace {
         Ok(out)
     }
 
-    /// Writes `contents` to the canonical `path`, creating missing parent
+    /// Writes `contents` to the file `at` names, creating missing parent
     /// directories.
-    pub fn write(&mut self, path: &str, contents: &[u8]) -> Result<(), FsFailure> {
-        if path.is_empty() {
-            return Err(FsFailure::WrongKind(
-                "the workspace root is a directory".into(),
-            ));
-        }
+    pub fn write(&mut self, at: &Resolved, contents: &[u8]) -> Result<(), FsFailure> {
+        let path = at.path.as_str();
+        let Some((name, parents)) = at.rest.split_last() else {
+            return Err(FsFailure::WrongKind(format!(
+                "`{}` is a directory",
+                shown(path)
+            )));
+        };
         if contents.len() as u64 > self.max_file_bytes {
             return Err(FsFailure::TooLarge(contents.len() as u64));
         }
-        let (parent, name) = split_last(path);
-        let parent_fd = self.make_dirs(parent)?;
+        let mut dir = beneath::open_dir(&at.dir, "").map_err(|e| map_io(e, path))?;
+        for part in parents {
+            beneath::make_dir(&dir, part).map_err(|e| map_io(e, path))?;
+            dir = beneath::open_dir(&dir, part).map_err(|e| map_io(e, path))?;
+        }
         let fd = beneath::open(
-            &parent_fd,
+            &dir,
             name,
             libc::O_WRONLY | libc::O_CREAT | libc::O_NOCTTY,
             0o666,
@@ -245,23 +287,15 @@ impl Workspace {
             .map_err(|e| map_io(e, path))
     }
 
-    /// Opens the directory `path`, creating what is missing of it.
-    fn make_dirs(&mut self, path: &str) -> Result<OwnedFd, FsFailure> {
-        let root = self.dir()?;
-        let mut fd = beneath::open_dir(root, "").map_err(|e| map_io(e, ""))?;
-        let mut done = Vec::new();
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            done.push(part);
-            let here = done.join("/");
-            beneath::make_dir(&fd, part).map_err(|e| map_io(e, &here))?;
-            fd = beneath::open_dir(&fd, part).map_err(|e| map_io(e, &here))?;
+    /// Lists the directory `at` names.
+    pub fn list(&mut self, at: &Resolved) -> Result<Vec<(String, Kind, u64)>, FsFailure> {
+        let path = at.path.as_str();
+        let fd = if at.rest.is_empty() {
+            beneath::open_dir(&at.dir, "")
+        } else {
+            beneath::open(&at.dir, &at.rest.join("/"), libc::O_RDONLY, 0)
         }
-        Ok(fd)
-    }
-
-    pub fn list(&mut self, path: &str) -> Result<Vec<(String, Kind, u64)>, FsFailure> {
-        let fd =
-            beneath::open(self.dir()?, path, libc::O_RDONLY, 0).map_err(|e| map_io(e, path))?;
+        .map_err(|e| map_io(e, path))?;
         let st = beneath::stat(&fd).map_err(|e| map_io(e, path))?;
         if !beneath::is(&st, libc::S_IFDIR) {
             return Err(FsFailure::WrongKind(format!(
@@ -294,15 +328,18 @@ impl Workspace {
         Ok(out)
     }
 
-    /// The entry at the canonical `path` itself (a link is not followed).
-    pub fn stat(&mut self, path: &str) -> Result<(Kind, u64, Option<u64>), FsFailure> {
-        let st = if path.is_empty() {
-            beneath::stat(self.dir()?)
-        } else {
-            let (parent, name) = split_last(path);
-            let parent_fd =
-                beneath::open_dir(self.dir()?, parent).map_err(|e| map_io(e, parent))?;
-            beneath::stat_entry(&parent_fd, name)
+    /// The entry `at` names itself (a link is not followed).
+    pub fn stat(&mut self, at: &Resolved) -> Result<(Kind, u64, Option<u64>), FsFailure> {
+        let path = at.path.as_str();
+        let st = match at.rest.as_slice() {
+            [] => beneath::stat(&at.dir),
+            [name] => beneath::stat_entry(&at.dir, name),
+            _ => {
+                return Err(FsFailure::NotFound(format!(
+                    "`{}` does not exist",
+                    shown(path)
+                )));
+            }
         }
         .map_err(|e| map_io(e, path))?;
         let kind = match st.st_mode & libc::S_IFMT {
@@ -313,7 +350,8 @@ impl Workspace {
         };
         let modified = u64::try_from(st.st_mtime)
             .ok()
-            .map(|s| s * 1000 + st.st_mtime_nsec as u64 / 1_000_000);
+            .and_then(|s| s.checked_mul(1000))
+            .map(|ms| ms + st.st_mtime_nsec as u64 / 1_000_000);
         Ok((
             kind,
             if kind == Kind::File {
@@ -325,19 +363,33 @@ impl Workspace {
         ))
     }
 
-    /// Removes the entry at the canonical `path` (a link, not its target).
-    pub fn remove(&mut self, path: &str) -> Result<(), FsFailure> {
-        if path.is_empty() {
-            return Err(FsFailure::Denied(Denial::new(
+    /// Removes the entry `at` names (a link, not its target).
+    pub fn remove(&mut self, at: &Resolved) -> Result<(), FsFailure> {
+        let path = at.path.as_str();
+        match at.rest.as_slice() {
+            [] => Err(FsFailure::Denied(Denial::new(
                 "the workspace root cannot be removed",
-            )));
+            ))),
+            [name] => {
+                let st = beneath::stat_entry(&at.dir, name).map_err(|e| map_io(e, path))?;
+                beneath::remove(&at.dir, name, beneath::is(&st, libc::S_IFDIR))
+                    .map_err(|e| map_io(e, path))
+            }
+            _ => Err(FsFailure::NotFound(format!("`{path}` does not exist"))),
         }
-        let (parent, name) = split_last(path);
-        let parent_fd = beneath::open_dir(self.dir()?, parent).map_err(|e| map_io(e, parent))?;
-        let st = beneath::stat_entry(&parent_fd, name).map_err(|e| map_io(e, path))?;
-        beneath::remove(&parent_fd, name, beneath::is(&st, libc::S_IFDIR))
-            .map_err(|e| map_io(e, path))
     }
+}
+
+/// What [`Workspace::resolve`] found: the canonical path and where to act.
+pub struct Resolved {
+    /// Workspace-relative, links resolved; `""` is the root. What the gate
+    /// decides and the record shows.
+    pub path: String,
+    /// The deepest directory on the path that exists, opened.
+    dir: OwnedFd,
+    /// The components below `dir`: none when the path is that directory,
+    /// one for an entry in it, more when parents are still to be made.
+    rest: Vec<String>,
 }
 
 fn shown(path: &str) -> &str {
@@ -440,6 +492,52 @@ mod tests {
         assert_eq!(normalize(".").unwrap(), "");
         assert_eq!(normalize("a/./b//c").unwrap(), "a/b/c");
         assert_eq!(normalize("notes/today.md").unwrap(), "notes/today.md");
+    }
+
+    #[test]
+    fn an_operation_uses_the_directory_its_decision_saw() {
+        let ws = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(ws.path().join("a")).unwrap();
+        std::fs::write(ws.path().join("a/f"), "decided").unwrap();
+        std::fs::write(outside.path().join("f"), "outside").unwrap();
+        let mut w = Workspace::new(ws.path().to_path_buf(), 1 << 20);
+        let at = w.resolve("a/f", true).unwrap();
+        assert_eq!(at.path, "a/f");
+        // After the decision, the agent swaps the directory for a link out.
+        std::fs::rename(ws.path().join("a"), ws.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), ws.path().join("a")).unwrap();
+        assert_eq!(w.read(&at).unwrap(), b"decided");
+        w.write(&at, b"written").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("f")).unwrap(),
+            "outside"
+        );
+        // A fresh resolution sees the link and refuses it.
+        assert!(matches!(w.resolve("a/f", true), Err(FsFailure::Denied(_))));
+    }
+
+    #[test]
+    fn links_inside_resolve_to_their_target_and_links_out_are_refused() {
+        let ws = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(ws.path().join("notes/deep")).unwrap();
+        std::os::unix::fs::symlink("../.env", ws.path().join("notes/dotlink")).unwrap();
+        std::os::unix::fs::symlink("../../..", ws.path().join("notes/deep/up")).unwrap();
+        std::os::unix::fs::symlink("deep", ws.path().join("notes/d")).unwrap();
+        let mut w = Workspace::new(ws.path().to_path_buf(), 1 << 20);
+        assert_eq!(w.resolve("notes/dotlink", true).unwrap().path, ".env");
+        assert_eq!(
+            w.resolve("notes/dotlink", false).unwrap().path,
+            "notes/dotlink"
+        );
+        assert_eq!(
+            w.resolve("notes/d/new/file", true).unwrap().path,
+            "notes/deep/new/file"
+        );
+        assert!(matches!(
+            w.resolve("notes/deep/up/x", true),
+            Err(FsFailure::Denied(_))
+        ));
     }
 
     #[test]
