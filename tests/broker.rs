@@ -432,6 +432,13 @@ when { context.host == "127.0.0.1" };"#
                 Some("allow".into()),
                 vec!["http-get-for-assistants".to_string()]
             ),
+            // Decided on the name, then on the address it resolved to.
+            (
+                Kind::Capability,
+                "http_request",
+                Some("allow".into()),
+                vec!["assistants-to-loopback".to_string()]
+            ),
             (
                 Kind::Capability,
                 "http_request",
@@ -447,6 +454,14 @@ when { context.host == "127.0.0.1" };"#
             (Kind::Outcome, "http_get", None, vec![]),
         ],
         "{records:#?}"
+    );
+    let args = |i: usize| -> Value { serde_json::from_str(&records[i].arguments).unwrap() };
+    assert!(args(1).get("address").is_none(), "{}", records[1].arguments);
+    assert_eq!(
+        args(2)["address"]["__extn"]["arg"],
+        "127.0.0.1",
+        "{}",
+        records[2].arguments
     );
     for file in [b.audit_path.clone(), b.audit_path.with_extension("db-wal")] {
         let raw = std::fs::read(&file).unwrap_or_default();

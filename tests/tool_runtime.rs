@@ -1055,7 +1055,8 @@ fn a_granted_name_that_resolves_to_loopback_never_connects() {
         &ctx("http_get", gate),
     ));
     assert!(
-        d.reason.contains("resolves to 127.0.0.1") && d.reason.contains("loopback"),
+        d.reason
+            .contains("`localhost` resolves to a loopback address"),
         "{d:?}"
     );
     // The metadata address and private ranges, as literals, likewise.
@@ -1090,11 +1091,26 @@ fn the_gate_sees_the_address_the_request_connects_to() {
     ));
     let asked = gate.0.lock().unwrap().clone();
     match asked.as_slice() {
-        [Capability::Http(info)] => {
-            assert_eq!(info.host, "127.0.0.1");
-            assert_eq!(info.address, Some("127.0.0.1".parse().unwrap()));
+        [Capability::Http(name), Capability::Http(address)] => {
+            assert_eq!((name.host.as_str(), name.address), ("127.0.0.1", None));
+            assert_eq!(address.address, Some("127.0.0.1".parse().unwrap()));
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn a_name_policy_refuses_is_never_resolved() {
+    // `.invalid` never resolves: a DNS error here would mean the name was
+    // looked up before policy refused it.
+    let http = load("http-get");
+    let d = denial(call(
+        &http,
+        "http_get",
+        json!({"url": "http://exfiltrated-secret.invalid/"}),
+        &ctx("http_get", AllowList::new()),
+    ));
+    assert!(d.reason.contains("exfiltrated-secret.invalid"), "{d:?}");
+    assert!(!d.reason.contains("resolve"), "{d:?}");
 }

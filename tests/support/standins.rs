@@ -139,8 +139,7 @@ fn script(
     } else if text.contains("fetch") {
         (
             String::new(),
-            // An address, not a name: names are resolved before policy.
-            Some(("http_get", json!({"url": "http://192.0.2.1/"}))),
+            Some(("http_get", json!({"url": "http://forbidden.invalid/"}))),
         )
     } else {
         (format!("You said: {text}"), None)

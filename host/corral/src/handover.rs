@@ -81,6 +81,12 @@ fn give(dir: &File, uid: u32, gid: u32, depth: usize, budget: &mut usize) -> io:
             entry.file_name().as_os_str(),
         ))
         .map_err(|_| io::Error::other("a name with a NUL byte"))?;
+        // A file with another name somewhere is not the agent's to own: the
+        // other name may be a file the host wrote, hard-linked here.
+        let meta = entry.metadata()?;
+        if meta.is_file() && std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+            continue;
+        }
         // SAFETY: `name` is NUL-terminated; the link itself, never its target, is changed.
         let rc = unsafe {
             libc::fchownat(

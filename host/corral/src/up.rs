@@ -328,6 +328,23 @@ async fn serve(
         .build();
     // Budgets survive a restart: today's model usage is in the log.
     let used_today = tokens_used_today(&config.audit_path());
+    let docker = if args.external_agents {
+        None
+    } else {
+        Some(Docker::connect().await?)
+    };
+    // Agents whose containers outlived the last host: their workspaces may
+    // be changing, so they are never copied onto a new disk (a copy made
+    // as root while the agent swaps a directory for a link could take host
+    // files with it).
+    let leftover: std::collections::BTreeSet<String> = match &docker {
+        Some(d) => corral_sandbox::ContainerBackend::list(d)
+            .await?
+            .into_iter()
+            .map(|c| c.agent)
+            .collect(),
+        None => Default::default(),
+    };
     let mut endpoints = BTreeMap::new();
     let mut specs = Vec::new();
     for agent in &config.agents {
@@ -346,7 +363,7 @@ async fn serve(
                 agent.limits.disk_mib
             )),
             (Some(disk), _) => disk
-                .mount(&agent.workspace)
+                .mount(&agent.workspace, !leftover.contains(&agent.id))
                 .map_err(|e| format!("cannot mount its own disk: {e}"))
                 .and_then(|m| {
                     mounted.push(m);
@@ -399,7 +416,10 @@ async fn serve(
     let supervisor = if args.external_agents {
         None
     } else {
-        let docker = Docker::connect().await?;
+        let docker = match docker {
+            Some(docker) => docker,
+            None => Docker::connect().await?,
+        };
         let default_image = match &config.image.tag {
             Some(tag) => tag.clone(),
             None => {

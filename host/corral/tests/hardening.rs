@@ -324,3 +324,26 @@ fn a_hostile_agent_racing_the_socket_through_host_restarts_gets_nothing() {
         "the host gave its file away"
     );
 }
+
+#[test]
+fn a_workspace_with_files_moves_onto_its_own_disk_and_nothing_is_lost() {
+    let config = UpConfig::write(&UpOptions::default());
+    let workspace = config.workspace();
+    std::fs::create_dir_all(workspace.join("notes")).unwrap();
+    std::fs::write(workspace.join("notes/kept.md"), "from before").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", workspace.join("notes/link")).unwrap();
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("notes/kept.md")).unwrap(),
+        "from before"
+    );
+    // A link is copied as a link, never as what it points at.
+    let link = std::fs::symlink_metadata(workspace.join("notes/link")).unwrap();
+    assert!(link.file_type().is_symlink());
+    let kept = workspace.with_file_name("assistant.before-disk");
+    assert_eq!(
+        std::fs::read_to_string(kept.join("notes/kept.md")).unwrap(),
+        "from before"
+    );
+    assert_eq!(host.stop(), Some(0));
+}

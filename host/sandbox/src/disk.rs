@@ -45,46 +45,56 @@ pub struct MountEntry {
     pub source: String,
 }
 
-fn unescape(field: &str) -> String {
-    // mountinfo writes space, tab, newline and backslash as \ooo.
-    let mut out = String::with_capacity(field.len());
-    let bytes = field.as_bytes();
+/// mountinfo writes space, tab, newline and backslash as `\ooo`; names
+/// are bytes, not necessarily UTF-8.
+fn unescape(field: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && let Ok(n) = u8::from_str_radix(&field[i + 1..i + 4], 8)
-        {
-            out.push(char::from(n));
-            i += 4;
-            continue;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
         }
-        out.push(char::from(bytes[i]));
-        i += 1;
     }
-    out
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
-/// Parses mountinfo text.
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
+fn text(field: &[u8]) -> String {
+    unescape(field).to_string_lossy().into_owned()
+}
+
+/// Parses mountinfo.
+pub fn parse_mountinfo(bytes: &[u8]) -> Vec<MountEntry> {
+    bytes
+        .split(|b| *b == b'\n')
         .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let left: Vec<&str> = left.split(' ').collect();
-            let mut right = right.split(' ');
+            let sep = line.windows(3).position(|w| w == b" - ")?;
+            let left: Vec<&[u8]> = line[..sep].split(|b| *b == b' ').collect();
+            let mut right = line[sep + 3..].split(|b| *b == b' ');
             Some(MountEntry {
-                root: unescape(left.get(3)?),
-                mount_point: PathBuf::from(unescape(left.get(4)?)),
-                fs_type: right.next()?.to_string(),
-                source: unescape(right.next()?),
+                root: text(left.get(3)?),
+                mount_point: unescape(left.get(4)?),
+                fs_type: text(right.next()?),
+                source: text(right.next()?),
             })
         })
         .collect()
 }
 
-/// This process's mounts.
+/// This process's mounts. Unreadable mountinfo reads as no mounts, which
+/// makes every mount step try to mount and fail loudly, never skip.
 pub fn mounts() -> Vec<MountEntry> {
-    std::fs::read_to_string("/proc/self/mountinfo")
+    std::fs::read("/proc/self/mountinfo")
         .map(|t| parse_mountinfo(&t))
         .unwrap_or_default()
 }
@@ -185,8 +195,11 @@ impl AgentDisk {
     /// `workspace`. What the workspace held before is copied in first and
     /// the old directory kept beside it as `<workspace>.before-disk`, so
     /// nothing is lost. A workspace already mounted from this image (a
-    /// host that was killed) is used as it is.
-    pub fn mount(&self, workspace: &Path) -> Result<Mounted, DiskError> {
+    /// host that was killed) is used as it is. `may_copy` is false while
+    /// anything else may be changing the workspace (a container left from
+    /// an earlier start): then a workspace with content is refused rather
+    /// than copied.
+    pub fn mount(&self, workspace: &Path, may_copy: bool) -> Result<Mounted, DiskError> {
         std::fs::create_dir_all(workspace)
             .map_err(|e| err(workspace, format!("cannot create: {e}")))?;
         let workspace = workspace
@@ -237,6 +250,13 @@ impl AgentDisk {
             .map_err(|e| err(&workspace, format!("cannot read: {e}")))?
             .next()
             .is_some();
+        if has_content && !may_copy {
+            return Err(err(
+                &workspace,
+                "holds files to move onto the agent's own disk, but a container of this agent from an earlier start \
+                 still exists and could change them while they are copied; remove it (`corral agents stop AGENT`) and start again",
+            ));
+        }
         if has_content {
             self.move_in(&workspace)?;
         }
@@ -330,9 +350,17 @@ mod tests {
     #[test]
     fn mountinfo_lines_are_read_with_their_escapes() {
         let text = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
-                    40 36 0:40 / /run/corral rw - tmpfs corral-sockets rw,size=1024k\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 2);
+                    40 36 0:40 / /run/corral rw - tmpfs corral-sockets rw,size=1024k\n\
+                    41 36 0:41 / /w/agenté rw - ext4 /dev/loop0 rw\n\
+                    42 36 0:42 / /w/\\12é\\ rw - ext4 /dev/loop1 rw\n";
+        let m = parse_mountinfo(text.as_bytes());
+        assert_eq!(m[2].mount_point, PathBuf::from("/w/agenté"));
+        assert_eq!(
+            m[3].mount_point,
+            PathBuf::from("/w/\\12é\\"),
+            "a short escape stays as it is"
+        );
+        assert_eq!(m.len(), 4);
         assert_eq!(m[0].mount_point, PathBuf::from("/mnt/with space"));
         assert_eq!(m[0].root, "/mnt1");
         assert_eq!(m[0].fs_type, "ext3");

@@ -81,6 +81,9 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     match s {
         [0, 0, 0, 0, 0, 0xffff, _, _] => Some(tail),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
+        // Local-use NAT64 (RFC 8215) may carry the IPv4 address anywhere in
+        // its prefix's layout: judged as unspecified, which is refused.
+        [0x64, 0xff9b, 1, ..] => Some(Ipv4Addr::UNSPECIFIED),
         // 6to4 carries its IPv4 address in the second and third segments.
         [0x2002, a, b, ..] => Some(Ipv4Addr::new(
             (a >> 8) as u8,
@@ -104,7 +107,7 @@ pub fn internal_class(ip: IpAddr) -> Option<&'static str> {
             } else if v4 == Ipv4Addr::new(169, 254, 169, 254)
                 || v4 == Ipv4Addr::new(100, 100, 100, 200)
             {
-                Some("a cloud metadata address")
+                Some("cloud metadata")
             } else if v4.is_private() {
                 Some("private")
             } else if v4.is_link_local() {
@@ -126,7 +129,7 @@ pub fn internal_class(ip: IpAddr) -> Option<&'static str> {
             } else if v6.is_unspecified() {
                 Some("unspecified")
             } else if s == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254] {
-                Some("a cloud metadata address")
+                Some("cloud metadata")
             } else if (s[0] & 0xfe00) == 0xfc00 {
                 Some("unique-local")
             } else if (s[0] & 0xffc0) == 0xfe80 || (s[0] & 0xffc0) == 0xfec0 {
@@ -141,6 +144,42 @@ pub fn internal_class(ip: IpAddr) -> Option<&'static str> {
             }
         }
     }
+}
+
+/// The addresses of this host's own interfaces: a service listening on
+/// all of them is as internal as one on loopback, whatever its address
+/// class.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, which freeifaddrs frees below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return out;
+    }
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is an element of the list getifaddrs returned.
+        let entry = unsafe { &*cursor };
+        if !entry.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr of the family it names.
+            let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET means a sockaddr_in.
+                let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: AF_INET6 means a sockaddr_in6.
+                let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+        }
+        cursor = entry.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    out
 }
 
 /// Ranges an operator opened to named hosts: an internal API that really
@@ -186,9 +225,9 @@ mod tests {
             ("2002:7f00:1::", "loopback"),
             ("0.0.0.0", "unspecified"),
             ("::", "unspecified"),
-            ("169.254.169.254", "a cloud metadata address"),
-            ("::ffff:169.254.169.254", "a cloud metadata address"),
-            ("fd00:ec2::254", "a cloud metadata address"),
+            ("169.254.169.254", "cloud metadata"),
+            ("::ffff:169.254.169.254", "cloud metadata"),
+            ("fd00:ec2::254", "cloud metadata"),
             ("10.1.2.3", "private"),
             ("172.16.0.1", "private"),
             ("192.168.1.1", "private"),
@@ -199,6 +238,7 @@ mod tests {
             ("224.0.0.1", "multicast, broadcast or reserved"),
             ("100.64.0.1", "shared (carrier-grade NAT)"),
             ("::127.0.0.1", "reserved"),
+            ("64:ff9b:1::a00:1", "unspecified"),
         ] {
             assert_eq!(class(addr), Some(want), "{addr}");
         }
@@ -210,6 +250,12 @@ mod tests {
         ] {
             assert_eq!(class(public), None, "{public}");
         }
+    }
+
+    #[test]
+    fn this_hosts_own_addresses_are_listed() {
+        let own = local_addresses();
+        assert!(own.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{own:?}");
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //!
 //! wasmtime-wasi-http hands every outgoing request to
 //! [`WasiHttpHooks::send_request`] before any connection exists. There the
-//! request is described from the parsed URI (never from guest claims), its
-//! host name resolved once, an internal address refused unless an
-//! operator opened its range to that host ([`crate::address`]), the name
-//! and the address put to the gate, and only then are secret placeholders
-//! filled and the request sent, to exactly that address
-//! ([`crate::connect`]). A refusal returns an error naming the reason and
-//! the deciding policies; nothing connects.
+//! request is described from the parsed URI (never from guest claims) and
+//! put to the gate on its host name alone (so a name policy refuses is
+//! never resolved); the name is then resolved once, an internal address
+//! refused unless an operator opened its range to that host
+//! ([`crate::address`]), the request put to the gate again with the
+//! address, and only then are secret placeholders filled and the request
+//! sent, to exactly that address ([`crate::connect`]). A refusal returns an
+//! error naming the reason and the deciding policies; nothing connects.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::address::{InternalNetworks, internal_class};
+use crate::address::{InternalNetworks, canonical, internal_class, local_addresses};
 use crate::connect::{self, Target};
 use crate::runtime::CapabilityUse;
 use corral_gate::{
@@ -103,8 +104,9 @@ impl CapabilityGuard {
         self.reached || !self.uses.is_empty()
     }
 
-    /// Resolves the request's host, decides the request with the address
-    /// it will reach, and fills its secrets; or says why not.
+    /// Decides the request on its host name, resolves the name, refuses an
+    /// internal address, decides again with the address it will reach, and
+    /// fills its secrets; or says why not.
     fn authorize(&mut self, request: &mut http::Request<WasiBody>) -> Result<Target, HttpError> {
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
@@ -130,16 +132,27 @@ impl CapabilityGuard {
             host: host.clone(),
             address: None,
         };
-        let ip = resolve(&host, port, self.remaining())?;
+        // First the name alone: a request that policy refuses by its name
+        // is never resolved, so a tool cannot carry data out in DNS queries
+        // for names it may not reach.
+        if let GateDecision::Deny(d) = self.check(Capability::Http(info.clone())) {
+            return Err(denied_error(&d.to_string()));
+        }
+        let ip = canonical(resolve(&host, port, self.remaining())?);
         info.address = Some(ip);
-        if let Some(class) = internal_class(ip)
-            && !self.internal.allows(&host, ip)
-        {
+        let refusal = if let Some(class) = internal_class(ip) {
+            (!self.internal.allows(&host, ip)).then(|| article(class))
+        } else {
+            local_addresses()
+                .contains(&ip)
+                .then(|| "an address of this host".to_string())
+        };
+        if let Some(what) = refusal {
+            // The address is in the record; the tool is told the class only.
             let denial = Denial::new(format!(
-                "`{host}` resolves to {ip}, {} address, which tools may not reach; \
+                "`{host}` resolves to {what}, which tools may not reach; \
                  if this host is an internal API that is really wanted, an operator can open \
-                 its range to the host's group ([[http.internal]] in corral.toml)",
-                article(class)
+                 its range to the host's group ([[http.internal]] in corral.toml)"
             ));
             let capability = Capability::Http(info);
             self.gate.refused(&self.caller, &capability, &denial);
@@ -149,6 +162,7 @@ impl CapabilityGuard {
             });
             return Err(denied_error(&denial.reason));
         }
+        // Then the address it will connect to.
         if let GateDecision::Deny(d) = self.check(Capability::Http(info)) {
             return Err(denied_error(&d.to_string()));
         }
@@ -220,14 +234,14 @@ fn denied_error(reason: &str) -> HttpError {
     HttpError::InternalError(Some(format!("denied: {reason}")))
 }
 
+/// `loopback` → `a loopback address`, `unspecified` → `an unspecified address`.
 fn article(class: &str) -> String {
-    if class.starts_with("a ") {
-        class.to_string()
-    } else if class.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        format!("an {class}")
+    let a = if class.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
     } else {
-        format!("a {class}")
-    }
+        "a"
+    };
+    format!("{a} {class} address")
 }
 
 /// The first address `host` resolves to, within `within`. An IP literal
@@ -237,18 +251,30 @@ fn resolve(host: &str, port: u16, within: Duration) -> Result<IpAddr, HttpError>
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(ip);
     }
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Lookups that outlived their call still hold a thread until the
+    /// resolver gives up; past this many, a new lookup is refused.
+    const MAX_LOOKUPS: usize = 64;
+    static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+    if LOOKUPS.fetch_add(1, Ordering::AcqRel) >= MAX_LOOKUPS {
+        LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+        return Err(HttpError::DnsTimeout);
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     let name = host.to_string();
     std::thread::Builder::new()
         .name("corral-dns".into())
         .spawn(move || {
-            let _ = tx.send(
-                (name.as_str(), port)
-                    .to_socket_addrs()
-                    .map(|mut a| a.next()),
-            );
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(|mut a| a.next());
+            LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(found);
         })
-        .map_err(|e| HttpError::InternalError(Some(format!("cannot resolve: {e}"))))?;
+        .map_err(|e| {
+            LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+            HttpError::InternalError(Some(format!("cannot resolve: {e}")))
+        })?;
     match rx.recv_timeout(within) {
         Ok(Ok(Some(addr))) => Ok(addr.ip()),
         Ok(Ok(None)) | Ok(Err(_)) => Err(HttpError::DnsError {
