@@ -8,10 +8,11 @@
 //! link and changed through that descriptor, so the change can only ever
 //! land on a real directory inside the workspace.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use corral_fd as fd;
 
 /// The directory inside a workspace that the agent loop owns.
 pub const AGENT_DIR: &str = ".corral";
@@ -31,23 +32,17 @@ pub fn hand_over(workspace: &Path, uid: u32, gid: u32) -> Result<(), HandoverErr
         path: path.clone(),
         message,
     };
-    match std::fs::create_dir(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(err(format!("cannot create it: {e}"))),
-    }
-    let dir = File::options()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => err(
-                "is not a directory (a link or a file, which the agent may have put there); \
-                 remove it and start again"
-                    .into(),
-            ),
-            _ => err(format!("cannot open it: {e}")),
-        })?;
+    let root =
+        fd::open_root(workspace).map_err(|e| err(format!("cannot open the workspace: {e}")))?;
+    fd::make_dir(&root, AGENT_DIR).map_err(|e| err(format!("cannot create it: {e}")))?;
+    let dir = fd::open_dir(&root, AGENT_DIR).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => err(
+            "is not a directory (a link or a file, which the agent may have put there); \
+             remove it and start again"
+                .into(),
+        ),
+        _ => err(format!("cannot open it: {e}")),
+    })?;
     let mut budget = MAX_ENTRIES;
     give(&dir, uid, gid, 0, &mut budget)
         .map_err(|e| err(format!("cannot give it to {uid}:{gid}: {e}")))
@@ -62,9 +57,9 @@ const MAX_ENTRIES: usize = 100_000;
 /// each entry is changed relative to its opened parent without following
 /// it, and only real directories are entered. An agent whose uid changed
 /// (a host that gave every agent the same one before) keeps its history.
-fn give(dir: &File, uid: u32, gid: u32, depth: usize, budget: &mut usize) -> io::Result<()> {
+fn give(dir: &OwnedFd, uid: u32, gid: u32, depth: usize, budget: &mut usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    std::os::unix::fs::fchown(dir, Some(uid), Some(gid))?;
+    fd::own(dir, uid, gid, None)?;
     if depth == MAX_DEPTH {
         return Err(io::Error::other(format!(
             "deeper than {MAX_DEPTH} directories"
@@ -77,44 +72,19 @@ fn give(dir: &File, uid: u32, gid: u32, depth: usize, budget: &mut usize) -> io:
         *budget = budget
             .checked_sub(1)
             .ok_or_else(|| io::Error::other(format!("more than {MAX_ENTRIES} entries")))?;
-        let name = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
-            entry.file_name().as_os_str(),
-        ))
-        .map_err(|_| io::Error::other("a name with a NUL byte"))?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| io::Error::other("a name that is not UTF-8"))?;
+        let st = fd::stat_entry(dir, &name)?;
         // A file with another name somewhere is not the agent's to own: the
         // other name may be a file the host wrote, hard-linked here.
-        let meta = entry.metadata()?;
-        if meta.is_file() && std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+        if fd::is(&st, libc::S_IFREG) && st.st_nlink > 1 {
             continue;
         }
-        // SAFETY: `name` is NUL-terminated; the link itself, never its target, is changed.
-        let rc = unsafe {
-            libc::fchownat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                uid,
-                gid,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if entry.file_type()?.is_dir() {
-            // SAFETY: as above; O_NOFOLLOW refuses a link swapped in since.
-            let fd = unsafe {
-                libc::openat(
-                    dir.as_raw_fd(),
-                    name.as_ptr(),
-                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                )
-            };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a fresh descriptor that nothing else owns.
-            let sub = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            give(&sub, uid, gid, depth + 1, budget)?;
+        fd::own_entry(dir, &name, uid, gid)?;
+        if fd::is(&st, libc::S_IFDIR) {
+            give(&fd::open_dir(dir, &name)?, uid, gid, depth + 1, budget)?;
         }
     }
     Ok(())

@@ -16,7 +16,6 @@ mod cache;
 mod error;
 /// The capability vocabulary, re-exported from `corral-gate`.
 pub use corral_gate as gate;
-mod beneath;
 mod connect;
 mod host_impl;
 mod http;

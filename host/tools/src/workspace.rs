@@ -14,7 +14,7 @@
 //!    target or by climbing above the root, is refused. Directories are
 //!    opened; nothing is read, written or created.
 //! 3. After the gate has said yes to the canonical path, the operation
-//!    works in the directory the walk opened, with [`crate::beneath`],
+//!    works in the directory the walk opened, with [`corral_fd`],
 //!    which follows no link at all: a directory renamed or replaced by a
 //!    link after step 2 is not the one used, and a link swapped in for the
 //!    last component fails the call. What stays name-based is that last
@@ -35,7 +35,7 @@ use std::path::PathBuf;
 
 use corral_gate::Denial;
 
-use crate::beneath;
+use corral_fd as beneath;
 
 /// The longest path a tool may name, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
