@@ -30,6 +30,7 @@ mod limits;
 mod services;
 mod session;
 mod socket_dir;
+mod state;
 
 pub use broker::{
     AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME, serve_with_limits,

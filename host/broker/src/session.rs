@@ -17,9 +17,9 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
-use crate::broker::{AgentState, Shared};
 use crate::frame::InlineCalls;
 use crate::gate::AuditedGate;
+use crate::state::{AgentState, Shared};
 
 #[derive(Clone)]
 pub(crate) struct Session {

@@ -7,34 +7,10 @@ use bollard::query_parameters::{
     StopContainerOptions, WaitContainerOptions,
 };
 
-use crate::backend::ContainerInfo;
+use crate::backend::{ContainerBackend, ContainerInfo, SandboxError};
 use futures_util::StreamExt;
 
 use crate::spec::ContainerSpec;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error(
-        "the Docker engine is not reachable ({0}); start it, or check that /var/run/docker.sock exists and is readable"
-    )]
-    Unreachable(String),
-    #[error("agent `{agent}`: the engine refused to {action}: {message}")]
-    Engine {
-        agent: String,
-        action: &'static str,
-        message: String,
-    },
-    #[error("agent image: {0}")]
-    Image(String),
-    #[error(
-        "agent `{agent}` was not started: the engine did not apply {option} ({why}); Corral never runs a weaker container — fix the engine's support for it"
-    )]
-    Hardening {
-        agent: String,
-        option: &'static str,
-        why: String,
-    },
-}
 
 /// How a run-to-completion container ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,5 +248,35 @@ impl Docker {
             )
             .await
             .map_err(Self::engine(agent, "remove its container"))
+    }
+}
+
+impl ContainerBackend for Docker {
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, SandboxError> {
+        Docker::create(self, spec).await
+    }
+
+    async fn start(&self, agent: &str, id: &str) -> Result<(), SandboxError> {
+        Docker::start(self, agent, id).await
+    }
+
+    async fn stop(&self, agent: &str, id: &str, grace_secs: i32) -> Result<(), SandboxError> {
+        Docker::stop(self, agent, id, grace_secs).await
+    }
+
+    async fn remove(&self, agent: &str, id: &str) -> Result<(), SandboxError> {
+        Docker::remove(self, agent, id).await
+    }
+
+    async fn inspect(&self, agent: &str, id: &str) -> Result<ContainerInfo, SandboxError> {
+        Docker::inspect(self, agent, id).await
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerInfo>, SandboxError> {
+        Docker::list(self).await
+    }
+
+    async fn logs(&self, agent: &str, id: &str) -> Result<(String, String), SandboxError> {
+        Docker::output(self, agent, id).await
     }
 }

@@ -6,7 +6,8 @@ use bollard::query_parameters::BuildImageOptions;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::docker::{Docker, SandboxError};
+use crate::backend::SandboxError;
+use crate::docker::Docker;
 
 /// The repository part of the image's tag.
 pub const IMAGE_REPO: &str = "corral-agent";

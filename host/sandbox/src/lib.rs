@@ -23,9 +23,9 @@ mod lifecycle;
 mod mounts;
 mod spec;
 
-pub use backend::{ContainerBackend, ContainerInfo};
+pub use backend::{ContainerBackend, ContainerInfo, SandboxError};
 pub use disk::{AgentDisk, DiskError, MountEntry, Mounted, mounts, parse_mountinfo, socket_tmpfs};
-pub use docker::{Docker, Exited, SandboxError};
+pub use docker::{Docker, Exited};
 pub use image::{AgentImage, IMAGE_REPO};
 pub use lifecycle::{Event, LifecyclePolicy, Supervisor};
 pub use mounts::{BLOCKED_NAMES, ExtraMount, MountError, screen as screen_mount};

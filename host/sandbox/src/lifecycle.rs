@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::backend::ContainerBackend;
-use crate::docker::SandboxError;
+use crate::backend::SandboxError;
 use crate::spec::ContainerSpec;
 
 /// Timings, with defaults for interactive agents.

@@ -12,36 +12,18 @@
 //! error naming the reason and the deciding policies; nothing connects.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::address::{InternalNetworks, canonical, internal_class, local_addresses};
+use crate::address::{canonical, internal_class, local_addresses};
 use crate::connect::{self, Target};
-use crate::runtime::CapabilityUse;
-use corral_gate::{
-    Caller, Capability, CapabilityGate, Denial, GateDecision, HttpRequestInfo, SecretStore,
-};
+use crate::guard::{CapabilityGuard, CapabilityUse};
+use corral_gate::{Capability, Denial, GateDecision, HttpRequestInfo};
 
 const PLACEHOLDER_OPEN: &str = "{{secret:";
 const PLACEHOLDER_CLOSE: &str = "}}";
-
-/// Per-call state of the HTTP gate; also the call's record of capability
-/// decisions (workspace decisions are recorded here too).
-pub(crate) struct CapabilityGuard {
-    caller: Caller,
-    gate: Arc<dyn CapabilityGate>,
-    secrets: Arc<dyn SecretStore>,
-    internal: Arc<InternalNetworks>,
-    deadline: Instant,
-    uses: Vec<CapabilityUse>,
-    /// Set on entry to any of Corral's own host functions, whatever they
-    /// then answer: an instance made ahead of its call that reached one
-    /// would have met a caller, gate and workspace that are not its call's.
-    reached: bool,
-}
 
 type SendFuture = Box<
     dyn Future<
@@ -56,54 +38,6 @@ type SendFuture = Box<
 >;
 
 impl CapabilityGuard {
-    pub(crate) fn new(
-        caller: Caller,
-        gate: Arc<dyn CapabilityGate>,
-        secrets: Arc<dyn SecretStore>,
-        internal: Arc<InternalNetworks>,
-        deadline: Instant,
-    ) -> Self {
-        CapabilityGuard {
-            caller,
-            gate,
-            secrets,
-            internal,
-            deadline,
-            uses: Vec::new(),
-            reached: false,
-        }
-    }
-
-    /// Notes that the guest called one of Corral's host functions.
-    pub(crate) fn reach(&mut self) {
-        self.reached = true;
-    }
-
-    /// Asks the gate and records the answer.
-    pub(crate) fn check(&mut self, capability: Capability) -> GateDecision {
-        let decision = self.gate.check(&self.caller, &capability);
-        tracing::debug!(agent = %self.caller.agent, tool = %self.caller.tool, %capability, allowed = matches!(decision, GateDecision::Allow), "capability check");
-        self.uses.push(CapabilityUse {
-            capability,
-            decision: decision.clone(),
-        });
-        decision
-    }
-
-    pub(crate) fn caller(&self) -> &Caller {
-        &self.caller
-    }
-
-    pub(crate) fn take_uses(&mut self) -> Vec<CapabilityUse> {
-        std::mem::take(&mut self.uses)
-    }
-
-    /// Whether the guest has called any of Corral's host functions (and
-    /// so whether anything has asked the gate).
-    pub(crate) fn was_reached(&self) -> bool {
-        self.reached || !self.uses.is_empty()
-    }
-
     /// Decides the request on its host name, resolves the name, refuses an
     /// internal address, decides again with the address it will reach, and
     /// fills its secrets; or says why not.

@@ -17,6 +17,7 @@ mod error;
 /// The capability vocabulary, re-exported from `corral-gate`.
 pub use corral_gate as gate;
 mod connect;
+mod guard;
 mod host_impl;
 mod http;
 mod info;
@@ -31,10 +32,11 @@ pub use corral_gate::{
     SecretStore, StaticSecrets,
 };
 pub use error::{CallError, CallFailure, Limit, LoadError};
+pub use guard::CapabilityUse;
 pub use info::{Capabilities, ToolInfo, check_tool_name};
 pub use registry::{RegisteredComponent, ToolRegistry, ToolSource, file_sha256, load_pinned};
 pub use runtime::{
-    ALLOWED_IMPORTS, Allocation, CallContext, CallOutput, CallReport, CapabilityUse, Limits,
-    LoadedComponent, LogLine, RuntimeBuilder, Spare, TOOL_EXPORT, ToolRuntime,
+    ALLOWED_IMPORTS, Allocation, CallContext, CallOutput, CallReport, Limits, LoadedComponent,
+    LogLine, RuntimeBuilder, Spare, TOOL_EXPORT, ToolRuntime,
 };
 pub use workspace::normalize as normalize_workspace_path;

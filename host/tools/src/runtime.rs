@@ -27,7 +27,7 @@ use crate::address::InternalNetworks;
 use crate::bindings::{ToolComponent, ToolComponentPre, types as wit_types};
 use crate::cache::ArtifactCache;
 use crate::error::{CallError, CallFailure, Limit, LoadError};
-use crate::http::CapabilityGuard;
+use crate::guard::{CapabilityGuard, CapabilityUse};
 use crate::info::{ToolInfo, validate_tool_info};
 use crate::workspace::Workspace;
 use corral_gate::{Caller, CapabilityGate, Denial, SecretStore};
@@ -457,13 +457,6 @@ pub struct CallContext {
 pub struct LogLine {
     pub level: &'static str,
     pub message: String,
-}
-
-/// A capability the tool asked for during the call, and the answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapabilityUse {
-    pub capability: corral_gate::Capability,
-    pub decision: corral_gate::GateDecision,
 }
 
 /// What a successful call produced.
