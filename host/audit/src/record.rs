@@ -120,6 +120,42 @@ impl Entry {
             detail: None,
         }
     }
+
+    /// The record of a decision: whether it allowed, the policies and the
+    /// policy set that decided, their errors, and for a denial, why.
+    pub fn decided(
+        kind: Kind,
+        agent: &str,
+        action: &str,
+        resource: impl Into<String>,
+        decision: &corral_gate::DecisionSummary,
+    ) -> Entry {
+        let mut entry = Entry::new(kind, agent, action, resource);
+        entry.allowed = Some(decision.allowed);
+        entry.policy_ids = decision.policy_ids.clone();
+        entry.errors = decision.errors.clone();
+        entry.policy_hash = decision.policy_set_hash.clone();
+        if !decision.allowed {
+            entry.detail = Some(decision.explanation.clone());
+        }
+        entry
+    }
+
+    /// The record of how the call record `parent` ended.
+    pub fn outcome_of(
+        parent: i64,
+        agent: &str,
+        action: &str,
+        resource: impl Into<String>,
+        policy_hash: impl Into<String>,
+        outcome: Outcome,
+    ) -> Entry {
+        let mut entry = Entry::new(Kind::Outcome, agent, action, resource);
+        entry.parent = Some(parent);
+        entry.policy_hash = policy_hash.into();
+        entry.outcome = Some(outcome);
+        entry
+    }
 }
 
 /// One stored record.

@@ -16,17 +16,23 @@ pub(crate) struct AuditedGate {
 impl CapabilityGate for AuditedGate {
     fn refused(&self, caller: &Caller, capability: &Capability, denial: &Denial) {
         let d = self.cedar.describe(caller, capability);
-        let mut entry = Entry::new(Kind::Capability, &caller.agent, d.action, d.resource);
+        let refusal = corral_gate::DecisionSummary {
+            allowed: false,
+            policy_set_hash: d.policy_set_hash.clone(),
+            explanation: format!("refused by the runtime before policy: {}", denial.reason),
+            ..Default::default()
+        };
+        let mut entry = Entry::decided(
+            Kind::Capability,
+            &caller.agent,
+            d.action,
+            d.resource,
+            &refusal,
+        );
         entry.arguments = d.arguments;
         entry.session = d.common;
-        entry.allowed = Some(false);
-        entry.policy_hash = d.policy_set_hash;
         entry.parent = Some(self.parent);
         entry.tool_sha256 = Some(self.tool_sha256.clone());
-        entry.detail = Some(format!(
-            "refused by the runtime before policy: {}",
-            denial.reason
-        ));
         if let Err(e) = self.audit.append_blocking(entry) {
             tracing::error!(agent = %caller.agent, error = %e, "cannot record a refused capability");
         }
@@ -34,19 +40,17 @@ impl CapabilityGate for AuditedGate {
 
     fn check(&self, caller: &Caller, capability: &Capability) -> GateDecision {
         let d = self.cedar.decide(caller, capability);
-        let allowed = matches!(d.gate, GateDecision::Allow);
-        let mut entry = Entry::new(Kind::Capability, &caller.agent, d.action, d.resource);
+        let mut entry = Entry::decided(
+            Kind::Capability,
+            &caller.agent,
+            d.action,
+            &d.resource,
+            &d.summary(),
+        );
         entry.arguments = d.arguments;
         entry.session = d.common;
-        entry.allowed = Some(allowed);
-        entry.policy_hash = d.policy_set_hash;
-        entry.policy_ids = d.policy_ids;
-        entry.errors = d.errors;
         entry.parent = Some(self.parent);
         entry.tool_sha256 = Some(self.tool_sha256.clone());
-        if let GateDecision::Deny(denial) = &d.gate {
-            entry.detail = Some(denial.reason.clone());
-        }
         // The runtime calls this on the thread running the tool, which may
         // block; the effect waits for its record.
         match self.audit.append_blocking(entry) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use corral_audit::{Entry, Kind, Outcome};
 use corral_models::{ChatRequest, ModelClient};
-use corral_policy::{Common, Decision, PolicyError, RequestEntity, uid};
+use corral_policy::{Common, Decision, RequestEntity, uid};
 use rmcp::model::ErrorCode;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
@@ -212,15 +212,14 @@ impl Session {
         started: Instant,
     ) -> Result<Recorded, McpError> {
         let agent = &*self.agent.id;
-        let mut entry = Entry::new(Kind::Call, agent, action, resource.clone());
+        let mut entry = Entry::decided(
+            Kind::Call,
+            agent,
+            action,
+            resource.clone(),
+            &decision.summary(),
+        );
         entry.session = common.to_json();
-        entry.allowed = Some(decision.allowed);
-        entry.policy_hash = decision.policy_set_hash.clone();
-        entry.policy_ids = decision.policy_ids.clone();
-        entry.errors = decision.errors.iter().map(PolicyError::to_string).collect();
-        if !decision.allowed {
-            entry.detail = Some(decision.explain());
-        }
         entry.arguments = arguments;
         let audit = self.shared.audit.clone();
         // Waiting for the record is blocking work (strict mode fsyncs).
@@ -269,15 +268,14 @@ impl Session {
     }
 
     fn record_outcome(&self, decided: Recorded, outcome: Outcome, detail: Option<String>) {
-        let mut record = Entry::new(
-            Kind::Outcome,
+        let mut record = Entry::outcome_of(
+            decided.seq,
             &self.agent.id,
             decided.action,
             decided.resource,
+            decided.policy_hash,
+            outcome,
         );
-        record.policy_hash = decided.policy_hash;
-        record.outcome = Some(outcome);
-        record.parent = Some(decided.seq);
         record.duration_us = Some(decided.started.elapsed().as_micros() as i64);
         record.detail = detail;
         self.shared.audit.append_detached(record);

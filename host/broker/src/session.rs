@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use corral_audit::{Entry, Kind, Outcome};
 use corral_gate::Caller;
-use corral_policy::{CedarGate, Common, PolicyError, RequestError};
+use corral_policy::{CedarGate, Common, RequestError};
 use corral_tools::{CallContext, CallFailure, Limit, RegisteredComponent, Spare};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
@@ -182,16 +182,15 @@ impl Session {
             Err(e) => (engine.refuse(e.to_string()), "denied"),
         };
         let resource = corral_policy::uid("Tool", name).to_string();
-        let mut entry = Entry::new(Kind::Call, agent, name, resource.clone());
+        let mut entry = Entry::decided(
+            Kind::Call,
+            agent,
+            name,
+            resource.clone(),
+            &decision.summary(),
+        );
         entry.session = common.to_json();
-        entry.allowed = Some(decision.allowed);
-        entry.policy_hash = decision.policy_set_hash.clone();
-        entry.policy_ids = decision.policy_ids.clone();
-        entry.errors = decision.errors.iter().map(PolicyError::to_string).collect();
         entry.tool_sha256 = registered.map(|(c, _)| c.component.sha256().to_string());
-        if !decision.allowed {
-            entry.detail = Some(decision.explain());
-        }
         let input = arguments.to_string();
         entry.arguments = arguments;
         let receipt = match self.shared.audit.append_blocking(entry) {
@@ -236,10 +235,14 @@ impl Session {
         };
         let (result, kind, detail) =
             self.run(name, &input, component, common, receipt.seq, deadline);
-        let mut record = Entry::new(Kind::Outcome, agent, name, resource);
-        record.policy_hash = decision.policy_set_hash;
-        record.outcome = Some(kind);
-        record.parent = Some(receipt.seq);
+        let mut record = Entry::outcome_of(
+            receipt.seq,
+            agent,
+            name,
+            resource,
+            decision.policy_set_hash,
+            kind,
+        );
         record.duration_us = Some(arrived.elapsed().as_micros() as i64);
         record.tool_sha256 = Some(component.component.sha256().to_string());
         record.detail = detail;

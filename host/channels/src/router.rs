@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corral_audit::{AuditLog, Entry, Kind};
-use corral_policy::{Common, PolicyError, PolicyStore, RequestEntity, uid};
+use corral_policy::{Common, PolicyStore, RequestEntity, uid};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -206,21 +206,20 @@ impl Router {
         );
         // The agent column names the agent asked, so that an auditor's
         // `--agent` query shows who asked it; the person is in the arguments.
-        let mut entry = Entry::new(Kind::Call, agent, "invoke", uid("Agent", agent).to_string());
+        let mut entry = Entry::decided(
+            Kind::Call,
+            agent,
+            "invoke",
+            uid("Agent", agent).to_string(),
+            &decision.summary(),
+        );
         entry.session = common.to_json();
-        entry.allowed = Some(decision.allowed);
-        entry.policy_hash = decision.policy_set_hash.clone();
-        entry.policy_ids = decision.policy_ids.clone();
-        entry.errors = decision.errors.iter().map(PolicyError::to_string).collect();
         entry.arguments = json!({
             "user": uid("User", &origin.user).to_string(),
             "channel": channel_uid.to_string(),
             "chat_workspace": origin.chat_workspace,
             "text": text,
         });
-        if !decision.allowed {
-            entry.detail = Some(decision.explain());
-        }
         let seq = blocking(|| self.audit.append_blocking(entry))
             .map_err(|e| RouteError::Audit {
                 agent: agent.to_string(),
@@ -388,14 +387,14 @@ impl Router {
         let count = failed.len();
         for (message, delivery, invoke) in failed {
             tracing::warn!(agent, message = message.id, %cause, "message failed: the agent cannot run");
-            let mut entry = Entry::new(
-                Kind::Outcome,
+            let mut entry = Entry::outcome_of(
+                invoke,
                 agent,
                 "invoke",
                 uid("Agent", agent).to_string(),
+                self.policies.current().policy_set_hash(),
+                corral_audit::Outcome::Error,
             );
-            entry.outcome = Some(corral_audit::Outcome::Error);
-            entry.parent = Some(invoke);
             entry.detail = Some(format!("the agent could not run: {cause}"));
             if let Err(e) = blocking(|| self.audit.append_blocking(entry)) {
                 tracing::error!(agent, message = message.id, error = %e, "cannot record the message's failure");

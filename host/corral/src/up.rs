@@ -285,6 +285,17 @@ async fn serve(
     let agent_ids: Vec<String> = config.agents.iter().map(|a| a.id.clone()).collect();
     let router = Arc::new(Router::new(store.clone(), audit.clone(), &agent_ids));
 
+    // Before anything is created or mounted: a workspace that holds the
+    // host's state, or another agent's workspace, must never be moved onto
+    // a disk, handed over, or served.
+    check_isolation(
+        &config,
+        &config
+            .agents
+            .iter()
+            .map(|a| (a.id.as_str(), a.workspace.as_path()))
+            .collect::<Vec<_>>(),
+    )?;
     let (me_uid, me_gid) = own_ids();
     // Each agent runs as a uid of its own; a host that is not root cannot
     // hand sockets to other users, so its containers run as itself.
@@ -404,13 +415,6 @@ async fn serve(
         endpoints.insert(agent.id.clone(), endpoint);
     }
 
-    check_isolation(
-        &config,
-        &specs
-            .iter()
-            .map(|(a, w, _)| (a.id.as_str(), w.as_path()))
-            .collect::<Vec<_>>(),
-    )?;
     let (wake_tx, wake_rx) = mpsc::unbounded_channel::<Wake>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let supervisor = if args.external_agents {

@@ -135,6 +135,22 @@ impl fmt::Display for Denial {
     }
 }
 
+/// What a policy decision comes to, in the terms every record of one uses:
+/// the broker's calls, the capability gate's uses and the channels'
+/// messages all reach the audit log through this one shape.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DecisionSummary {
+    pub allowed: bool,
+    /// The policies that decided.
+    pub policy_ids: Vec<String>,
+    /// Evaluation errors, each of which forced a deny.
+    pub errors: Vec<String>,
+    /// Identity of the policy set that decided.
+    pub policy_set_hash: String,
+    /// One line a person can read, for the record of a denial.
+    pub explanation: String,
+}
+
 /// The gate's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateDecision {

@@ -48,6 +48,17 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The decision in the terms its record uses.
+    pub fn summary(&self) -> corral_gate::DecisionSummary {
+        corral_gate::DecisionSummary {
+            allowed: self.allowed,
+            policy_ids: self.policy_ids.clone(),
+            errors: self.errors.iter().map(PolicyError::to_string).collect(),
+            policy_set_hash: self.policy_set_hash.clone(),
+            explanation: self.explain(),
+        }
+    }
+
     /// One line a person can read.
     pub fn explain(&self) -> String {
         if !self.errors.is_empty() {

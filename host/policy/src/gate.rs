@@ -42,6 +42,22 @@ pub struct CapabilityDecision {
     pub policy_set_hash: String,
 }
 
+impl CapabilityDecision {
+    /// The decision in the terms its record uses.
+    pub fn summary(&self) -> corral_gate::DecisionSummary {
+        corral_gate::DecisionSummary {
+            allowed: matches!(self.gate, GateDecision::Allow),
+            policy_ids: self.policy_ids.clone(),
+            errors: self.errors.clone(),
+            policy_set_hash: self.policy_set_hash.clone(),
+            explanation: match &self.gate {
+                GateDecision::Deny(d) => d.reason.clone(),
+                GateDecision::Allow => String::new(),
+            },
+        }
+    }
+}
+
 impl CedarGate {
     /// What `capability` would be asked as, decided by nobody: for
     /// recording a refusal the runtime made before policy was asked.
