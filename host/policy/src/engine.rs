@@ -55,7 +55,13 @@ impl Decision {
             policy_ids: self.policy_ids.clone(),
             errors: self.errors.iter().map(PolicyError::to_string).collect(),
             policy_set_hash: self.policy_set_hash.clone(),
-            explanation: self.explain(),
+            // Only a denial's record carries it; an allowed call on the hot
+            // path formats nothing.
+            explanation: if self.allowed {
+                String::new()
+            } else {
+                self.explain()
+            },
         }
     }
 
