@@ -268,7 +268,7 @@ fn policy_validate_test_and_check_on_the_starter_policies() {
         text(&out.stderr)
     );
     assert!(
-        text(&out.stdout).contains("17 passed, 0 failed"),
+        text(&out.stdout).contains("18 passed, 0 failed"),
         "{}",
         text(&out.stdout)
     );
