@@ -260,14 +260,19 @@ impl AgentDisk {
         if has_content {
             self.move_in(&workspace)?;
         }
+        self.mount_image(workspace)
+    }
+
+    /// Mounts the image at `at` (a loop device, no setuid, no devices).
+    fn mount_image(&self, at: PathBuf) -> Result<Mounted, DiskError> {
         run(
             Command::new("mount")
                 .args(["-t", "ext4", "-o", "loop,nosuid,nodev"])
                 .arg(&self.image)
-                .arg(&workspace),
-            &workspace,
+                .arg(&at),
+            &at,
         )?;
-        Ok(Mounted { at: workspace })
+        Ok(Mounted { at })
     }
 
     fn create(&self) -> Result<(), DiskError> {
@@ -309,14 +314,7 @@ impl AgentDisk {
         let staging = self.image.with_extension("mnt");
         std::fs::create_dir_all(&staging)
             .map_err(|e| err(&staging, format!("cannot create: {e}")))?;
-        run(
-            Command::new("mount")
-                .args(["-t", "ext4", "-o", "loop,nosuid,nodev"])
-                .arg(&self.image)
-                .arg(&staging),
-            &staging,
-        )?;
-        let staged = Mounted { at: staging };
+        let staged = self.mount_image(staging)?;
         // -a keeps links as links: nothing the agent planted is followed.
         let mut source = workspace.as_os_str().to_owned();
         source.push("/.");
