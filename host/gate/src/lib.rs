@@ -135,6 +135,60 @@ impl fmt::Display for Denial {
     }
 }
 
+/// Why a call was refused or failed, as the `error` field of the broker's
+/// structured error result names it. Agents' exit codes and clients'
+/// retry logic key on these names, so they never change spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// A policy (or the default deny) refused.
+    Denied,
+    /// No loaded tool has that name.
+    UnknownTool,
+    /// The arguments do not match the tool's input schema.
+    InvalidInput,
+    /// The agent is calling faster than its rate limit.
+    RateLimited,
+    /// A limit other than the rate (memory, fuel, output, a turn's steps).
+    LimitExceeded,
+    /// The call did not finish, or did not start, in time.
+    TimedOut,
+    /// The decision could not be recorded, so nothing ran.
+    AuditUnavailable,
+    /// The tool ran and reported a failure of its own.
+    Failed,
+    /// The tool trapped.
+    Trap,
+    /// The tool's output was not what its world promises.
+    BadOutput,
+    /// The host itself failed (a bug, caught).
+    HostError,
+}
+
+impl Refusal {
+    /// The name clients see, kebab-case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Denied => "denied",
+            Refusal::UnknownTool => "unknown-tool",
+            Refusal::InvalidInput => "invalid-input",
+            Refusal::RateLimited => "rate-limited",
+            Refusal::LimitExceeded => "limit-exceeded",
+            Refusal::TimedOut => "timed-out",
+            Refusal::AuditUnavailable => "audit-unavailable",
+            Refusal::Failed => "failed",
+            Refusal::Trap => "trap",
+            Refusal::BadOutput => "bad-output",
+            Refusal::HostError => "host-error",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a policy decision comes to, in the terms every record of one uses:
 /// the broker's calls, the capability gate's uses and the channels'
 /// messages all reach the audit log through this one shape.

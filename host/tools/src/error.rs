@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corral_gate::{Caller, Denial};
+use corral_gate::{Caller, Denial, Refusal};
 
 /// Loading a component (from bytes or a registry entry) failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,19 +124,19 @@ pub struct CallError {
 }
 
 impl CallError {
-    /// A short machine-friendly name of the failure class, used for exit
-    /// codes and audit outcomes.
-    pub fn class(&self) -> &'static str {
+    /// The failure's class, which names it to clients and in the audit
+    /// log's outcomes.
+    pub fn class(&self) -> Refusal {
         match self.failure {
-            CallFailure::UnknownTool => "unknown-tool",
-            CallFailure::InvalidInput(_) => "invalid-input",
-            CallFailure::Denied(_) => "denied",
-            CallFailure::Failed(_) => "failed",
-            CallFailure::TimedOut(_) => "timed-out",
-            CallFailure::LimitExceeded(_) => "limit-exceeded",
-            CallFailure::Trap(_) => "trap",
-            CallFailure::BadOutput(_) => "bad-output",
-            CallFailure::Host(_) => "host-error",
+            CallFailure::UnknownTool => Refusal::UnknownTool,
+            CallFailure::InvalidInput(_) => Refusal::InvalidInput,
+            CallFailure::Denied(_) => Refusal::Denied,
+            CallFailure::Failed(_) => Refusal::Failed,
+            CallFailure::TimedOut(_) => Refusal::TimedOut,
+            CallFailure::LimitExceeded(_) => Refusal::LimitExceeded,
+            CallFailure::Trap(_) => Refusal::Trap,
+            CallFailure::BadOutput(_) => Refusal::BadOutput,
+            CallFailure::Host(_) => Refusal::HostError,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! `corral:tool/logging`.
 
 use crate::bindings::corral::tool::{logging, types, workspace};
+use crate::call_state::{CallState, LogLine};
 use crate::error::Limit;
-use crate::runtime::{CallState, LogLine};
 use crate::workspace::{FsFailure, Kind, Resolved, normalize};
 use corral_gate::{Capability, Denial, FileOp, GateDecision};
 

@@ -54,29 +54,36 @@ impl From<wit::ToolInfo> for ToolInfo {
 
 pub const MAX_TOOL_NAME: usize = 64;
 
+/// Why a tool name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadToolName(pub String);
+
 /// Tool names become Cedar action ids, MCP tool names and CLI arguments,
 /// so they stay in a conservative alphabet.
-pub fn check_tool_name(name: &str) -> Result<(), String> {
+pub fn check_tool_name(name: &str) -> Result<(), BadToolName> {
     let mut chars = name.chars();
     match chars.next() {
-        None => return Err("the name is empty".into()),
+        None => return Err(BadToolName("the name is empty".into())),
         Some(c) if !c.is_ascii_lowercase() => {
-            return Err("the name must start with a lowercase letter".into());
+            return Err(BadToolName(
+                "the name must start with a lowercase letter".into(),
+            ));
         }
         _ => {}
     }
     if name.len() > MAX_TOOL_NAME {
-        return Err(format!(
+        return Err(BadToolName(format!(
             "the name is longer than {MAX_TOOL_NAME} characters"
-        ));
+        )));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
     {
-        return Err(format!(
+        return Err(BadToolName(format!(
             "the name contains `{c}`; use lowercase letters, digits, `_` and `-`"
-        ));
+        )));
     }
     Ok(())
 }
@@ -86,7 +93,7 @@ pub(crate) fn validate_tool_info(info: &ToolInfo) -> Result<(), LoadError> {
         tool: info.name.clone(),
         problem,
     };
-    check_tool_name(&info.name).map_err(bad)?;
+    check_tool_name(&info.name).map_err(|e| bad(e.0))?;
     if info.description.trim().is_empty() {
         return Err(bad(
             "the description is empty; models and policy authors need it".into(),

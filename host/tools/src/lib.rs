@@ -12,31 +12,37 @@
 
 mod address;
 mod bindings;
+mod builder;
 mod cache;
-mod error;
-/// The capability vocabulary, re-exported from `corral-gate`.
-pub use corral_gate as gate;
+mod call_state;
 mod connect;
+mod epoch;
+mod error;
 mod guard;
 mod host_impl;
 mod http;
 mod info;
+mod limits;
+mod linker;
 mod registry;
 mod runtime;
+mod spare;
 mod workspace;
 
 pub use address::{BadCidr, Cidr, InternalNetworks, internal_class};
+pub use builder::{Allocation, RuntimeBuilder};
 pub use cache::ArtifactCache;
+pub use call_state::{CallContext, LogLine};
 pub use corral_gate::{
     AllowList, Caller, Capability, CapabilityGate, Denial, FileOp, GateDecision, HttpRequestInfo,
     SecretStore, StaticSecrets,
 };
 pub use error::{CallError, CallFailure, Limit, LoadError};
 pub use guard::CapabilityUse;
-pub use info::{Capabilities, ToolInfo, check_tool_name};
+pub use info::{BadToolName, Capabilities, ToolInfo, check_tool_name};
+pub use limits::Limits;
+pub use linker::{ALLOWED_IMPORTS, TOOL_EXPORT};
 pub use registry::{RegisteredComponent, ToolRegistry, ToolSource, file_sha256, load_pinned};
-pub use runtime::{
-    ALLOWED_IMPORTS, Allocation, CallContext, CallOutput, CallReport, Limits, LoadedComponent,
-    LogLine, RuntimeBuilder, Spare, TOOL_EXPORT, ToolRuntime,
-};
+pub use runtime::{CallOutput, CallReport, LoadedComponent, ToolRuntime};
+pub use spare::Spare;
 pub use workspace::normalize as normalize_workspace_path;
