@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::chat::Undecodable;
 use crate::{Block, ChatRequest, ChatResponse, Usage};
 
 pub(crate) fn request_body(model: &str, max_tokens: u32, request: &ChatRequest) -> Value {
@@ -20,7 +21,7 @@ pub(crate) fn request_body(model: &str, max_tokens: u32, request: &ChatRequest) 
     body
 }
 
-pub(crate) fn parse_response(value: &Value) -> Result<ChatResponse, String> {
+pub(crate) fn parse_response(value: &Value) -> Result<ChatResponse, Undecodable> {
     let blocks = value
         .get("content")
         .and_then(Value::as_array)
@@ -59,12 +60,12 @@ pub(crate) fn parse_response(value: &Value) -> Result<ChatResponse, String> {
     })
 }
 
-fn string(block: &Value, key: &str) -> Result<String, String> {
+fn string(block: &Value, key: &str) -> Result<String, Undecodable> {
     block
         .get(key)
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| format!("a content block has no string `{key}`"))
+        .ok_or_else(|| Undecodable(format!("a content block has no string `{key}`")))
 }
 
 pub(crate) fn number(value: &Value, pointer: &str) -> u64 {

@@ -103,3 +103,21 @@ impl ChatResponse {
         parts.join("\n")
     }
 }
+
+/// A provider's answer that does not have the shape its API documents;
+/// the text names what is missing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Undecodable(pub String);
+
+impl From<&str> for Undecodable {
+    fn from(what: &str) -> Undecodable {
+        Undecodable(what.to_string())
+    }
+}
+
+impl From<String> for Undecodable {
+    fn from(what: String) -> Undecodable {
+        Undecodable(what)
+    }
+}

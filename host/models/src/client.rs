@@ -237,9 +237,9 @@ impl ModelClient {
             Provider::Anthropic => anthropic::parse_response(&value),
             Provider::OpenAi => openai::parse_response(&value),
         };
-        parsed.map_err(|message| ModelError::Decode {
+        parsed.map_err(|undecodable| ModelError::Decode {
             model: e.name.clone(),
-            message,
+            message: undecodable.0,
         })
     }
 }

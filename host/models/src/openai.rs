@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::anthropic::number;
+use crate::chat::Undecodable;
 use crate::{Block, ChatRequest, ChatResponse, Role, Usage};
 
 pub(crate) fn request_body(model: &str, max_tokens: u32, request: &ChatRequest) -> Value {
@@ -69,7 +70,7 @@ pub(crate) fn request_body(model: &str, max_tokens: u32, request: &ChatRequest) 
     body
 }
 
-pub(crate) fn parse_response(value: &Value) -> Result<ChatResponse, String> {
+pub(crate) fn parse_response(value: &Value) -> Result<ChatResponse, Undecodable> {
     let choice = value
         .pointer("/choices/0")
         .ok_or("no `choices[0]` in the Chat Completions answer")?;
