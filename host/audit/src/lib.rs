@@ -36,18 +36,23 @@
 //! The crate depends on neither the broker nor the policy engine: it stores
 //! what it is given, and `corral policy replay` reads it back.
 
+mod chain;
+mod config;
+mod group_sync;
 mod reader;
 mod record;
 mod redact;
 mod spool;
+mod store;
 mod time;
 mod writer;
 
+pub use config::{AuditConfig, Durability};
 pub use reader::{AuditReader, Filter, VerifyReport};
-pub use record::{Entry, GENESIS_HASH, Kind, Outcome, Record};
+pub use record::{Entry, GENESIS_HASH, Kind, Outcome, Record, TokenUsage};
 pub use redact::Redactor;
-pub use time::{format_micros, now_micros, parse_age};
-pub use writer::{AuditConfig, AuditLog, Durability, Receipt, Ticket};
+pub use time::{BadAge, format_micros, now_micros, parse_age};
+pub use writer::{AuditLog, Receipt, Ticket};
 
 /// What can go wrong with the log.
 #[derive(Debug, thiserror::Error)]

@@ -49,11 +49,19 @@ impl VerifyReport {
 pub struct AuditReader {
     conn: Connection,
     path: PathBuf,
+    /// [`COLUMNS`], or [`COLUMNS_BEFORE_USAGE`] for an older log.
+    columns: &'static str,
 }
 
 const COLUMNS: &str = "seq, time_us, kind, agent, action, resource, arguments, redacted, session,
     decision, policy_ids, errors, policy_hash, tool_sha256, duration_us, outcome, parent, detail,
-    prev_hash, hash";
+    prev_hash, hash, input_tokens, output_tokens";
+
+/// [`COLUMNS`] for a log no writer has opened since the usage columns were
+/// added: its records have no usage.
+const COLUMNS_BEFORE_USAGE: &str = "seq, time_us, kind, agent, action, resource, arguments,
+    redacted, session, decision, policy_ids, errors, policy_hash, tool_sha256, duration_us,
+    outcome, parent, detail, prev_hash, hash, NULL, NULL";
 
 impl AuditReader {
     pub fn open(path: &Path) -> Result<AuditReader, AuditError> {
@@ -72,9 +80,20 @@ impl AuditReader {
             source,
         })?;
         let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        let columns = match crate::store::has_usage_columns(&conn) {
+            Ok(true) => COLUMNS,
+            Ok(false) => COLUMNS_BEFORE_USAGE,
+            Err(source) => {
+                return Err(AuditError::Sqlite {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
         Ok(AuditReader {
             conn,
             path: path.to_path_buf(),
+            columns,
         })
     }
 
@@ -87,7 +106,7 @@ impl AuditReader {
 
     /// Records matching `filter`, oldest first.
     pub fn query(&self, filter: &Filter) -> Result<Vec<Record>, AuditError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM audit WHERE 1=1");
+        let mut sql = format!("SELECT {} FROM audit WHERE 1=1", self.columns);
         let mut args: Vec<Box<dyn ToSql>> = Vec::new();
         if let Some(agent) = &filter.agent {
             sql.push_str(" AND agent = ?");
@@ -161,7 +180,7 @@ impl AuditReader {
         {
             let mut stmt = self
                 .conn
-                .prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))
+                .prepare(&format!("SELECT {} FROM audit ORDER BY seq", self.columns))
                 .map_err(|e| self.err(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
             while let Some(row) = rows.next().map_err(|e| self.err(e))? {
@@ -233,6 +252,14 @@ impl VerifyReport {
     }
 }
 
+fn usage(input: Option<i64>, output: Option<i64>) -> Option<crate::TokenUsage> {
+    let count = |n: Option<i64>| n.map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    (input.is_some() || output.is_some()).then(|| crate::TokenUsage {
+        input_tokens: count(input),
+        output_tokens: count(output),
+    })
+}
+
 fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Record, AuditError>> {
     let kind: String = row.get(2)?;
     let policy_ids: String = row.get(10)?;
@@ -280,5 +307,6 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Record, AuditError>> {
         detail: row.get(17)?,
         prev_hash: row.get(18)?,
         hash: row.get(19)?,
+        usage: usage(row.get(20)?, row.get(21)?),
     }))
 }

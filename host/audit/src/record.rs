@@ -65,6 +65,21 @@ impl Outcome {
     }
 }
 
+/// The model tokens one `use_model` call used, as the provider counted
+/// them: what daily and session budgets add up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl TokenUsage {
+    /// Input and output together, as budgets count them.
+    pub fn total(self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
 /// What the broker hands the log. The writer adds sequence, time and hashes,
 /// and redacts `arguments`.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +111,8 @@ pub struct Entry {
     pub parent: Option<i64>,
     /// A one-line explanation: the denial reason, or the tool's error.
     pub detail: Option<String>,
+    /// For a model call's outcome: the tokens it used.
+    pub usage: Option<TokenUsage>,
 }
 
 impl Entry {
@@ -118,6 +135,7 @@ impl Entry {
             outcome: None,
             parent: None,
             detail: None,
+            usage: None,
         }
     }
 
@@ -181,6 +199,10 @@ pub struct Record {
     pub outcome: Option<Outcome>,
     pub parent: Option<i64>,
     pub detail: Option<String>,
+    /// Written only when present, so that records from before it was
+    /// added keep their canonical form, and their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -219,6 +241,8 @@ struct CanonicalTail<'a> {
     outcome: Option<&'a str>,
     parent: Option<i64>,
     detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<TokenUsage>,
 }
 
 /// A record's canonical JSON after `{"seq":N,`: everything the hash covers
@@ -331,6 +355,7 @@ impl Record {
             outcome: self.outcome.map(Outcome::as_str),
             parent: self.parent,
             detail: self.detail.as_deref(),
+            usage: self.usage,
         }
     }
 
@@ -351,6 +376,24 @@ impl Record {
 
     pub fn allowed(&self) -> Option<bool> {
         self.decision.as_deref().map(|d| d == "allow")
+    }
+
+    /// The model tokens this record says were used: its usage, or for a
+    /// record written before usage had fields of its own, the counts its
+    /// detail gave as `input_tokens=N output_tokens=M`.
+    pub fn tokens_used(&self) -> u64 {
+        if let Some(usage) = self.usage {
+            return usage.total();
+        }
+        self.detail
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                matches!(k, "input_tokens" | "output_tokens").then(|| v.parse::<u64>().ok())?
+            })
+            .fold(0u64, u64::saturating_add)
     }
 }
 
@@ -394,6 +437,10 @@ mod tests {
             ][pick(6) as usize],
             parent: (n % 4 == 1).then_some(i64::MAX - n as i64),
             detail: n.is_multiple_of(5).then(|| "a \\ b / c \u{7f}".into()),
+            usage: (n % 7 == 2).then_some(TokenUsage {
+                input_tokens: n,
+                output_tokens: u64::MAX - n,
+            }),
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -449,6 +496,7 @@ mod tests {
             outcome: None,
             parent: Some(i64::MAX - 1),
             detail: None,
+            usage: None,
             prev_hash: "ef".repeat(32),
             hash: String::new(),
         };
@@ -469,5 +517,89 @@ mod tests {
         for n in [0, 1, 9, 10, 1234567890, i64::MAX, -1, i64::MIN + 1] {
             assert_eq!(itoa_buf(n).format(), n.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    fn record(usage: Option<TokenUsage>, detail: Option<&str>) -> Record {
+        Record {
+            seq: 4,
+            time_us: 10,
+            kind: Kind::Outcome,
+            agent: "a".into(),
+            action: "use_model".into(),
+            resource: "Model::\"m\"".into(),
+            arguments: "{}".into(),
+            redacted: false,
+            session: "{}".into(),
+            decision: None,
+            policy_ids: vec![],
+            errors: vec![],
+            policy_hash: "p".into(),
+            tool_sha256: None,
+            duration_us: Some(3),
+            outcome: Some(Outcome::Ok),
+            parent: Some(3),
+            detail: detail.map(str::to_string),
+            usage,
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_record_without_usage_hashes_as_records_always_have() {
+        // The hash of this record as written before usage had fields:
+        // adding them must not change any existing record's hash.
+        let old = record(
+            None,
+            Some("input_tokens=100 output_tokens=20 stop_reason=end"),
+        );
+        let json = serde_json::to_string(&old.canonical_tail()).unwrap();
+        assert!(!json.contains("usage"), "{json}");
+        assert!(json.ends_with(r#""detail":"input_tokens=100 output_tokens=20 stop_reason=end"}"#));
+        let with = record(Some(TokenUsage::default()), None);
+        assert_ne!(old.compute_hash(), with.compute_hash());
+    }
+
+    #[test]
+    fn usage_is_sealed_into_the_spool_line_as_serde_writes_it() {
+        let with = record(
+            Some(TokenUsage {
+                input_tokens: 100,
+                output_tokens: 20,
+            }),
+            None,
+        );
+        let mut line = Vec::new();
+        let sealed = Unsealed::new(with.clone()).seal(4, GENESIS_HASH.into(), &mut line);
+        assert_eq!(sealed.hash, sealed.compute_hash());
+        let parsed: Record = serde_json::from_slice(&line).unwrap();
+        assert_eq!(parsed, sealed);
+        assert_eq!(
+            serde_json::to_vec(&sealed).unwrap(),
+            line[..line.len() - 1].to_vec()
+        );
+    }
+
+    #[test]
+    fn tokens_used_reads_fields_or_an_older_record_s_detail() {
+        let typed = record(
+            Some(TokenUsage {
+                input_tokens: 100,
+                output_tokens: 20,
+            }),
+            Some("input_tokens=1"),
+        );
+        assert_eq!(typed.tokens_used(), 120);
+        let older = record(
+            None,
+            Some("input_tokens=100 output_tokens=20 stop_reason=end"),
+        );
+        assert_eq!(older.tokens_used(), 120);
+        assert_eq!(record(None, Some("tool failed")).tokens_used(), 0);
     }
 }

@@ -14,10 +14,8 @@
 //! WAL, several 4 KiB frames, and that dominated the cost of a decision.
 //! The spool costs one small write, and in strict mode one small sync,
 //! the least a durable append can cost; SQLite stays the queryable store.
-//! In the broker benchmark (`tests/benches/broker.rs`, same runs, A/B),
-//! one record alone went from 30–33 µs to 4–6 µs p50 in batched mode and
-//! from 159–163 µs to 92–100 µs in strict mode, against a bare
-//! `fdatasync` of 75–84 µs.
+//! `ARCHITECTURE.md` (performance notes) gives what the spool saved, as
+//! measured by `tests/benches/broker.rs`.
 //!
 //! Records are written at the end of what the spool holds, into room the
 //! file already has (see [`ROOM`]); zeros mark the end. The file's order
@@ -81,10 +79,9 @@ impl Stray {
 /// The length the spool is kept at while a writer has it open, past what
 /// it holds: records go into room already in the file, so the file's size
 /// does not change and a sync has no size change to commit (the first
-/// write into each block of the room still allocates that block). On
-/// this machine's disk (ext4) that made an `fdatasync` of one record
-/// 115–135 µs p50 and about 210 µs p99, against 150–200 µs and up to
-/// 900 µs when each record grew the file. The room is a hole: it takes no
+/// write into each block of the room still allocates that block), which
+/// on ext4 makes a sync markedly cheaper and steadier than one that grows
+/// the file (figures in `ARCHITECTURE.md`). The room is a hole: it takes no
 /// disk, reads as zeros, and a reader stops at the first zero byte, which
 /// no record holds (JSON escapes control bytes). Twice the size at which
 /// the spool is emptied, so that it is not outgrown between emptyings; a

@@ -40,16 +40,25 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// An age that does not parse; the text shows how to write one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadAge(pub String);
+
 /// Parses an age such as `90s`, `15m`, `1h`, `7d`.
-pub fn parse_age(text: &str) -> Result<Duration, String> {
+pub fn parse_age(text: &str) -> Result<Duration, BadAge> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` has no unit: write e.g. 90s, 15m, 1h or 7d"))?;
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+        BadAge(format!(
+            "`{text}` has no unit: write e.g. 90s, 15m, 1h or 7d"
+        ))
+    })?;
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` does not start with a number: write e.g. 1h or 7d"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        BadAge(format!(
+            "`{text}` does not start with a number: write e.g. 1h or 7d"
+        ))
+    })?;
     let secs = match unit {
         "s" => 1,
         "m" => 60,
@@ -57,14 +66,14 @@ pub fn parse_age(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         "w" => 7 * 86_400,
         other => {
-            return Err(format!(
+            return Err(BadAge(format!(
                 "`{text}` has unknown unit `{other}`: use s, m, h, d or w"
-            ));
+            )));
         }
     };
     n.checked_mul(secs)
         .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is too long an age"))
+        .ok_or_else(|| BadAge(format!("`{text}` is too long an age")))
 }
 
 #[cfg(test)]
@@ -89,8 +98,8 @@ mod tests {
     fn parses_ages_and_names_bad_ones() {
         assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_age("90s"), Ok(Duration::from_secs(90)));
-        assert!(parse_age("7").unwrap_err().contains("no unit"));
-        assert!(parse_age("7y").unwrap_err().contains("unknown unit `y`"));
-        assert!(parse_age("h").unwrap_err().contains("number"));
+        assert!(parse_age("7").unwrap_err().0.contains("no unit"));
+        assert!(parse_age("7y").unwrap_err().0.contains("unknown unit `y`"));
+        assert!(parse_age("h").unwrap_err().0.contains("number"));
     }
 }

@@ -1,63 +1,24 @@
-//! The single writer: the spool, the hash chain, durability modes, and
-//! moving records into SQLite.
+//! The single writer's handle and threads: opening the log, appending in
+//! either durability mode, and the background thread that moves records
+//! from the spool into SQLite.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use crate::AuditError;
-use crate::record::{Entry, GENESIS_HASH, Record, Unsealed};
+use crate::chain::{AppendFailed, Chain, make_room};
+use crate::config::{AuditConfig, Durability};
+use crate::group_sync::{GroupSync, SyncFailed};
+use crate::record::{Entry, Record, Unsealed};
 use crate::redact::Redactor;
 use crate::spool;
-
-/// When a decision counts as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// Fsynced before the append returns.
-    #[default]
-    Strict,
-    /// Written (it survives the broker being killed) before the append
-    /// returns; fsynced within `window`.
-    Batched { window: Duration },
-}
-
-/// How to open the log.
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    pub path: PathBuf,
-    pub durability: Durability,
-    pub redactor: Redactor,
-    /// Most records moved into SQLite in one transaction.
-    pub max_batch: usize,
-}
-
-impl AuditConfig {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        AuditConfig {
-            path: path.into(),
-            durability: Durability::Strict,
-            redactor: Redactor::default(),
-            max_batch: 2048,
-        }
-    }
-
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
-        self
-    }
-
-    pub fn redactor(mut self, redactor: Redactor) -> Self {
-        self.redactor = redactor;
-        self
-    }
-}
+use crate::store::Store;
 
 /// Proof that an entry is recorded to the configured durability.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,34 +86,6 @@ struct Inner {
     wake: Condvar,
 }
 
-struct Chain {
-    spool: File,
-    /// Bytes in the spool: where a failed write is cut back to.
-    len: u64,
-    last_seq: i64,
-    last_hash: String,
-    /// In the spool, not yet in SQLite.
-    unmoved: Vec<Record>,
-    line: Vec<u8>,
-}
-
-/// Strict mode's group commit: one fdatasync covers every record written
-/// before it started.
-struct GroupSync {
-    state: Mutex<SyncState>,
-    done: Condvar,
-    /// The spool, through a descriptor of its own so that syncing never
-    /// holds the chain lock.
-    file: File,
-}
-
-#[derive(Default)]
-struct SyncState {
-    /// Records known durable, counted like `Inner::written`.
-    durable: u64,
-    running: bool,
-}
-
 /// Owned by the `AuditLog` handles only: when the last goes, the
 /// background thread is told to finish and is joined.
 struct Lifetime {
@@ -170,21 +103,6 @@ impl Drop for Lifetime {
     }
 }
 
-/// Cuts the spool back to `len` bytes and keeps the room after them as a
-/// hole. What was past `len` is gone at once: the cut is one size change,
-/// and the room another. Only the cut can fail: once it is made, the
-/// caller's `len` is the spool's, and writes continue from it whether or
-/// not the room could be added (without it they grow the file, slower).
-fn make_room(spool: &File, len: u64) -> std::io::Result<()> {
-    spool.set_len(len)?;
-    if len < spool::ROOM
-        && let Err(e) = spool.set_len(spool::ROOM)
-    {
-        tracing::warn!(error = %e, "cannot keep room in the audit spool; its syncs will be slower");
-    }
-    Ok(())
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -200,7 +118,7 @@ impl AuditLog {
             path: path.display().to_string(),
             message,
         };
-        let conn = open_writer(&path)?;
+        let (mut store, seq, hash) = Store::open(&path)?;
         let spool_path = spool::path_of(&path);
         // Positioned writes, not append mode: records go into the room
         // kept at the end (see `spool::ROOM`).
@@ -225,13 +143,6 @@ impl AuditLog {
                 io(format!("cannot lock the spool {}: {e}", spool_path.display()))
             }
         })?;
-        let (seq, hash) = chain_head(&conn, &path)?;
-        let mut store = Store {
-            conn,
-            path: path.clone(),
-            last_seq: seq,
-            wal: None,
-        };
         let (last_seq, last_hash) = store.recover(&spool_path, seq, hash, config.max_batch)?;
         make_room(&spool_file, 0).map_err(|e| {
             io(format!(
@@ -251,21 +162,10 @@ impl AuditLog {
             durability: config.durability,
             redactor: config.redactor,
             max_batch: config.max_batch.max(1),
-            chain: Mutex::new(Chain {
-                spool: spool_file,
-                len: 0,
-                last_seq,
-                last_hash,
-                unmoved: Vec::new(),
-                line: Vec::with_capacity(1024),
-            }),
+            chain: Mutex::new(Chain::new(spool_file, last_seq, last_hash)),
             written: AtomicU64::new(0),
             unsynced: AtomicBool::new(false),
-            sync: GroupSync {
-                state: Mutex::new(SyncState::default()),
-                done: Condvar::new(),
-                file: sync_file,
-            },
+            sync: GroupSync::new(sync_file),
             broken: OnceLock::new(),
             store: Mutex::new(store),
             queue: Mutex::new(Vec::new()),
@@ -347,20 +247,13 @@ const SYNC_TICK: Duration = Duration::from_millis(5);
 /// How long records wait in the spool before they are moved into SQLite,
 /// where queries see them: long enough that one transaction takes in many.
 /// A transaction rewrites every B-tree page it touches, and the
-/// `(agent, time_us)` index spreads one batch over a page per agent: in a
-/// bench of 100,000 records from 8 agents, 200 per transaction cost
-/// 8.0 µs and 1.07 KiB of WAL a record, 2,000 per transaction 6.7 µs and
-/// 0.52 KiB.
+/// `(agent, time_us)` index spreads one batch over a page per agent, so
+/// larger batches cost less time and less WAL per record (figures in
+/// `ARCHITECTURE.md`).
 const MOVE_TICK: Duration = Duration::from_millis(50);
-
-/// Inserts between two yields of the CPU while moving records into SQLite.
-const YIELD_EVERY: usize = 32;
 
 /// How long the background thread sleeps when there is nothing to do.
 const IDLE_TICK: Duration = Duration::from_millis(100);
-
-/// WAL size at which the background thread checkpoints.
-const CHECKPOINT_BYTES: u64 = 8 << 20;
 
 /// Spool size at which it is emptied. Emptying holds appends off for one
 /// sync of SQLite's WAL (only what SQLite holds durably may leave the
@@ -385,51 +278,42 @@ impl Inner {
     /// is held to number, hash and write the record, whose JSON was built
     /// before.
     fn write(&self, record: Unsealed) -> Result<(Receipt, u64), AuditError> {
-        let mut guard = lock(&self.chain);
+        let mut chain = lock(&self.chain);
         // Under the lock: a write that failed and could not be cut back
         // stops the log while holding it, and nothing may follow its
         // partial line.
         if let Some(e) = self.stopped() {
             return Err(e);
         }
-        let chain = &mut *guard;
-        let Some(seq) = chain.last_seq.checked_add(1) else {
-            return Err(AuditError::Layout {
-                path: self.path.display().to_string(),
-                message: format!("record number {} cannot be followed", chain.last_seq),
-            });
-        };
-        let prev_hash = std::mem::take(&mut chain.last_hash);
-        let record = record.seal(seq, prev_hash, &mut chain.line);
-        if let Err(e) = chain.spool.write_all_at(&chain.line, chain.len) {
-            chain.last_hash = record.prev_hash;
-            let why = format!(
-                "cannot write to the spool {}: {e}",
-                self.spool_path.display()
-            );
-            // A partial line would break the chain for every later record:
-            // cut it off, or stop.
-            if let Err(cut) = make_room(&chain.spool, chain.len) {
-                self.stop_taking_appends(format!(
-                    "{why}; cutting back the partial write failed too: {cut}"
-                ));
-            }
-            return Err(AuditError::Io {
-                path: self.path.display().to_string(),
-                message: why,
-            });
-        }
-        chain.len += chain.line.len() as u64;
-        chain.last_seq = record.seq;
-        chain.last_hash.clone_from(&record.hash);
-        let receipt = Receipt {
-            seq: record.seq,
-            hash: record.hash.clone(),
-        };
         let first_unmoved = chain.unmoved.is_empty();
-        chain.unmoved.push(record);
+        let (seq, hash) = match chain.append(record) {
+            Ok(head) => head,
+            Err(AppendFailed::Exhausted { last_seq }) => {
+                return Err(AuditError::Layout {
+                    path: self.path.display().to_string(),
+                    message: format!("record number {last_seq} cannot be followed"),
+                });
+            }
+            Err(AppendFailed::Write { why, cut_failed }) => {
+                let why = format!(
+                    "cannot write to the spool {}: {why}",
+                    self.spool_path.display()
+                );
+                // A partial line would break the chain for every later
+                // record: it was cut off, or the log stops.
+                if let Some(cut) = cut_failed {
+                    self.stop_taking_appends(format!(
+                        "{why}; cutting back the partial write failed too: {cut}"
+                    ));
+                }
+                return Err(AuditError::Io {
+                    path: self.path.display().to_string(),
+                    message: why,
+                });
+            }
+        };
         let number = self.written.fetch_add(1, Ordering::AcqRel) + 1;
-        drop(guard);
+        drop(chain);
         let first_unsynced = matches!(self.durability, Durability::Batched { .. })
             && !self.unsynced.swap(true, Ordering::AcqRel);
         if first_unmoved || first_unsynced {
@@ -437,7 +321,7 @@ impl Inner {
             // sleep.
             self.notify_background();
         }
-        Ok((receipt, number))
+        Ok((Receipt { seq, hash }, number))
     }
 
     /// Wakes the background thread. Under the shutdown lock, which the
@@ -449,49 +333,28 @@ impl Inner {
         self.wake.notify_all();
     }
 
-    /// Returns once record `number` (and all before it) is durable: by a
-    /// sync of its own, or by one another thread started after it was
-    /// written.
+    /// Returns once record `number` (and all before it) is durable.
+    /// A failed sync stops the log.
     fn sync_through(&self, number: u64) -> Result<(), AuditError> {
-        let mut state = lock(&self.sync.state);
-        loop {
-            if state.durable >= number {
-                return Ok(());
-            }
-            if let Some(e) = self.stopped() {
-                return Err(e);
-            }
-            if !state.running {
-                break;
-            }
-            state = self
-                .sync
-                .done
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        state.running = true;
-        drop(state);
-        // Everything written so far, not just `number`: later writers find
-        // themselves covered and skip their own sync.
-        let target = self.written.load(Ordering::Acquire);
-        let synced = self.sync.file.sync_data();
-        let mut state = lock(&self.sync.state);
-        state.running = false;
-        let result = match synced {
-            Ok(()) => {
-                state.durable = state.durable.max(target);
-                Ok(())
-            }
-            Err(e) => {
-                let why = format!("fdatasync of {} failed: {e}", self.spool_path.display());
-                self.stop_taking_appends(why.clone());
-                Err(AuditError::WriterStopped(why))
-            }
-        };
-        drop(state);
-        self.sync.done.notify_all();
-        result
+        self.sync
+            .sync_through(
+                number,
+                &self.written,
+                || self.broken.get().cloned(),
+                |e| {
+                    self.stop_taking_appends(format!(
+                        "fdatasync of {} failed: {e}",
+                        self.spool_path.display()
+                    ))
+                },
+            )
+            .map_err(|failed| match failed {
+                SyncFailed::Stopped(why) => AuditError::WriterStopped(why),
+                SyncFailed::Failed(e) => AuditError::WriterStopped(format!(
+                    "fdatasync of {} failed: {e}",
+                    self.spool_path.display()
+                )),
+            })
     }
 
     /// The background thread's append path, for [`AuditLog::append`]: all
@@ -685,281 +548,6 @@ impl Inner {
     }
 }
 
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS audit (
-    seq         INTEGER PRIMARY KEY,
-    time_us     INTEGER NOT NULL,
-    kind        TEXT NOT NULL,
-    agent       TEXT NOT NULL,
-    action      TEXT NOT NULL,
-    resource    TEXT NOT NULL,
-    arguments   TEXT NOT NULL,
-    redacted    INTEGER NOT NULL,
-    session     TEXT NOT NULL,
-    decision    TEXT,
-    policy_ids  TEXT NOT NULL,
-    errors      TEXT NOT NULL,
-    policy_hash TEXT NOT NULL,
-    tool_sha256 TEXT,
-    duration_us INTEGER,
-    outcome     TEXT,
-    parent      INTEGER,
-    detail      TEXT,
-    prev_hash   TEXT NOT NULL,
-    hash        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_agent_time ON audit (agent, time_us);
-CREATE INDEX IF NOT EXISTS audit_time ON audit (time_us);
--- Guard rails against accidental edits; the hash chain is what catches
--- deliberate ones.
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-";
-
-fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> AuditError + '_ {
-    move |source| AuditError::Sqlite {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn open_writer(path: &Path) -> Result<Connection, AuditError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| AuditError::Io {
-            path: dir.display().to_string(),
-            message: format!("cannot create the log's directory: {e}"),
-        })?;
-    }
-    let err = sqlite_err(path);
-    let conn = Connection::open(path).map_err(&err)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(&err)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(AuditError::Layout {
-            path: path.display().to_string(),
-            message: format!("cannot switch to WAL mode (journal mode is {mode})"),
-        });
-    }
-    // NORMAL: commits reach the WAL without a sync of SQLite's own; the
-    // log syncs the WAL itself (`Store::sync`) before it lets records
-    // leave the spool. SQLite still syncs the WAL before and the database
-    // after each checkpoint.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(&err)?;
-    // Checkpoints run on the background thread (`Store::checkpoint`).
-    conn.pragma_update(None, "wal_autocheckpoint", 0)
-        .map_err(&err)?;
-    conn.execute_batch(SCHEMA).map_err(&err)?;
-    Ok(conn)
-}
-
-fn chain_head(conn: &Connection, path: &Path) -> Result<(i64, String), AuditError> {
-    let head = conn
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })
-        .map_err(sqlite_err(path))?;
-    Ok(head.unwrap_or((0, GENESIS_HASH.to_string())))
-}
-
-/// The SQLite side: where records end up, indexed for queries.
-struct Store {
-    conn: Connection,
-    path: PathBuf,
-    /// The last record SQLite holds: a retry after a failed sync does not
-    /// insert a record twice.
-    last_seq: i64,
-    /// SQLite's WAL, for the log's own fdatasync.
-    wal: Option<File>,
-}
-
-impl Store {
-    /// Moves what a previous writer left in the spool into SQLite, after
-    /// checking that it continues the chain. Returns the chain's head.
-    fn recover(
-        &mut self,
-        spool_path: &Path,
-        mut seq: i64,
-        mut hash: String,
-        max_batch: usize,
-    ) -> Result<(i64, String), AuditError> {
-        let spooled = spool::read(spool_path)?;
-        if let Some(stray) = spooled.stray {
-            return Err(AuditError::Layout {
-                path: spool_path.display().to_string(),
-                message: format!(
-                    "{}; the log will not open for writing until then",
-                    stray.describe(spool_path)
-                ),
-            });
-        }
-        if spooled.torn_bytes > 0 {
-            tracing::warn!(
-                bytes = spooled.torn_bytes,
-                spool = %spool_path.display(),
-                "dropping a torn last line from the audit spool: a write cut off by a crash, never acknowledged as durable"
-            );
-        }
-        let bad = |record: &Record, why: String| AuditError::Layout {
-            path: spool_path.display().to_string(),
-            message: format!(
-                "record {} in the spool {why}; the spool holds decisions not yet in the database, so the log will not open for writing until this is resolved (`corral audit verify` shows the chain)",
-                record.seq
-            ),
-        };
-        let had_records = !spooled.records.is_empty();
-        let mut fresh = Vec::new();
-        for record in spooled.records {
-            if record.seq <= seq {
-                // Moved already, by a writer that stopped before it could
-                // empty the spool; it must match what the database holds.
-                if !spool::matches_stored(&self.conn, &record).map_err(sqlite_err(&self.path))? {
-                    return Err(bad(
-                        &record,
-                        "differs from the database's record of that number".into(),
-                    ));
-                }
-                continue;
-            }
-            if let Some(why) = spool::chain_problem(seq, &hash, &record) {
-                return Err(bad(&record, format!("breaks the chain: {why}")));
-            }
-            seq = record.seq;
-            hash.clone_from(&record.hash);
-            fresh.push(record);
-        }
-        if !fresh.is_empty() {
-            tracing::info!(
-                records = fresh.len(),
-                "moving records a previous writer left in the audit spool into the database"
-            );
-            self.take_in(&fresh, max_batch)?;
-        }
-        // Even when every spooled record was already in the database: a
-        // killed writer may have moved them without syncing, and the spool
-        // is about to be emptied.
-        if had_records {
-            self.sync()?;
-        }
-        Ok((seq, hash))
-    }
-
-    /// Inserts the records it does not hold yet, `max_batch` per
-    /// transaction. Not durable until [`Store::sync`].
-    fn take_in(&mut self, records: &[Record], max_batch: usize) -> Result<(), AuditError> {
-        let start = records.partition_point(|r| r.seq <= self.last_seq);
-        for chunk in records[start..].chunks(max_batch.max(1)) {
-            self.insert(chunk)?;
-        }
-        Ok(())
-    }
-
-    fn insert(&mut self, records: &[Record]) -> Result<(), AuditError> {
-        let err = sqlite_err(&self.path);
-        let tx = self.conn.transaction().map_err(&err)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO audit (seq, time_us, kind, agent, action, resource, arguments,
-                     redacted, session, decision, policy_ids, errors, policy_hash, tool_sha256,
-                     duration_us, outcome, parent, detail, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                     ?16, ?17, ?18, ?19, ?20)",
-                )
-                .map_err(&err)?;
-            for (i, record) in records.iter().enumerate() {
-                // A long move runs beside the calls it records, on a
-                // machine with few cores: a woken caller that lands on
-                // this core waits at most this many inserts.
-                if i % YIELD_EVERY == YIELD_EVERY - 1 {
-                    std::thread::yield_now();
-                }
-                insert
-                    .execute(params![
-                        record.seq,
-                        record.time_us,
-                        record.kind.as_str(),
-                        record.agent,
-                        record.action,
-                        record.resource,
-                        record.arguments,
-                        record.redacted,
-                        record.session,
-                        record.decision,
-                        json_list(&record.policy_ids),
-                        json_list(&record.errors),
-                        record.policy_hash,
-                        record.tool_sha256,
-                        record.duration_us,
-                        record.outcome.map(|o| o.as_str()),
-                        record.parent,
-                        record.detail,
-                        record.prev_hash,
-                        record.hash,
-                    ])
-                    .map_err(&err)?;
-            }
-        }
-        tx.commit().map_err(&err)?;
-        if let Some(last) = records.last() {
-            self.last_seq = last.seq;
-        }
-        Ok(())
-    }
-
-    /// fsync applies to the file, not the descriptor: syncing a read-only
-    /// handle of our own flushes what SQLite's connection wrote.
-    fn sync(&mut self) -> Result<(), AuditError> {
-        let mut name = self.path.clone().into_os_string();
-        name.push("-wal");
-        let io = |message: String| AuditError::Io {
-            path: self.path.display().to_string(),
-            message,
-        };
-        if self.wal.is_none() {
-            let file = File::open(&name)
-                .map_err(|e| io(format!("cannot open {}: {e}", Path::new(&name).display())))?;
-            self.wal = Some(file);
-        }
-        match self.wal.as_ref().map(File::sync_data) {
-            Some(Err(e)) => Err(io(format!(
-                "fdatasync of {} failed: {e}",
-                Path::new(&name).display()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Copies the WAL back into the database once it has grown. Here, on
-    /// the background thread, rather than left to SQLite's automatic
-    /// checkpoint, which would run inside whichever commit crossed the
-    /// threshold.
-    fn checkpoint(&mut self) {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        if size < CHECKPOINT_BYTES {
-            return;
-        }
-        if let Err(e) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::warn!(error = %e, "audit checkpoint failed; will retry");
-        }
-    }
-}
-
 /// The record for `entry`, redacted and serialized, before the chain
 /// gives it a number and hashes: done outside the chain lock.
 fn prepare(redactor: &Redactor, entry: Entry) -> Unsealed {
@@ -986,6 +574,7 @@ fn prepare(redactor: &Redactor, entry: Entry) -> Unsealed {
         outcome: entry.outcome,
         parent: entry.parent,
         detail: entry.detail,
+        usage: entry.usage,
         prev_hash: String::new(),
         hash: String::new(),
     })
@@ -997,8 +586,4 @@ fn reason(e: &AuditError) -> String {
         AuditError::WriterStopped(why) => why.clone(),
         other => other.to_string(),
     }
-}
-
-pub(crate) fn json_list(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }

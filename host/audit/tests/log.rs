@@ -270,6 +270,7 @@ fn sealed(head: (i64, String), count: i64) -> Vec<Record> {
             outcome: None,
             parent: None,
             detail: None,
+            usage: None,
             prev_hash: prev.clone(),
             hash: String::new(),
         };

@@ -1,0 +1,49 @@
+//! How to open the log: where it is, when a decision counts as recorded,
+//! what is redacted, and how many records move into SQLite at once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::redact::Redactor;
+
+/// When a decision counts as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Fsynced before the append returns.
+    #[default]
+    Strict,
+    /// Written (it survives the broker being killed) before the append
+    /// returns; fsynced within `window`.
+    Batched { window: Duration },
+}
+
+/// How to open the log.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub durability: Durability,
+    pub redactor: Redactor,
+    /// Most records moved into SQLite in one transaction.
+    pub max_batch: usize,
+}
+
+impl AuditConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        AuditConfig {
+            path: path.into(),
+            durability: Durability::Strict,
+            redactor: Redactor::default(),
+            max_batch: 2048,
+        }
+    }
+
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+}
