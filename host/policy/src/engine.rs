@@ -1,8 +1,8 @@
-//! The policy engine: schema, validated policies, entities, the index, and
-//! fail-closed decisions.
+//! The policy engine: schema, validated policies, entities and the index
+//! held together, and fail-closed decisions over them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
@@ -10,145 +10,13 @@ use cedar_policy::{
 };
 use serde_json::{Value, json};
 
-use crate::index::{PolicyIndex, Scoped};
+use crate::decision::{Decision, PolicyError, RequestError};
+use crate::index::{IndexError, PolicyIndex, Scoped};
 use crate::load::{
     CombinedSchema, LoadErrors, LoadedPolicies, Problem, load_policies, read_policy_dir,
 };
+use crate::request::{Common, RequestEntity, uid};
 use crate::schema::ToolAction;
-
-/// An evaluation error in one policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    pub policy_id: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.policy_id.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.policy_id, self.message)
-        }
-    }
-}
-
-/// The outcome of one authorization.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    /// The policies that decided, sorted: the permits that allowed it, the
-    /// forbids that denied it, or the policies whose errors forced a deny.
-    /// Empty for a default deny (no permit matched).
-    pub policy_ids: Vec<String>,
-    /// Evaluation errors. Any error makes the decision a deny.
-    pub errors: Vec<PolicyError>,
-    /// Identity of the policy set that decided.
-    pub policy_set_hash: String,
-}
-
-impl Decision {
-    /// The decision in the terms its record uses.
-    pub fn summary(&self) -> corral_gate::DecisionSummary {
-        corral_gate::DecisionSummary {
-            allowed: self.allowed,
-            policy_ids: self.policy_ids.clone(),
-            errors: self.errors.iter().map(PolicyError::to_string).collect(),
-            policy_set_hash: self.policy_set_hash.clone(),
-            // Only a denial's record carries it; an allowed call on the hot
-            // path formats nothing.
-            explanation: if self.allowed {
-                String::new()
-            } else {
-                self.explain()
-            },
-        }
-    }
-
-    /// One line a person can read.
-    pub fn explain(&self) -> String {
-        if !self.errors.is_empty() {
-            let list: Vec<String> = self.errors.iter().map(PolicyError::to_string).collect();
-            return format!(
-                "denied because evaluating a policy failed (fail closed): {}",
-                list.join("; ")
-            );
-        }
-        match (self.allowed, self.policy_ids.is_empty()) {
-            (true, _) => format!("allowed by {}", self.policy_ids.join(", ")),
-            (false, true) => "denied: no permit matched".to_string(),
-            (false, false) => format!("denied by {}", self.policy_ids.join(", ")),
-        }
-    }
-}
-
-/// Why a request could not even be put to the policies.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    #[error("unknown tool `{0}`: it has no action in the schema")]
-    UnknownTool(String),
-    #[error("invalid input for tool `{tool}`: {problem}")]
-    InvalidInput { tool: String, problem: String },
-    #[error("invalid request: {0}")]
-    Invalid(String),
-}
-
-/// The common context every request carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Common {
-    pub request_time: i64,
-    pub session_id: String,
-    pub calls_in_session: i64,
-}
-
-impl Common {
-    pub fn now(session_id: &str, calls_in_session: i64) -> Self {
-        let request_time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        Common {
-            request_time,
-            session_id: session_id.to_string(),
-            calls_in_session,
-        }
-    }
-
-    /// The JSON form the context, the audit log and replay use.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "request_time": self.request_time,
-            "session_id": self.session_id,
-            "calls_in_session": self.calls_in_session,
-        })
-    }
-
-    /// Reads [`Self::to_json`]'s form back; a missing field reads as zero
-    /// or empty.
-    pub fn from_json(value: &Value) -> Common {
-        Common {
-            request_time: value["request_time"].as_i64().unwrap_or(0),
-            session_id: value["session_id"].as_str().unwrap_or("").to_string(),
-            calls_in_session: value["calls_in_session"].as_i64().unwrap_or(0),
-        }
-    }
-
-    fn expr(&self) -> cedar_policy::RestrictedExpression {
-        use cedar_policy::RestrictedExpression as E;
-        E::new_record([
-            ("request_time".to_string(), E::new_long(self.request_time)),
-            (
-                "session_id".to_string(),
-                E::new_string(self.session_id.clone()),
-            ),
-            (
-                "calls_in_session".to_string(),
-                E::new_long(self.calls_in_session),
-            ),
-        ])
-        .unwrap_or_else(|_| unreachable!("a record with fixed, distinct keys always builds"))
-    }
-}
 
 /// Everything needed to decide: schema, policies, entities, index.
 pub struct PolicyEngine {
@@ -329,7 +197,7 @@ impl PolicyEngine {
                 .to_expr(input, "input")
                 .map_err(|problem| RequestError::InvalidInput {
                     tool: tool.to_string(),
-                    problem,
+                    problem: problem.to_string(),
                 })?;
         let context = Context::from_pairs([
             ("common".to_string(), common.expr()),
@@ -365,9 +233,9 @@ impl PolicyEngine {
             .tools
             .get(tool)
             .ok_or_else(|| RequestError::UnknownTool(tool.to_string()))?;
-        let invalid = |problem| RequestError::InvalidInput {
+        let invalid = |problem: crate::SchemaError| RequestError::InvalidInput {
             tool: tool.to_string(),
-            problem,
+            problem: problem.0,
         };
         let scoped = match self.scoped_tool_call(agent, tool) {
             Ok(s) => s,
@@ -385,7 +253,7 @@ impl PolicyEngine {
         };
         Ok(match response {
             Ok(r) => self.decision(&r),
-            Err(message) => self.refuse(message),
+            Err(e) => self.refuse(e.to_string()),
         })
     }
 
@@ -411,7 +279,7 @@ impl PolicyEngine {
                 &self.authorizer,
             )
             .map(Arc::new)
-            .map_err(|e| self.refuse(e))?;
+            .map_err(|e| self.refuse(e.to_string()))?;
         if let Ok(mut cache) = self.tool_calls.write() {
             if cache.values().map(HashMap::len).sum::<usize>() >= MAX_SCOPED_TOOL_CALLS {
                 cache.clear();
@@ -534,7 +402,7 @@ impl PolicyEngine {
         }
         match self.evaluate(request, entities) {
             Ok(response) => self.decision(&response),
-            Err(message) => self.refuse(message),
+            Err(e) => self.refuse(e.to_string()),
         }
     }
 
@@ -555,15 +423,17 @@ impl PolicyEngine {
 
     /// Cedar's own response over the indexed subset: identical to
     /// `is_authorized` over the whole set (see `tests/differential.rs`).
-    pub fn authorize_raw(&self, request: &Request) -> Result<Response, String> {
+    pub fn authorize_raw(&self, request: &Request) -> Result<Response, IndexError> {
         self.evaluate(request, &self.entities)
     }
 
-    fn evaluate(&self, request: &Request, entities: &Entities) -> Result<Response, String> {
+    fn evaluate(&self, request: &Request, entities: &Entities) -> Result<Response, IndexError> {
         let (Some(p), Some(a), Some(r)) =
             (request.principal(), request.action(), request.resource())
         else {
-            return Err("request has an unknown principal, action or resource".into());
+            return Err(IndexError(
+                "request has an unknown principal, action or resource".into(),
+            ));
         };
         let candidates = self.index.candidates(p, a, r, entities);
         let subset = self.index.subset(&candidates)?;
@@ -607,103 +477,5 @@ impl PolicyEngine {
             errors,
             policy_set_hash: self.policies.hash.clone(),
         }
-    }
-}
-
-/// An entity for one decision ([`PolicyEngine::decide`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestEntity {
-    pub ty: String,
-    pub id: String,
-    /// Attributes as Cedar JSON values (strings, longs, booleans).
-    pub attrs: serde_json::Map<String, Value>,
-    /// `(type, id)` of each parent.
-    pub parents: Vec<(String, String)>,
-}
-
-impl RequestEntity {
-    pub fn new(ty: &str, id: &str) -> Self {
-        RequestEntity {
-            ty: ty.to_string(),
-            id: id.to_string(),
-            attrs: Default::default(),
-            parents: Vec::new(),
-        }
-    }
-
-    pub fn attr(mut self, name: &str, value: Value) -> Self {
-        self.attrs.insert(name.to_string(), value);
-        self
-    }
-
-    pub fn parent(mut self, ty: &str, id: &str) -> Self {
-        self.parents.push((ty.to_string(), id.to_string()));
-        self
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "uid": { "type": self.ty, "id": self.id },
-            "attrs": self.attrs,
-            "parents": self.parents.iter().map(|(t, i)| json!({ "type": t, "id": i })).collect::<Vec<_>>(),
-        })
-    }
-}
-
-/// `Type::"id"` as an `EntityUid`; ids are arbitrary strings.
-pub fn uid(ty: &str, id: &str) -> EntityUid {
-    EntityUid::from_type_name_and_id(type_name(ty), cedar_policy::EntityId::new(id))
-}
-
-/// `ty` parsed, once per name: Cedar parses a type name with a regex and
-/// its grammar, which was a visible share of building a call's request.
-/// Callers pass the schema's own type names, so the cache stays small; it
-/// stops growing at a bound all the same.
-fn type_name(ty: &str) -> cedar_policy::EntityTypeName {
-    static PARSED: std::sync::LazyLock<RwLock<HashMap<String, cedar_policy::EntityTypeName>>> =
-        std::sync::LazyLock::new(Default::default);
-    const MAX_TYPE_NAMES: usize = 256;
-    if let Ok(parsed) = PARSED.read()
-        && let Some(t) = parsed.get(ty)
-    {
-        return t.clone();
-    }
-    let t: cedar_policy::EntityTypeName = ty.parse().unwrap_or_else(|_| unreachable_type(ty));
-    if let Ok(mut parsed) = PARSED.write()
-        && parsed.len() < MAX_TYPE_NAMES
-    {
-        parsed.insert(ty.to_string(), t.clone());
-    }
-    t
-}
-
-#[cold]
-fn unreachable_type(ty: &str) -> cedar_policy::EntityTypeName {
-    // Only called with the schema's own type names, which always parse.
-    panic!("internal error: `{ty}` is not a valid Cedar type name")
-}
-
-/// Reads the entities file, if any; a missing file means no entities.
-pub fn read_entities(path: &Path) -> Result<Value, LoadErrors> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            LoadErrors(vec![Problem {
-                location: Some(crate::load::Location {
-                    file: path.to_path_buf(),
-                    line: e.line(),
-                    column: e.column(),
-                }),
-                policy_id: None,
-                message: format!("entities file is not valid JSON: {e}"),
-                help: None,
-            }])
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!([])),
-        Err(e) => Err(LoadErrors(vec![Problem {
-            location: None,
-            policy_id: None,
-            message: format!("cannot read {}: {e}", path.display()),
-            help: None,
-        }])),
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use corral_gate::{Caller, Capability, CapabilityGate, Denial, FileOp, GateDecision};
 use serde_json::json;
 
-use crate::engine::{Common, uid};
+use crate::request::{Common, uid};
 use crate::store::PolicyStore;
 
 /// The gate for one call: the live policies plus the call's session

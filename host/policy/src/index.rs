@@ -40,6 +40,12 @@ enum Key {
     Is(EntityTypeName),
 }
 
+/// The index could not put a request to its policies: an internal
+/// inconsistency, reported as a deny.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IndexError(pub String);
+
 /// action key → principal key → resource key → policies.
 type Buckets = HashMap<Key, HashMap<Key, HashMap<Key, Vec<u32>>>>;
 
@@ -141,14 +147,17 @@ impl Scoped {
         request: Option<&Request>,
         authorizer: &Authorizer,
         entities: &Entities,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, IndexError> {
         let mut permits = self.permits.clone();
         let mut forbids = self.forbids.clone();
         let mut errors = self.errors.clone();
         if let Some(set) = &self.dynamic {
-            let request = request.ok_or(
-                "internal error: a context-dependent decision was asked without its request",
-            )?;
+            let request = request.ok_or_else(|| {
+                IndexError(
+                    "internal error: a context-dependent decision was asked without its request"
+                        .into(),
+                )
+            })?;
             let response = authorizer.is_authorized(request, set, entities);
             errors.extend(response.diagnostics().errors().cloned());
             // Cedar's reasons are the satisfied forbids of a deny, or the
@@ -273,7 +282,7 @@ impl PolicyIndex {
         resource: &EntityUid,
         entities: &Entities,
         authorizer: &Authorizer,
-    ) -> Result<Scoped, String> {
+    ) -> Result<Scoped, IndexError> {
         let candidates = self.candidates(principal, action, resource, entities);
         let (dynamic, fixed): (Vec<u32>, Vec<u32>) = candidates
             .iter()
@@ -290,7 +299,7 @@ impl PolicyIndex {
             Context::empty(),
             None,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| IndexError(e.to_string()))?;
         let mut scoped = Scoped {
             permits: Vec::new(),
             forbids: Vec::new(),
@@ -322,7 +331,7 @@ impl PolicyIndex {
     }
 
     /// The policy set Cedar should evaluate for these candidates.
-    pub fn subset(&self, candidates: &[u32]) -> Result<Arc<PolicySet>, String> {
+    pub fn subset(&self, candidates: &[u32]) -> Result<Arc<PolicySet>, IndexError> {
         if let Ok(cache) = self.subsets.read()
             && let Some(s) = cache.get(candidates)
         {
@@ -332,19 +341,25 @@ impl PolicyIndex {
         for &i in candidates {
             let p = &self.policies[i as usize];
             if p.is_static() {
-                set.add(p.clone()).map_err(|e| e.to_string())?;
+                set.add(p.clone()).map_err(|e| IndexError(e.to_string()))?;
             } else {
-                let tid = p.template_id().ok_or("linked policy without template")?;
+                let missing = |what: &str| IndexError(format!("internal error: {what}"));
+                let tid = p
+                    .template_id()
+                    .ok_or_else(|| missing("linked policy without template"))?;
                 if set.template(tid).is_none() {
                     let t = self
                         .full
                         .template(tid)
-                        .ok_or("template missing from the set")?;
-                    set.add_template(t.clone()).map_err(|e| e.to_string())?;
+                        .ok_or_else(|| missing("template missing from the set"))?;
+                    set.add_template(t.clone())
+                        .map_err(|e| IndexError(e.to_string()))?;
                 }
-                let links = p.template_links().ok_or("linked policy without links")?;
+                let links = p
+                    .template_links()
+                    .ok_or_else(|| missing("linked policy without links"))?;
                 set.link(tid.clone(), p.id().clone(), links)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| IndexError(e.to_string()))?;
             }
         }
         let set = Arc::new(set);

@@ -6,26 +6,29 @@
 //!   validation; errors with file:line:column.
 //! - [`index`]: evaluating only the policies whose scope can match, with
 //!   results identical to Cedar's full scan.
-//! - [`engine`]: fail-closed decisions that name their deciding policies
-//!   and the policy-set hash.
+//! - [`engine`]: fail-closed decisions ([`decision`]) that name their
+//!   deciding policies and the policy-set hash, over requests built from
+//!   [`request`]'s parts.
 //! - [`store`]: the live set and hot reload.
 //! - [`gate`]: `CapabilityGate` on Cedar for the tool runtime.
 //!
 //! This crate links Cedar and never wasmtime: it is what policy authors'
 //! tooling builds.
 
-pub mod engine;
-pub mod gate;
-pub mod index;
-pub mod load;
-pub mod schema;
-pub mod store;
+mod decision;
+mod engine;
+mod gate;
+mod index;
+mod load;
+mod request;
+mod schema;
+mod store;
 
-pub use engine::{
-    Common, Decision, EngineSources, PolicyEngine, PolicyError, RequestEntity, RequestError,
-    read_entities, uid,
-};
+pub use decision::{Decision, PolicyError, RequestError};
+pub use engine::{EngineSources, PolicyEngine};
 pub use gate::{CapabilityDecision, CedarGate};
-pub use load::{CombinedSchema, LoadErrors, Location, Problem};
-pub use schema::{CedarType, ToolAction};
+pub use index::{IndexError, PolicyIndex};
+pub use load::{CombinedSchema, LoadErrors, Location, Problem, read_entities};
+pub use request::{Common, RequestEntity, uid};
+pub use schema::{CedarType, SchemaError, ToolAction};
 pub use store::{PolicyStore, WatchGuard};

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use cedar_policy::{PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode, Validator};
 use miette::Diagnostic;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::schema::ToolAction;
@@ -366,6 +367,31 @@ pub fn split_statements(text: &str) -> Vec<(usize, &str)> {
         out.push((s, &text[s..]));
     }
     out
+}
+
+/// Reads the entities file, if any; a missing file means no entities.
+pub fn read_entities(path: &Path) -> Result<Value, LoadErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            LoadErrors(vec![Problem {
+                location: Some(Location {
+                    file: path.to_path_buf(),
+                    line: e.line(),
+                    column: e.column(),
+                }),
+                policy_id: None,
+                message: format!("entities file is not valid JSON: {e}"),
+                help: None,
+            }])
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!([])),
+        Err(e) => Err(LoadErrors(vec![Problem {
+            location: None,
+            policy_id: None,
+            message: format!("cannot read {}: {e}", path.display()),
+            help: None,
+        }])),
+    }
 }
 
 #[cfg(test)]

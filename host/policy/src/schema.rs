@@ -41,6 +41,12 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+/// A tool's input schema or input that does not fit Corral's mapping to
+/// Cedar; the text names the field and what to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(pub String);
+
 /// Nesting deeper than this is left out rather than followed.
 const MAX_DEPTH: usize = 8;
 
@@ -190,18 +196,20 @@ impl CedarType {
         &self,
         value: &Value,
         at: &str,
-    ) -> Result<cedar_policy::RestrictedExpression, String> {
+    ) -> Result<cedar_policy::RestrictedExpression, SchemaError> {
         use cedar_policy::RestrictedExpression as E;
         match (self, value) {
             (CedarType::String, Value::String(s)) => Ok(E::new_string(s.clone())),
             (CedarType::WorkspacePath, Value::String(s)) => {
-                check_workspace_path(s).map_err(|e| format!("{at}: {e}"))?;
+                check_workspace_path(s).map_err(|e| SchemaError(format!("{at}: {e}")))?;
                 Ok(E::new_string(s.clone()))
             }
             (CedarType::Bool, Value::Bool(b)) => Ok(E::new_bool(*b)),
             (CedarType::Long, Value::Number(n)) => match n.as_i64() {
                 Some(i) => Ok(E::new_long(i)),
-                None => Err(format!("{at}: {n} is not an integer that fits in 64 bits")),
+                None => Err(SchemaError(format!(
+                    "{at}: {n} is not an integer that fits in 64 bits"
+                ))),
             },
             (CedarType::Set(t), Value::Array(items)) => Ok(E::new_set(
                 items
@@ -219,34 +227,34 @@ impl CedarType {
                             a.ty.to_expr(v, &format!("{at}.{}", a.name))?,
                         )),
                         None if a.required => {
-                            return Err(format!(
+                            return Err(SchemaError(format!(
                                 "{at}.{}: required by the tool's input schema",
                                 a.name
-                            ));
+                            )));
                         }
                         None => {}
                     }
                 }
-                E::new_record(fields).map_err(|e| format!("{at}: {e}"))
+                E::new_record(fields).map_err(|e| SchemaError(format!("{at}: {e}")))
             }
-            (expected, got) => Err(format!(
+            (expected, got) => Err(SchemaError(format!(
                 "{at}: expected {}, got {}",
                 expected.describe(),
                 kind_of(got)
-            )),
+            ))),
         }
     }
 
     /// Whether `value` converts ([`Self::to_expr`] would succeed), with
     /// the same error if not, but without building anything: the path for
     /// calls whose policies never read the input.
-    pub fn check(&self, value: &Value, at: &str) -> Result<(), String> {
+    pub fn check(&self, value: &Value, at: &str) -> Result<(), SchemaError> {
         self.check_at(value, &mut |out| out.push_str(at))
     }
 
     /// `at` writes the position into a string, only when there is an error
     /// to name it in: a call's path builds no strings.
-    fn check_at(&self, value: &Value, at: &mut dyn FnMut(&mut String)) -> Result<(), String> {
+    fn check_at(&self, value: &Value, at: &mut dyn FnMut(&mut String)) -> Result<(), SchemaError> {
         let here = |at: &mut dyn FnMut(&mut String)| {
             let mut s = String::new();
             at(&mut s);
@@ -255,14 +263,14 @@ impl CedarType {
         match (self, value) {
             (CedarType::String, Value::String(_)) | (CedarType::Bool, Value::Bool(_)) => Ok(()),
             (CedarType::WorkspacePath, Value::String(s)) => {
-                check_workspace_path(s).map_err(|e| format!("{}: {e}", here(at)))
+                check_workspace_path(s).map_err(|e| SchemaError(format!("{}: {e}", here(at))))
             }
             (CedarType::Long, Value::Number(n)) => match n.as_i64() {
                 Some(_) => Ok(()),
-                None => Err(format!(
+                None => Err(SchemaError(format!(
                     "{}: {n} is not an integer that fits in 64 bits",
                     here(at)
-                )),
+                ))),
             },
             (CedarType::Set(t), Value::Array(items)) => {
                 for (i, v) in items.iter().enumerate() {
@@ -283,22 +291,22 @@ impl CedarType {
                     match obj.get(&a.name) {
                         Some(v) => a.ty.check_at(v, &mut field)?,
                         None if a.required => {
-                            return Err(format!(
+                            return Err(SchemaError(format!(
                                 "{}: required by the tool's input schema",
                                 here(&mut field)
-                            ));
+                            )));
                         }
                         None => {}
                     }
                 }
                 Ok(())
             }
-            (expected, got) => Err(format!(
+            (expected, got) => Err(SchemaError(format!(
                 "{}: expected {}, got {}",
                 here(at),
                 expected.describe(),
                 kind_of(got)
-            )),
+            ))),
         }
     }
 
@@ -316,15 +324,15 @@ impl CedarType {
 
 /// Refuses a workspace path that is not already normalized (see the
 /// module docs), naming what to write instead.
-pub fn check_workspace_path(path: &str) -> Result<(), String> {
+pub fn check_workspace_path(path: &str) -> Result<(), SchemaError> {
     if path.is_empty() {
         return Ok(());
     }
     let bad = |why: &str| {
-        Err(format!(
+        Err(SchemaError(format!(
             "`{path}` is not a normalized workspace path ({why}); write it relative to the workspace root, \
              with single `/` between names and no `.` or `..`"
-        ))
+        )))
     };
     if path.starts_with('/') {
         return bad("it is absolute");
@@ -366,11 +374,11 @@ pub struct ToolAction {
 impl ToolAction {
     /// Derives the action from a tool's input schema. A schema that is not
     /// an object with properties yields an empty input record.
-    pub fn new(name: &str, input_schema: &Value) -> Result<Self, String> {
+    pub fn new(name: &str, input_schema: &Value) -> Result<Self, SchemaError> {
         if RESERVED_ACTIONS.contains(&name) {
-            return Err(format!(
+            return Err(SchemaError(format!(
                 "tool name `{name}` is reserved for a built-in Cedar action; rename the tool"
-            ));
+            )));
         }
         let input = match map_json_schema(input_schema) {
             Some(t @ CedarType::Record(_)) => t,
@@ -419,7 +427,10 @@ mod tests {
             "..",
         ] {
             let e = ty.check(&json!(bad), "input.path").unwrap_err();
-            assert!(e.contains("not a normalized workspace path"), "{bad}: {e}");
+            assert!(
+                e.0.contains("not a normalized workspace path"),
+                "{bad}: {e}"
+            );
             assert!(ty.to_expr(&json!(bad), "input.path").is_err(), "{bad}");
         }
         // A plain string field is not a path: nothing is refused there.
@@ -472,10 +483,18 @@ mod tests {
                 .is_ok()
         );
         let err = |v: serde_json::Value| t.to_expr(&v, "input").err().unwrap_or_default();
-        assert!(err(json!({"path": 3})).contains("input.path: expected a string"));
-        assert!(err(json!({})).contains("required"));
-        assert!(err(json!({"path": "a", "n": 1.5})).contains("input.n"));
-        assert!(err(json!({"path": "a", "n": 18446744073709551615u64})).contains("64 bits"));
+        assert!(
+            err(json!({"path": 3}))
+                .0
+                .contains("input.path: expected a string")
+        );
+        assert!(err(json!({})).0.contains("required"));
+        assert!(err(json!({"path": "a", "n": 1.5})).0.contains("input.n"));
+        assert!(
+            err(json!({"path": "a", "n": 18446744073709551615u64}))
+                .0
+                .contains("64 bits")
+        );
     }
 
     /// `check` is `to_expr` without the building: same verdict, same

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use cedar_policy::{
     Authorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request, Response, SlotId,
 };
-use corral_policy::index::PolicyIndex;
+use corral_policy::PolicyIndex;
 use serde_json::json;
 
 /// SplitMix64: tiny, fast, good enough to drive a generator.

@@ -1,0 +1,80 @@
+//! What a decision comes to: allowed or not, the policies that decided,
+//! their evaluation errors, and the policy set; and why a request could not
+//! be put to the policies at all.
+
+/// An evaluation error in one policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub policy_id: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.policy_id.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.policy_id, self.message)
+        }
+    }
+}
+
+/// The outcome of one authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policies that decided, sorted: the permits that allowed it, the
+    /// forbids that denied it, or the policies whose errors forced a deny.
+    /// Empty for a default deny (no permit matched).
+    pub policy_ids: Vec<String>,
+    /// Evaluation errors. Any error makes the decision a deny.
+    pub errors: Vec<PolicyError>,
+    /// Identity of the policy set that decided.
+    pub policy_set_hash: String,
+}
+
+impl Decision {
+    /// The decision in the terms its record uses.
+    pub fn summary(&self) -> corral_gate::DecisionSummary {
+        corral_gate::DecisionSummary {
+            allowed: self.allowed,
+            policy_ids: self.policy_ids.clone(),
+            errors: self.errors.iter().map(PolicyError::to_string).collect(),
+            policy_set_hash: self.policy_set_hash.clone(),
+            // Only a denial's record carries it; an allowed call on the hot
+            // path formats nothing.
+            explanation: if self.allowed {
+                String::new()
+            } else {
+                self.explain()
+            },
+        }
+    }
+
+    /// One line a person can read.
+    pub fn explain(&self) -> String {
+        if !self.errors.is_empty() {
+            let list: Vec<String> = self.errors.iter().map(PolicyError::to_string).collect();
+            return format!(
+                "denied because evaluating a policy failed (fail closed): {}",
+                list.join("; ")
+            );
+        }
+        match (self.allowed, self.policy_ids.is_empty()) {
+            (true, _) => format!("allowed by {}", self.policy_ids.join(", ")),
+            (false, true) => "denied: no permit matched".to_string(),
+            (false, false) => format!("denied by {}", self.policy_ids.join(", ")),
+        }
+    }
+}
+
+/// Why a request could not even be put to the policies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown tool `{0}`: it has no action in the schema")]
+    UnknownTool(String),
+    #[error("invalid input for tool `{tool}`: {problem}")]
+    InvalidInput { tool: String, problem: String },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}

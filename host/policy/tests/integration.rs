@@ -1,0 +1,5 @@
+//! The crate's integration tests, one module per subject, in one binary
+//! (each would otherwise link the crate and its dependencies again).
+
+mod differential;
+mod engine;
