@@ -14,8 +14,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::frame::{FrameLimits, INVALID_REQUEST, InlineCalls, Live, serve_connection};
+use crate::connection::Live;
+use crate::frame_reader::FrameLimits;
+use crate::jsonrpc::INVALID_REQUEST;
 use crate::limits::{BrokerLimits, RateLimiter, Slots};
+use crate::serve::{InlineCalls, serve_connection};
 use crate::services::{Mailbox, Models, TurnLimits};
 use crate::session::Session;
 use crate::socket_dir;

@@ -23,10 +23,17 @@
 //! (`isError: true`) naming the agent, the tool, the deciding policies and
 //! the next step.
 
+mod blocking;
 mod broker;
-mod frame;
+mod connection;
+mod custom;
+mod frame_reader;
 mod gate;
+mod jsonrpc;
 mod limits;
+mod nonblocking;
+mod rmcp_bridge;
+mod serve;
 mod services;
 mod session;
 mod socket_dir;
@@ -35,6 +42,6 @@ mod state;
 pub use broker::{
     AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME, serve_with_limits,
 };
-pub use frame::InlineCalls;
 pub use limits::BrokerLimits;
-pub use services::{Inbound, Mailbox, Models, TurnLimits, tokens_in_outcome};
+pub use serve::InlineCalls;
+pub use services::{Inbound, Mailbox, Models, NotDelivered, TurnLimits};

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use corral_audit::{Entry, Kind, Outcome};
-use corral_gate::Caller;
+use corral_gate::{Caller, Refusal};
 use corral_policy::{CedarGate, Common, RequestError};
 use corral_tools::{CallContext, CallFailure, Limit, RegisteredComponent, Spare};
 use rmcp::model::{
@@ -17,8 +17,10 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
-use crate::frame::InlineCalls;
+use crate::blocking::{Panicked, run_blocking};
+use crate::custom::AgentRequests;
 use crate::gate::AuditedGate;
+use crate::serve::InlineCalls;
 use crate::state::{AgentState, Shared};
 
 #[derive(Clone)]
@@ -30,7 +32,7 @@ pub(crate) struct Session {
     /// Model tokens used in this session, for budget policies.
     pub(crate) tokens: Arc<AtomicU64>,
     /// Marked as soon as the connection's reader sees the peer leave.
-    pub(crate) gone: Arc<crate::frame::Gone>,
+    pub(crate) gone: Arc<crate::connection::Gone>,
     /// The instance for this connection's next call, made while the
     /// connection is idle (see [`corral_tools::Spare`]).
     spare: Arc<Mutex<NextInstance>>,
@@ -40,8 +42,8 @@ pub(crate) struct Session {
 
 /// An inline call's outcome record, written as soon as the kernel holds
 /// its answer rather than before the answer is sent, so that the answer
-/// does not wait for it (5 µs of a strict call's round trip here, on
-/// caches gone cold during the fsync). It is never synced before the
+/// does not wait for it (its write would run on caches gone cold during
+/// the fsync). It is never synced before the
 /// answer in either mode. What a kill of the broker can lose is as before:
 /// the outcome of a call killed within microseconds of its tool's return,
 /// now counted to the answer's `send` rather than to the record's write;
@@ -112,7 +114,7 @@ impl Session {
 
         if let Err(wait) = self.agent.take_rate(arrived) {
             return ran_none(refusal(
-                "rate-limited",
+                Refusal::RateLimited,
                 format!(
                     "agent `{agent}` called tool `{name}` above its rate limit of {}/s (burst {}); retry in {} ms, or raise limits.rate_per_second",
                     self.shared.limits.rate_per_second,
@@ -124,7 +126,7 @@ impl Session {
         }
         let Some(slot) = self.agent.running.take(self.shared.limits.call_timeout) else {
             return ran_none(refusal(
-                "timed-out",
+                Refusal::TimedOut,
                 format!(
                     "agent `{agent}`, tool `{name}`: not started: the agent's {} other calls did not finish within {:?}; retry later or raise limits.max_in_flight",
                     self.shared.limits.max_in_flight, self.shared.limits.call_timeout
@@ -139,7 +141,7 @@ impl Session {
         result.unwrap_or_else(|panic| {
             ran_none(host_bug(
                 &format!("agent `{agent}`, tool `{name}`"),
-                &panic_text(&*panic),
+                &Panicked::from_payload(&*panic),
             ))
         })
     }
@@ -170,16 +172,18 @@ impl Session {
         // A request that cannot be put to Cedar is denied and recorded like
         // any other; the class tells the client whether to fix its input.
         let (decision, class) = match engine.decide_tool_call(agent, name, &arguments, &common) {
-            Ok(decision) if registered.is_some() => (decision, "denied"),
+            Ok(decision) if registered.is_some() => (decision, Refusal::Denied),
             Ok(_) => (
                 engine.refuse(format!("tool `{name}` is not loaded")),
-                "unknown-tool",
+                Refusal::UnknownTool,
             ),
-            Err(e @ RequestError::UnknownTool(_)) => (engine.refuse(e.to_string()), "unknown-tool"),
-            Err(e @ RequestError::InvalidInput { .. }) => {
-                (engine.refuse(e.to_string()), "invalid-input")
+            Err(e @ RequestError::UnknownTool(_)) => {
+                (engine.refuse(e.to_string()), Refusal::UnknownTool)
             }
-            Err(e) => (engine.refuse(e.to_string()), "denied"),
+            Err(e @ RequestError::InvalidInput { .. }) => {
+                (engine.refuse(e.to_string()), Refusal::InvalidInput)
+            }
+            Err(e) => (engine.refuse(e.to_string()), Refusal::Denied),
         };
         let resource = corral_policy::uid("Tool", name).to_string();
         let mut entry = Entry::decided(
@@ -198,7 +202,7 @@ impl Session {
             Err(e) => {
                 tracing::error!(agent, tool = name, error = %e, "decision not recorded; refusing");
                 return ran_none(refusal(
-                    "audit-unavailable",
+                    Refusal::AuditUnavailable,
                     format!(
                         "agent `{agent}`, tool `{name}`: not run because its decision could not be recorded ({e}); an operator must check the audit log's disk"
                     ),
@@ -209,8 +213,8 @@ impl Session {
 
         if !decision.allowed {
             let next = match class {
-                "unknown-tool" => "`tools/list` shows the tools this agent may call",
-                "invalid-input" => {
+                Refusal::UnknownTool => "`tools/list` shows the tools this agent may call",
+                Refusal::InvalidInput => {
                     "fix the arguments to match the tool's input schema (`tools/list`)"
                 }
                 _ if decision.errors.is_empty() => {
@@ -267,7 +271,7 @@ impl Session {
                 self.shared.limits.call_timeout
             );
             return (
-                refusal("timed-out", text.clone(), &[]),
+                refusal(Refusal::TimedOut, text.clone(), &[]),
                 Outcome::Timeout,
                 Some(text),
             );
@@ -331,41 +335,15 @@ impl Session {
     }
 }
 
-/// Runs blocking work without starving the runtime: in place on a
-/// multi-threaded runtime (the worker hands its other tasks to a sibling,
-/// and the call pays no thread hand-off), on the blocking pool otherwise.
-/// A panic is caught and returned as text.
-pub(crate) async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    let guarded = move || {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| panic_text(&*p))
-    };
-    match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(guarded),
-        _ => tokio::task::spawn_blocking(guarded)
-            .await
-            .unwrap_or_else(|e| Err(e.to_string())),
-    }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into())
-}
-
 /// An answer for a call that did not run, so has no outcome record.
 fn ran_none(result: CallToolResult) -> (CallToolResult, Option<Entry>) {
     (result, None)
 }
 
 /// The refusal for a call the broker itself failed (a panic, caught).
-fn host_bug(who: &str, panic: &str) -> CallToolResult {
+fn host_bug(who: &str, panic: &Panicked) -> CallToolResult {
     refusal(
-        "host-error",
+        Refusal::HostError,
         format!(
             "{who}: the broker hit a bug running this call ({panic}); nothing else was affected; please report it"
         ),
@@ -375,10 +353,10 @@ fn host_bug(who: &str, panic: &str) -> CallToolResult {
 
 /// An MCP tool error result (`isError: true`): one line for people, and
 /// the same facts structured for programs.
-fn refusal(class: &str, message: String, policy_ids: &[String]) -> CallToolResult {
+fn refusal(class: Refusal, message: String, policy_ids: &[String]) -> CallToolResult {
     let mut result = CallToolResult::error(vec![ContentBlock::text(message.clone())]);
     result.structured_content = Some(json!({
-        "error": class,
+        "error": class.as_str(),
         "message": message,
         "policy_ids": policy_ids,
     }));
@@ -445,7 +423,16 @@ impl ServerHandler for Session {
         request: CustomRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<CustomResult, McpError> {
-        self.custom(&request.method, request.params, &context)
+        let requests = AgentRequests {
+            shared: &self.shared,
+            agent: &self.agent,
+            session: &self.id,
+            calls: &self.calls,
+            tokens: &self.tokens,
+            gone: &self.gone,
+        };
+        requests
+            .answer(&request.method, request.params, &context)
             .await
             .map(CustomResult::new)
     }

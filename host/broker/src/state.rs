@@ -9,7 +9,7 @@ use corral_gate::SecretStore;
 use corral_policy::PolicyStore;
 use corral_tools::{ToolRegistry, ToolRuntime};
 
-use crate::frame::Live;
+use crate::connection::Live;
 use crate::limits::{BrokerLimits, RateLimiter, Slots};
 use crate::services::{Mailbox, Models, TurnLimits};
 
