@@ -6,12 +6,19 @@
 //! `corral/next` takes it from there; the agent's `corral/reply` comes back
 //! through [`Router::reply`] to the channel it came from.
 //!
+//! Every channel implements [`Channel`], and one configured in
+//! `corral.toml` implements [`ChannelSection`] for its section.
+//!
 //! - [`terminal`]: `corral chat AGENT` over a local control socket.
 //! - [`slack`]: Slack in Socket Mode (no public endpoint), replies in the
 //!   thread through the Web API.
 
+mod channel;
 mod router;
 pub mod slack;
 pub mod terminal;
 
-pub use router::{Delivery, Message, Origin, Receipt, Reply, RouteError, Router};
+pub use channel::{
+    Channel, ChannelError, ChannelFuture, ChannelSection, ChannelStart, MissingSecret, SecretSource,
+};
+pub use router::{Delivery, DeliveryError, Message, Origin, Receipt, Reply, RouteError, Router};

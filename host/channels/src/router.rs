@@ -46,12 +46,12 @@ pub struct Reply {
     /// The channel says here whether the person got it (posted to Slack,
     /// written to the terminal), so the audit log records what happened,
     /// not just what was handed over.
-    pub delivered: Option<oneshot::Sender<Result<(), String>>>,
+    pub delivered: Option<oneshot::Sender<Result<(), DeliveryError>>>,
 }
 
 impl Reply {
     /// Tells the router's caller how delivery went.
-    pub fn report(&mut self, outcome: Result<(), String>) {
+    pub fn report(&mut self, outcome: Result<(), DeliveryError>) {
         if let Some(done) = self.delivered.take() {
             let _ = done.send(outcome);
         }
@@ -59,7 +59,12 @@ impl Reply {
 }
 
 /// How a reply's delivery ended, as the channel reported it.
-pub type Receipt = oneshot::Receiver<Result<(), String>>;
+pub type Receipt = oneshot::Receiver<Result<(), DeliveryError>>;
+
+/// A reply that did not reach its person; the text says why and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DeliveryError(pub String);
 
 /// Where a channel wants the replies to its messages.
 pub type Delivery = mpsc::UnboundedSender<Reply>;
@@ -295,19 +300,27 @@ impl Router {
     /// Sends `agent`'s reply to message `id` back to its channel.
     /// The receipt resolves once the channel has delivered the reply, or
     /// failed to.
-    pub fn reply(&self, agent: &str, id: u64, text: String, last: bool) -> Result<Receipt, String> {
+    pub fn reply(
+        &self,
+        agent: &str,
+        id: u64,
+        text: String,
+        last: bool,
+    ) -> Result<Receipt, DeliveryError> {
         let delivery = {
             let mut inboxes = self.inboxes();
             let inbox = inboxes
                 .get_mut(agent)
-                .ok_or_else(|| format!("no agent `{agent}`"))?;
+                .ok_or_else(|| DeliveryError(format!("no agent `{agent}`")))?;
             let delivery = if last {
                 inbox.pending.remove(&id).map(|(_, d, _)| d)
             } else {
                 inbox.pending.get(&id).map(|(_, d, _)| d.clone())
             };
             delivery.ok_or_else(|| {
-                format!("agent `{agent}`: message {id} is not waiting for a reply")
+                DeliveryError(format!(
+                    "agent `{agent}`: message {id} is not waiting for a reply"
+                ))
             })?
         };
         let (done, receipt) = oneshot::channel();
@@ -320,9 +333,9 @@ impl Router {
         });
         self.settled.notify_waiters();
         sent.map(|()| receipt).map_err(|_| {
-            format!(
+            DeliveryError(format!(
                 "agent `{agent}`: the person who sent message {id} is gone (their channel closed)"
-            )
+            ))
         })
     }
 

@@ -14,7 +14,91 @@ use std::sync::Arc;
 use slack_morphism::prelude::*;
 use tokio::sync::mpsc;
 
-use crate::{Origin, Reply, Router};
+use crate::{
+    Channel, ChannelError, ChannelFuture, ChannelSection, ChannelStart, DeliveryError,
+    MissingSecret, Origin, Reply, Router, SecretSource,
+};
+
+/// The `[slack]` section of `corral.toml`: where the tokens are (by
+/// variable name) and which agent answers where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSection {
+    #[serde(default = "d_bot_env")]
+    pub bot_token_env: String,
+    #[serde(default = "d_app_env")]
+    pub app_token_env: String,
+    /// Default `https://slack.com/api`.
+    pub api_url: Option<String>,
+    /// Slack channel id → agent id.
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
+    /// The agent that answers direct messages.
+    pub direct_messages: Option<String>,
+}
+
+fn d_bot_env() -> String {
+    "SLACK_BOT_TOKEN".into()
+}
+
+fn d_app_env() -> String {
+    "SLACK_APP_TOKEN".into()
+}
+
+impl ChannelSection for SlackSection {
+    fn key(&self) -> &'static str {
+        "slack"
+    }
+
+    fn agents(&self) -> Vec<(String, String)> {
+        self.channels
+            .iter()
+            .map(|(c, a)| (format!("slack.channels.{c}"), a.clone()))
+            .chain(
+                self.direct_messages
+                    .iter()
+                    .map(|a| ("slack.direct_messages".to_string(), a.clone())),
+            )
+            .collect()
+    }
+
+    fn resolve(&self, secrets: &dyn SecretSource) -> Result<Box<dyn ChannelStart>, MissingSecret> {
+        Ok(Box::new(SlackConfig {
+            bot_token: secrets.require(&self.bot_token_env, "slack.bot_token_env")?,
+            app_token: secrets.require(&self.app_token_env, "slack.app_token_env")?,
+            api_url: self.api_url.clone(),
+            channels: self.channels.clone(),
+            direct_messages: self.direct_messages.clone(),
+        }))
+    }
+}
+
+impl ChannelStart for SlackConfig {
+    fn start(
+        self: Box<Self>,
+        router: Arc<Router>,
+    ) -> ChannelFuture<Result<Box<dyn Channel>, ChannelError>> {
+        Box::pin(async move {
+            SlackChannel::start(*self, router)
+                .await
+                .map(|c| Box::new(c) as Box<dyn Channel>)
+                .map_err(|e| ChannelError {
+                    channel: "slack",
+                    message: e.to_string(),
+                })
+        })
+    }
+}
+
+impl Channel for SlackChannel {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn shutdown(self: Box<Self>) -> ChannelFuture<()> {
+        Box::pin(async move { SlackChannel::shutdown(*self).await })
+    }
+}
 
 /// What Slack needs. Tokens come from the environment or a secrets file,
 /// never from `corral.toml` itself.
@@ -265,7 +349,12 @@ impl SlackState {
     }
 
     /// Posts `text` in the thread; the error says what Slack said.
-    async fn post_now(&self, channel: String, thread: String, text: String) -> Result<(), String> {
+    async fn post_now(
+        &self,
+        channel: String,
+        thread: String,
+        text: String,
+    ) -> Result<(), DeliveryError> {
         let request = SlackApiChatPostMessageRequest::new(
             SlackChannelId(channel.clone()),
             SlackMessageContent::new().with_text(text),
@@ -280,7 +369,9 @@ impl SlackState {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::warn!(%channel, error = %e, "slack: chat.postMessage failed");
-                Err(format!("slack chat.postMessage to {channel}: {e}"))
+                Err(DeliveryError(format!(
+                    "slack chat.postMessage to {channel}: {e}"
+                )))
             }
         }
     }

@@ -40,10 +40,37 @@ enum Request {
 /// The host's answer to an operator request (`start`): what happened, or
 /// why not.
 pub type Ops = Arc<
-    dyn Fn(String, String) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>
+    dyn Fn(
+            String,
+            String,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, OpError>> + Send>>
         + Send
         + Sync,
 >;
+
+/// What the host answered instead of doing what a client asked: the
+/// refusal's text, as the host wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Why the host did not carry out an operator's request; the text is what
+/// the operator sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OpError(pub String);
+
+impl crate::Channel for TerminalChannel {
+    fn name(&self) -> &'static str {
+        "terminal"
+    }
+
+    fn shutdown(self: Box<Self>) -> crate::ChannelFuture<()> {
+        // Dropping it stops listening and removes the socket.
+        drop(self);
+        Box::pin(async {})
+    }
+}
 
 /// A listening control socket; dropping it stops listening and removes
 /// the socket file.
@@ -162,11 +189,11 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
             Request::Op { op, agent } => {
                 let answer = match &ops {
                     Some(ops) => ops(op, agent).await,
-                    None => Err("this host takes no operator requests".into()),
+                    None => Err(OpError("this host takes no operator requests".into())),
                 };
                 let frame = match answer {
                     Ok(done) => json!({ "done": done }),
-                    Err(e) => json!({ "error": e }),
+                    Err(e) => json!({ "error": e.0 }),
                 };
                 if !send(&mut write, &frame).await {
                     return;
@@ -194,7 +221,9 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
                     }
                     let frame = json!({ "message": id, "reply": reply.text, "last": reply.last });
                     if !send(&mut write, &frame).await {
-                        reply.report(Err("the terminal client went away".into()));
+                        reply.report(Err(crate::DeliveryError(
+                            "the terminal client went away".into(),
+                        )));
                         return;
                     }
                     reply.report(Ok(()));
@@ -240,11 +269,11 @@ impl ChatClient {
 
     /// Asks the host to do `op` (`start`) for `agent`: what it did, or why
     /// not.
-    pub async fn op(&mut self, op: &str, agent: &str) -> std::io::Result<Result<String, String>> {
+    pub async fn op(&mut self, op: &str, agent: &str) -> std::io::Result<Result<String, Refused>> {
         let frame = json!({ "op": op, "agent": agent });
         let value = self.exchange(frame).await?;
         Ok(match value["error"].as_str() {
-            Some(e) => Err(e.to_string()),
+            Some(e) => Err(Refused(e.to_string())),
             None => Ok(value["done"].as_str().unwrap_or_default().to_string()),
         })
     }
@@ -256,13 +285,13 @@ impl ChatClient {
         agent: &str,
         text: &str,
         mut interim: impl FnMut(&str),
-    ) -> std::io::Result<Result<String, String>> {
+    ) -> std::io::Result<Result<String, Refused>> {
         let mut value = self
             .exchange(json!({ "agent": agent, "text": text }))
             .await?;
         loop {
             if let Some(error) = value["error"].as_str() {
-                return Ok(Err(error.to_string()));
+                return Ok(Err(Refused(error.to_string())));
             }
             let text = value["reply"].as_str().unwrap_or_default();
             if value["last"] != json!(false) {
