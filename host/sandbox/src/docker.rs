@@ -1,4 +1,6 @@
-//! bollard, with errors that name the agent and the next step.
+//! The Docker backend: [`ContainerBackend`] over bollard, with errors that
+//! name the agent and the next step. This module and its children are the
+//! only place bollard's types appear.
 
 use std::collections::HashMap;
 
@@ -11,6 +13,9 @@ use crate::backend::{ContainerBackend, ContainerInfo, SandboxError};
 use futures_util::StreamExt;
 
 use crate::spec::ContainerSpec;
+
+mod build;
+mod request;
 
 /// How a run-to-completion container ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +72,7 @@ impl Docker {
                     name: Some(spec.name()),
                     ..CreateContainerOptions::default()
                 }),
-                spec.body(),
+                request::body(spec),
             )
             .await
             .map_err(Self::engine(&spec.agent, "create its container"))?;
@@ -78,7 +83,9 @@ impl Docker {
             .map_err(Self::engine(&spec.agent, "inspect its new container"))?;
         let host = inspected.host_config.unwrap_or_default();
         let user = inspected.config.and_then(|c| c.user);
-        if let Err((option, why)) = spec.check_applied(&host, user.as_deref(), &created.warnings) {
+        if let Err((option, why)) =
+            request::check_applied(spec, &host, user.as_deref(), &created.warnings)
+        {
             // Never leave a weaker container behind.
             let _ = self.remove(&spec.agent, &created.id).await;
             return Err(SandboxError::Hardening {
