@@ -87,7 +87,7 @@ pub fn run(cmd: AgentsCmd) -> Result<u8> {
     {
         let socket = match socket {
             Some(s) => s.clone(),
-            None => crate::config::Config::load(config)?.0.control_socket(),
+            None => corral_host::HostConfig::load(config)?.0.control_socket(),
         };
         return rt.block_on(host_op(&socket, "start", agent));
     }
@@ -103,7 +103,7 @@ pub fn run(cmd: AgentsCmd) -> Result<u8> {
         let socket = socket.clone().or_else(|| {
             config
                 .exists()
-                .then(|| crate::config::Config::load(config).ok())
+                .then(|| corral_host::HostConfig::load(config).ok())
                 .flatten()
                 .map(|c| c.0.control_socket())
         });

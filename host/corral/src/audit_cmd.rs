@@ -211,13 +211,19 @@ fn print_record(r: &Record, json: bool) -> Result<()> {
     match r.kind {
         Kind::Outcome => writeln!(
             out,
-            "#{} {time} outcome    {} {} {} in {:.1} ms (call #{}){}",
+            "#{} {time} outcome    {} {} {} in {:.1} ms (call #{}){}{}",
             r.seq,
             r.agent,
             r.action,
             r.outcome.map(|o| o.as_str()).unwrap_or("?"),
             r.duration_us.unwrap_or(0) as f64 / 1000.0,
             r.parent.unwrap_or(0),
+            r.usage
+                .map(|u| format!(
+                    ", {} input + {} output tokens",
+                    u.input_tokens, u.output_tokens
+                ))
+                .unwrap_or_default(),
             r.detail
                 .as_deref()
                 .map(|d| format!(": {d}"))

@@ -65,13 +65,13 @@ enum DurabilityArg {
     Batched,
 }
 
-fn parse_owner(spec: &str) -> Result<(u32, u32), String> {
+fn parse_owner(spec: &str) -> Result<(u32, u32)> {
     let (uid, gid) = spec
         .split_once(':')
-        .ok_or_else(|| format!("`{spec}`: write UID:GID, e.g. 10001:10001"))?;
+        .ok_or_else(|| anyhow::anyhow!("`{spec}`: write UID:GID, e.g. 10001:10001"))?;
     let num = |s: &str, what: &str| {
         s.parse::<u32>()
-            .map_err(|_| format!("`{spec}`: {what} `{s}` is not a number"))
+            .map_err(|_| anyhow::anyhow!("`{spec}`: {what} `{s}` is not a number"))
     };
     Ok((num(uid, "uid")?, num(gid, "gid")?))
 }
@@ -115,8 +115,11 @@ pub fn run(args: BrokerArgs) -> Result<u8> {
         .iter()
         .map(|t| parse_tool(t))
         .collect::<Result<Vec<_>>>()?;
-    let (runtime, registry, actions) =
-        crate::load_tools(&sources, corral_tools::InternalNetworks::default())?;
+    let corral_host::LoadedTools {
+        runtime,
+        registry,
+        actions,
+    } = corral_host::load_tools(&sources, corral_tools::InternalNetworks::default())?;
     let entities_file = args.policies.join("entities.json");
     let store = PolicyStore::load(EngineSources {
         schema_file: args.policies.join("schema.cedarschema"),

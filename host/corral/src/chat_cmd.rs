@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use corral_channels::terminal::ChatClient;
 
-use crate::config::Config;
+use corral_host::HostConfig as Config;
 
 #[derive(Args)]
 pub struct ChatArgs {

@@ -8,15 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use corral_tools::{
-    AllowList, ArtifactCache, CallContext, CallFailure, Caller, Limits, StaticSecrets, ToolRuntime,
+    AllowList, CallContext, CallFailure, Caller, Limits, StaticSecrets, ToolRuntime,
 };
 
 mod agents_cmd;
 mod audit_cmd;
 mod broker_cmd;
 mod chat_cmd;
-mod config;
-mod handover;
 mod image_cmd;
 mod mcp_cmd;
 mod policy_cmd;
@@ -178,26 +176,7 @@ fn runtime(
             .internal_networks(internal)
             .build()?);
     }
-    runtime_with_cache(limits, internal)
-}
-
-/// A runtime with the on-disk artifact cache, when it is usable.
-pub(crate) fn runtime_with_cache(
-    limits: Limits,
-    internal: corral_tools::InternalNetworks,
-) -> Result<ToolRuntime> {
-    let mut builder = ToolRuntime::builder()
-        .default_limits(limits)
-        .internal_networks(internal);
-    if let Some(dir) = ArtifactCache::default_dir() {
-        // A cache we may not use is a warning, not a failure: it only costs
-        // compile time.
-        match ArtifactCache::open(&dir) {
-            Ok(_) => builder = builder.cache_dir(dir),
-            Err(e) => tracing::warn!("not using the artifact cache: {e}"),
-        }
-    }
-    Ok(builder.build()?)
+    Ok(corral_host::runtime_with_cache(limits, internal)?)
 }
 
 fn load(rt: &ToolRuntime, file: &PathBuf) -> Result<corral_tools::LoadedComponent> {
@@ -412,28 +391,6 @@ pub(crate) async fn wait_for_shutdown() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// Loads pinned tool components and derives each tool's Cedar action:
-/// what `corral broker` and `corral up` serve.
-pub(crate) fn load_tools(
-    sources: &[corral_tools::ToolSource],
-    internal: corral_tools::InternalNetworks,
-) -> Result<(
-    Arc<ToolRuntime>,
-    Arc<corral_tools::ToolRegistry>,
-    Vec<corral_policy::ToolAction>,
-)> {
-    let runtime = Arc::new(runtime_with_cache(Limits::default(), internal)?);
-    let registry = Arc::new(corral_tools::ToolRegistry::load(&runtime, sources)?);
-    let mut actions = Vec::new();
-    for (info, _) in registry.tools() {
-        actions.push(
-            corral_policy::ToolAction::new(&info.name, &info.input_schema)
-                .map_err(|e| anyhow::anyhow!("tool `{}`: {e}", info.name))?,
-        );
-    }
-    Ok((runtime, registry, actions))
 }
 
 #[cfg(test)]

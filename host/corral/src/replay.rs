@@ -17,8 +17,25 @@ use serde_json::{Value, json};
 
 use crate::exit;
 
+/// Why a record cannot be decided again: the text names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unreplayable(String);
+
+impl From<String> for Unreplayable {
+    fn from(why: String) -> Unreplayable {
+        Unreplayable(why)
+    }
+}
+
+impl From<&str> for Unreplayable {
+    fn from(why: &str) -> Unreplayable {
+        Unreplayable(why.to_string())
+    }
+}
+
 /// The request a record describes, rebuilt and put to `engine`.
-fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, String> {
+fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, Unreplayable> {
     let arguments: Value =
         serde_json::from_str(&r.arguments).map_err(|e| format!("arguments: {e}"))?;
     let session: Value = serde_json::from_str(&r.session).map_err(|e| format!("session: {e}"))?;
@@ -55,7 +72,7 @@ fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, String> {
 }
 
 /// `Type::"id"` text → the id.
-fn id_of(uid_text: &str, what: &str) -> Result<(EntityUid, String), String> {
+fn id_of(uid_text: &str, what: &str) -> Result<(EntityUid, String), Unreplayable> {
     let uid = EntityUid::from_str(uid_text).map_err(|e| format!("{what}: {e}"))?;
     let id = uid.id().unescaped().to_string();
     Ok((uid, id))
@@ -81,7 +98,7 @@ fn host_action(
     r: &Record,
     arguments: &Value,
     session: Value,
-) -> Result<Decision, String> {
+) -> Result<Decision, Unreplayable> {
     let resource_text = r.resource.as_str();
     let number = |key: &str| {
         arguments[key].as_i64().ok_or_else(|| {

@@ -81,6 +81,7 @@ async fn ask(client: &mut ChatClient, text: &str) -> Result<String, String> {
     .await
     .expect("an answer within a minute")
     .expect("the control socket works")
+    .map_err(|refused| refused.0)
 }
 
 fn audit_records(config: &UpConfig) -> Vec<serde_json::Value> {
@@ -131,7 +132,7 @@ fn tools_only_mode_answers_slash_tool_through_the_same_policies() {
         let unknown = chat.ask("nobody", "hi", |_| {}).await.unwrap();
         let refusal = unknown.expect_err("no such agent");
         assert!(
-            refusal.contains("no agent `nobody`") && refusal.contains("assistant"),
+            refusal.0.contains("no agent `nobody`") && refusal.0.contains("assistant"),
             "{refusal}"
         );
     });
@@ -179,11 +180,11 @@ when { principal.channel_kind == "terminal" };"#
             .unwrap()
             .expect_err("refused");
         assert!(
-            refusal.contains("denied") && refusal.contains("terminal-closed"),
+            refusal.0.contains("denied") && refusal.0.contains("terminal-closed"),
             "{refusal}"
         );
         assert!(
-            refusal.contains("User::\"local:") || refusal.contains("local:"),
+            refusal.0.contains("User::\"local:") || refusal.0.contains("local:"),
             "{refusal}"
         );
     });
@@ -311,9 +312,7 @@ unless { resource in HostGroup::"public-apis" };"#
     );
     assert!(model_calls.iter().any(|r| {
         r["kind"] == "outcome"
-            && r["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("input_tokens=100 output_tokens=20"))
+            && r["usage"] == serde_json::json!({"input_tokens": 100, "output_tokens": 20})
     }));
     assert!(records.iter().any(|r| r["action"] == "http_request"
         && r["decision"] == "deny"

@@ -32,6 +32,7 @@ fn docker(args: &[&str]) -> String {
 
 #[test]
 fn a_slack_mention_runs_the_agent_in_its_container_and_answers_in_the_thread() {
+    let _docker = crate::docker_lock();
     docker(&["version", "--format", "{{.Server.Version}}"]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -12,13 +12,7 @@ use serde_json::json;
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
-/// Tests that start containers run one at a time: they share the agent id
-/// `assistant`, and a host's start removes containers it does not expect.
-static DOCKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn docker_lock() -> std::sync::MutexGuard<'static, ()> {
-    DOCKER.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::docker_lock;
 
 fn chat(config: &UpConfig, text: &str) -> (Output, Duration) {
     let started = Instant::now();

@@ -10,12 +10,25 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use corral_channels::ChannelSection;
+use corral_channels::slack::SlackSection;
 use serde::Deserialize;
 
+pub use crate::error::ConfigError;
+use crate::secrets::{Secrets, read_secrets_file};
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(ConfigError(format!($($arg)*)))
+    };
+}
+
+/// `corral.toml`, parsed and checked: what the host runs.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct HostConfig {
     /// Sockets, the control socket and (by default) the audit log.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -30,18 +43,38 @@ pub struct Config {
     #[serde(default)]
     pub image: ImageConfig,
     #[serde(default)]
+    pub sandbox: SandboxConfig,
+    #[serde(default)]
     pub broker: BrokerConfig,
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
-    pub slack: Option<SlackConfig>,
+    /// Channels: each one's section (see `channels.rs`).
+    pub slack: Option<SlackSection>,
     /// Secrets tools may ask for: secret name → variable name.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub http: HttpConfig,
+}
+
+/// `[sandbox]`: which container engine runs the agents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    #[serde(default)]
+    pub backend: BackendName,
+}
+
+/// The container engines Corral runs agents on.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    /// The local Docker engine, through its socket.
+    #[default]
+    Docker,
 }
 
 /// How tools' HTTP requests may reach internal addresses.
@@ -274,69 +307,28 @@ fn d_timeout() -> u64 {
     120
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlackConfig {
-    #[serde(default = "d_bot_env")]
-    pub bot_token_env: String,
-    #[serde(default = "d_app_env")]
-    pub app_token_env: String,
-    /// Default `https://slack.com/api`.
-    pub api_url: Option<String>,
-    /// Slack channel id → agent id.
-    #[serde(default)]
-    pub channels: BTreeMap<String, String>,
-    /// The agent that answers direct messages.
-    pub direct_messages: Option<String>,
-}
-
-fn d_bot_env() -> String {
-    "SLACK_BOT_TOKEN".into()
-}
-fn d_app_env() -> String {
-    "SLACK_APP_TOKEN".into()
-}
-
-/// Secret values by variable name: the environment, then the secrets file.
-pub struct Secrets {
-    file: BTreeMap<String, String>,
-    file_path: Option<PathBuf>,
-}
-
-impl Secrets {
-    pub fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| self.file.get(name).cloned())
-    }
-
-    /// The value, or an error naming where it was looked for.
-    pub fn require(&self, name: &str, what: &str) -> Result<String> {
-        self.get(name).with_context(|| {
-            let file = self
-                .file_path
-                .as_ref()
-                .map(|p| format!(" or in the secrets file {}", p.display()))
-                .unwrap_or_default();
-            format!("{what}: set the environment variable {name}{file}")
-        })
-    }
-}
-
-impl Config {
+impl HostConfig {
     /// Reads and checks `path`; relative paths become relative to it.
-    pub fn load(path: &Path) -> Result<(Config, Secrets)> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
-        let mut config: Config =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<(HostConfig, Secrets)> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read the configuration {}: {e}",
+                path.display()
+            ))
+        })?;
+        let mut config: HostConfig =
+            toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .canonicalize()
-            .with_context(|| format!("cannot resolve the directory of {}", path.display()))?;
+            .map_err(|e| {
+                ConfigError(format!(
+                    "cannot resolve the directory of {}: {e}",
+                    path.display()
+                ))
+            })?;
         // Every path absolute and canonical once, here: Docker refuses a
         // relative bind source, and a path with `..` in it names two things.
         let at = |p: &mut PathBuf| *p = absolute(&base.join(&*p));
@@ -425,19 +417,9 @@ impl Config {
                 bail!("{file}: models.{name}: max_tokens and timeout_secs must be at least 1");
             }
         }
-        if let Some(slack) = &self.slack {
-            let named = slack
-                .channels
-                .iter()
-                .map(|(c, a)| (format!("slack.channels.{c}"), a))
-                .chain(
-                    slack
-                        .direct_messages
-                        .iter()
-                        .map(|a| ("slack.direct_messages".to_string(), a)),
-                );
-            for (key, agent) in named {
-                if !seen.contains(agent) {
+        for section in self.channel_sections() {
+            for (key, agent) in section.agents() {
+                if !seen.contains(&agent) {
                     bail!("{file}: {key} names agent `{agent}`, which is not in [[agents]]");
                 }
             }
@@ -489,6 +471,17 @@ impl Config {
         Ok(())
     }
 
+    /// The configured channels' sections, in the order they start. The
+    /// terminal channel (the control socket) always runs besides them. A
+    /// new channel adds its section's field above and one line here.
+    pub fn channel_sections(&self) -> Vec<&dyn ChannelSection> {
+        let configured: Vec<Option<&dyn ChannelSection>> = vec![
+            self.slack.as_ref().map(|s| s as _),
+            // A new channel: `self.NAME.as_ref().map(|s| s as _),`
+        ];
+        configured.into_iter().flatten().collect()
+    }
+
     pub fn audit_path(&self) -> PathBuf {
         self.audit
             .clone()
@@ -516,7 +509,7 @@ impl AgentConfig {
     /// The uid and gid this agent's container runs as: `user` if set,
     /// else `shared` (`[image] user`), else one derived from the agent's
     /// id (FNV-1a over the id, so the same agent gets the same uid on
-    /// every host and restart). `Config::check` refuses two agents that
+    /// every host and restart). `HostConfig::check` refuses two agents that
     /// would share one.
     pub fn ids(&self, shared: Option<&str>) -> (u32, u32) {
         if let Some(ids) = self.user.as_deref().or(shared).and_then(parse_ids) {
@@ -559,32 +552,6 @@ fn absolute(path: &Path) -> PathBuf {
     let mut resolved = existing.canonicalize().unwrap_or(existing);
     resolved.extend(rest.iter().rev());
     resolved
-}
-
-fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("secrets_file {}: cannot read it", path.display()))?;
-    if meta.mode() & 0o077 != 0 {
-        bail!(
-            "secrets_file {}: readable by others (mode {:o}); run `chmod 600 {}`",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        );
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("secrets_file {}: cannot read it", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        // The parser's message quotes the offending line, which may hold
-        // a secret: say where, not what.
-        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
-        anyhow::anyhow!(
-            "secrets_file {}: not a table of NAME = \"value\" strings (near line {})",
-            path.display(),
-            line.map_or("?".into(), |l| l.to_string())
-        )
-    })
 }
 
 #[cfg(test)]

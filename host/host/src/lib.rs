@@ -1,0 +1,31 @@
+//! Corral's host as a library: `corral.toml` parsed and checked
+//! ([`HostConfig`]), and the running host ([`Host`]) that wires the policy
+//! store, the audit log, the broker and its agents, the models, the
+//! container supervisor and the channels. The `corral` binary is a thin
+//! command line over this crate and the others, as `cedar-policy-cli` is
+//! over `cedar-policy`.
+//!
+//! Adding a channel touches the channel's module in `corral-channels`, the
+//! field for its section in [`HostConfig`], and one line in
+//! [`HostConfig::channel_sections`]; nothing else changes.
+
+mod agents;
+mod budgets;
+mod config;
+mod error;
+mod handover;
+mod host;
+mod mailbox;
+mod parts;
+mod secrets;
+mod supervise;
+mod tools;
+
+pub use config::{
+    AgentConfig, AgentLimits, BackendName, BrokerConfig, ConfigError, DurabilityName, HostConfig,
+    HttpConfig, ImageConfig, InternalConfig, ModelConfig, ProviderName, SandboxConfig, ToolConfig,
+};
+pub use error::HostError;
+pub use host::{Host, HostOptions, ShutdownReport};
+pub use secrets::Secrets;
+pub use tools::{LoadedTools, ToolsError, load_tools, runtime_with_cache};

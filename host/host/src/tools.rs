@@ -1,0 +1,69 @@
+//! The tools a host serves: the runtime (with its artifact cache), the
+//! pinned components, and the Cedar action each tool becomes.
+
+use std::sync::Arc;
+
+use corral_tools::{
+    ArtifactCache, InternalNetworks, Limits, LoadError, ToolRegistry, ToolRuntime, ToolSource,
+};
+
+/// A runtime with the on-disk artifact cache, when it is usable.
+pub fn runtime_with_cache(
+    limits: Limits,
+    internal: InternalNetworks,
+) -> Result<ToolRuntime, LoadError> {
+    let mut builder = ToolRuntime::builder()
+        .default_limits(limits)
+        .internal_networks(internal);
+    if let Some(dir) = ArtifactCache::default_dir() {
+        // A cache we may not use is a warning, not a failure: it only costs
+        // compile time.
+        match ArtifactCache::open(&dir) {
+            Ok(_) => builder = builder.cache_dir(dir),
+            Err(e) => tracing::warn!("not using the artifact cache: {e}"),
+        }
+    }
+    builder.build()
+}
+
+/// Pinned components loaded, and each tool's Cedar action: what
+/// `corral broker` and the host serve.
+pub struct LoadedTools {
+    pub runtime: Arc<ToolRuntime>,
+    pub registry: Arc<ToolRegistry>,
+    pub actions: Vec<corral_policy::ToolAction>,
+}
+
+/// Why tools could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolsError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("tool `{tool}`: {problem}")]
+    Action { tool: String, problem: String },
+}
+
+/// Loads pinned tool components and derives each tool's Cedar action.
+pub fn load_tools(
+    sources: &[ToolSource],
+    internal: InternalNetworks,
+) -> Result<LoadedTools, ToolsError> {
+    let runtime = Arc::new(runtime_with_cache(Limits::default(), internal)?);
+    let registry = Arc::new(ToolRegistry::load(&runtime, sources)?);
+    let mut actions = Vec::new();
+    for (info, _) in registry.tools() {
+        actions.push(
+            corral_policy::ToolAction::new(&info.name, &info.input_schema).map_err(|e| {
+                ToolsError::Action {
+                    tool: info.name.clone(),
+                    problem: e.to_string(),
+                }
+            })?,
+        );
+    }
+    Ok(LoadedTools {
+        runtime,
+        registry,
+        actions,
+    })
+}
