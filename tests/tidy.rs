@@ -1,6 +1,8 @@
 //! Checks that keep `ARCHITECTURE.md` true: the dependency claims it makes
-//! hold in the real dependency graph (`cargo metadata`), and every source
-//! file opens with a `//!` saying its one job.
+//! hold in the real dependency graph (`cargo metadata`); every source file
+//! opens with a `//!` saying its one job and stays small; no two modules
+//! of a crate import each other, directly or round a longer loop; and
+//! bollard's types stay inside the Docker backend.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -128,8 +130,8 @@ fn the_dependency_graph_is_the_architecture() {
     );
 }
 
-#[test]
-fn every_source_file_says_its_job_first() {
+/// The workspace's Rust files, tracked or new, relative to the root.
+fn rust_files() -> Vec<String> {
     let root = corral_tests::repo_root();
     let files = Command::new("git")
         .args([
@@ -142,17 +144,228 @@ fn every_source_file_says_its_job_first() {
         .current_dir(&root)
         .output()
         .expect("git runs");
+    String::from_utf8_lossy(&files.stdout)
+        .lines()
+        .filter(|p| root.join(p).exists())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_source_file_says_its_job_first() {
+    let root = corral_tests::repo_root();
     let mut missing = Vec::new();
-    for path in String::from_utf8_lossy(&files.stdout).lines() {
-        let Ok(text) = std::fs::read_to_string(root.join(path)) else {
+    for path in rust_files() {
+        let Ok(text) = std::fs::read_to_string(root.join(&path)) else {
             continue;
         };
         if !text.starts_with("//!") {
-            missing.push(path.to_string());
+            missing.push(path.clone());
         }
     }
     assert!(
         missing.is_empty(),
         "these files do not open with a `//!` doc saying their job: {missing:?}"
+    );
+}
+
+/// The most lines of code outside `#[cfg(test)]` one host source file may
+/// have: past it, a file is doing more than one job.
+const MAX_FILE_LINES: usize = 600;
+
+#[test]
+fn no_host_source_file_does_several_jobs() {
+    let root = corral_tests::repo_root();
+    let mut large = Vec::new();
+    for path in rust_files() {
+        if !(path.starts_with("host/") && path.contains("/src/")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(root.join(&path)).unwrap_or_default();
+        let code = text
+            .lines()
+            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .count();
+        if code > MAX_FILE_LINES {
+            large.push(format!("{path} ({code} lines)"));
+        }
+    }
+    assert!(
+        large.is_empty(),
+        "split these files by job (at most {MAX_FILE_LINES} lines before their tests): {large:?}"
+    );
+}
+
+/// For each top-level module of the crate rooted at `src`, the sibling
+/// modules it names through `crate::` or `super::` outside its tests. A
+/// module's own children (`docker/request.rs`) count as part of it.
+fn module_imports(src: &std::path::Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    for entry in std::fs::read_dir(src)
+        .expect("src is a directory")
+        .flatten()
+    {
+        let path = entry.path();
+        let module = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let mut text = String::new();
+        let mut add = |p: &std::path::Path| {
+            let body = std::fs::read_to_string(p).unwrap_or_default();
+            let code = body.split("#[cfg(test)]").next().unwrap_or_default();
+            // Comments may name any module; only code imports.
+            for line in code.lines() {
+                text.push_str(line.split("//").next().unwrap_or_default());
+                text.push('\n');
+            }
+        };
+        if path.extension().is_some_and(|e| e == "rs") {
+            add(&path);
+        } else if path.is_dir() {
+            for child in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                add(&child.path());
+            }
+        } else {
+            continue;
+        }
+        files.entry(module).or_default().push_str(&text);
+    }
+    let names: BTreeSet<String> = files.keys().cloned().collect();
+    files
+        .iter()
+        .map(|(module, text)| {
+            let mut named = BTreeSet::new();
+            for prefix in ["crate::", "super::"] {
+                for (i, _) in text.match_indices(prefix) {
+                    let rest = &text[i + prefix.len()..];
+                    // `crate::{a, b::c}` names several.
+                    let group = match rest.strip_prefix('{') {
+                        Some(inner) => inner.split('}').next().unwrap_or_default(),
+                        None => rest,
+                    };
+                    for part in group.split(',') {
+                        let first: String = part
+                            .trim()
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        if names.contains(&first) && &first != module {
+                            named.insert(first);
+                        }
+                        if rest.starts_with('{') {
+                            continue;
+                        }
+                        break;
+                    }
+                }
+            }
+            (module.clone(), named)
+        })
+        .collect()
+}
+
+/// A loop of modules importing each other, if there is one.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_cycle_finder_finds_a_loop_and_passes_a_tree() {
+    let graph = |edges: &[(&str, &str)]| {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            g.entry(a.to_string()).or_default().insert(b.to_string());
+            g.entry(b.to_string()).or_default();
+        }
+        g
+    };
+    assert_eq!(
+        find_cycle(&graph(&[("a", "b"), ("b", "c"), ("c", "a")])),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    assert_eq!(
+        find_cycle(&graph(&[("a", "b"), ("a", "c"), ("b", "c")])),
+        None
+    );
+}
+
+#[test]
+fn no_two_modules_of_a_crate_import_each_other() {
+    let root = corral_tests::repo_root();
+    let mut crates: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("host"))
+        .expect("host/")
+        .flatten()
+        .map(|e| e.path().join("src"))
+        .collect();
+    crates.extend([
+        root.join("xtask/src"),
+        root.join("agent-image/agent/src"),
+        root.join("tests/support"),
+    ]);
+    let mut cycles = Vec::new();
+    for src in crates.iter().filter(|s| s.is_dir()) {
+        if let Some(cycle) = find_cycle(&module_imports(src)) {
+            cycles.push(format!("{}: {}", src.display(), cycle.join(" → ")));
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "modules that import each other (move what they share into a module both import): {cycles:?}"
+    );
+}
+
+#[test]
+fn bollard_types_stay_inside_the_docker_backend() {
+    let mut outside = Vec::new();
+    for path in rust_files() {
+        let in_backend =
+            path == "host/sandbox/src/docker.rs" || path.starts_with("host/sandbox/src/docker/");
+        if in_backend || !path.starts_with("host/") {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(corral_tests::repo_root().join(&path)).unwrap_or_default();
+        if text.lines().any(|l| {
+            let code = l.split("//").next().unwrap_or_default();
+            code.contains("bollard::")
+        }) {
+            outside.push(path);
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "bollard appears outside host/sandbox/src/docker*: {outside:?}"
     );
 }

@@ -547,8 +547,17 @@ fn ci() -> Result<()> {
         .current_dir(&root)
         .args(["test", "--locked", "--workspace"]))?;
     // The policy author's view: the starter policies validate, are
-    // formatted, and their tests pass, through the real CLI.
-    let corral = cargo_build_cli()?;
+    // formatted, and their tests pass, through the real CLI: the binary the
+    // tests above ran, built in the same build graph (a `cargo build -p
+    // corral` would resolve features for the CLI alone and compile Cedar
+    // and its neighbours a second time).
+    let corral = target_dir().join("debug").join("corral");
+    if !corral.exists() {
+        bail!(
+            "{} is missing after `cargo test --workspace`, which builds it for the CLI's tests",
+            corral.display()
+        );
+    }
     let tools: Vec<String> = ["echo", "files", "http-get"]
         .iter()
         .flat_map(|t| {
