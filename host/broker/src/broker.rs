@@ -9,7 +9,6 @@ use corral_audit::AuditLog;
 use corral_gate::SecretStore;
 use corral_policy::PolicyStore;
 use corral_tools::{ToolRegistry, ToolRuntime};
-use rmcp::ServerHandler;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -18,7 +17,7 @@ use crate::connection::Live;
 use crate::frame_reader::FrameLimits;
 use crate::jsonrpc::INVALID_REQUEST;
 use crate::limits::{BrokerLimits, RateLimiter, Slots};
-use crate::serve::{InlineCalls, serve_connection};
+use crate::serve::serve_connection;
 use crate::services::{Mailbox, Models, TurnLimits};
 use crate::session::Session;
 use crate::socket_dir;
@@ -27,20 +26,30 @@ use crate::state::{AgentState, Shared};
 /// What can stop the broker from serving an agent.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// The id does not fit the allowed alphabet or length.
     #[error("agent id `{0}` is not allowed: use 1–64 characters from A–Z, a–z, 0–9, `-` and `_`")]
     BadAgentId(String),
+    /// The agent already has a socket on this broker.
     #[error("agent `{0}` is already being served")]
     AlreadyServed(String),
+    /// The socket's directory could not be set up safely.
     #[error("agent `{agent}`: socket directory {path}: {message}")]
     SocketDir {
+        /// The agent.
         agent: String,
+        /// The directory.
         path: PathBuf,
+        /// What was found there, or what failed.
         message: String,
     },
+    /// The socket could not be bound.
     #[error("agent `{agent}`: cannot listen on {path}: {source}")]
     Bind {
+        /// The agent.
         agent: String,
+        /// The socket's path.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
@@ -55,6 +64,7 @@ pub struct AgentSpec {
     pub workspace: PathBuf,
     /// The model its loop may ask for (a key of the broker's models), if any.
     pub model: Option<String>,
+    /// What one turn of its loop may spend.
     pub turn: TurnLimits,
     /// Model tokens the agent already used today (UTC), so a restarted
     /// host keeps counting against the day's budget.
@@ -65,6 +75,7 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
+    /// An agent with no model, default turn limits and no usage today.
     pub fn new(id: impl Into<String>, workspace: impl Into<PathBuf>) -> Self {
         AgentSpec {
             id: id.into(),
@@ -105,11 +116,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Sets the broker's limits.
     pub fn limits(mut self, limits: BrokerLimits) -> Self {
         self.limits = limits;
         self
     }
 
+    /// Sets the secrets tools may place into requests.
     pub fn secrets(mut self, secrets: Arc<dyn SecretStore>) -> Self {
         self.secrets = secrets;
         self
@@ -123,6 +136,7 @@ impl BrokerBuilder {
         self
     }
 
+    /// The broker, serving no agent yet.
     pub fn build(self) -> Broker {
         Broker {
             shared: Arc::new(Shared {
@@ -172,6 +186,7 @@ impl AgentEndpoint {
         &self.socket
     }
 
+    /// The agent's id.
     pub fn agent(&self) -> &str {
         &self.agent
     }
@@ -227,6 +242,7 @@ impl Broker {
         }
     }
 
+    /// The broker's limits.
     pub fn limits(&self) -> &BrokerLimits {
         &self.shared.limits
     }
@@ -383,24 +399,4 @@ async fn refuse(mut stream: UnixStream, agent: Arc<str>, max: usize) {
     });
     let _ = stream.write_all(format!("{frame}\n").as_bytes()).await;
     let _ = stream.shutdown().await;
-}
-
-/// Serves MCP with any `handler` over the broker's own framing and limits.
-/// Benchmarks use it to measure the transport without policy or audit:
-/// `handler` answers a plain `tools/call` on the connection's thread, as
-/// the broker's own session does.
-pub async fn serve_with_limits<H: ServerHandler + InlineCalls + Clone>(
-    stream: UnixStream,
-    limits: &BrokerLimits,
-    handler: H,
-) {
-    serve_connection(
-        stream,
-        frame_limits(limits),
-        handler,
-        Arc::from("bench"),
-        Default::default(),
-        None,
-    )
-    .await;
 }

@@ -23,6 +23,8 @@
 //! (`isError: true`) naming the agent, the tool, the deciding policies and
 //! the next step.
 
+#[cfg(feature = "bench")]
+mod bench;
 mod blocking;
 mod broker;
 mod connection;
@@ -39,9 +41,10 @@ mod session;
 mod socket_dir;
 mod state;
 
-pub use broker::{
-    AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME, serve_with_limits,
-};
+#[cfg(feature = "bench")]
+pub use bench::serve_with_limits;
+pub use broker::{AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME};
 pub use limits::BrokerLimits;
+#[cfg(feature = "bench")]
 pub use serve::InlineCalls;
 pub use services::{Inbound, Mailbox, Models, NotDelivered, TurnLimits};

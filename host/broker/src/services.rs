@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub struct Inbound {
     /// Unique within the host's run; the reply names it.
     pub id: u64,
+    /// What the person wrote.
     pub text: String,
     /// The person, as a Cedar `User` id (`slack:U123`, `local:alice`).
     pub user: String,

@@ -5,7 +5,9 @@
 /// An evaluation error in one policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
+    /// The policy's `@id`; empty for an error no one policy caused.
     pub policy_id: String,
+    /// What went wrong, as Cedar says it.
     pub message: String,
 }
 
@@ -22,6 +24,7 @@ impl std::fmt::Display for PolicyError {
 /// The outcome of one authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether the request is allowed.
     pub allowed: bool,
     /// The policies that decided, sorted: the permits that allowed it, the
     /// forbids that denied it, or the policies whose errors forced a deny.
@@ -71,10 +74,18 @@ impl Decision {
 /// Why a request could not even be put to the policies.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// The tool has no action in the schema (it is not loaded).
     #[error("unknown tool `{0}`: it has no action in the schema")]
     UnknownTool(String),
+    /// The input does not fit the tool's input schema.
     #[error("invalid input for tool `{tool}`: {problem}")]
-    InvalidInput { tool: String, problem: String },
+    InvalidInput {
+        /// The tool called.
+        tool: String,
+        /// Which field does not fit its type, and how.
+        problem: String,
+    },
+    /// The request could not be built for another reason.
     #[error("invalid request: {0}")]
     Invalid(String),
 }

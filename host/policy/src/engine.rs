@@ -49,8 +49,11 @@ impl std::fmt::Debug for PolicyEngine {
 /// Inputs to build an engine from disk.
 #[derive(Debug, Clone)]
 pub struct EngineSources {
+    /// The base schema file (`schema.cedarschema`).
     pub schema_file: PathBuf,
+    /// The directory of `.cedar` files.
     pub policy_dir: PathBuf,
+    /// Each loaded tool's typed action.
     pub tools: Vec<ToolAction>,
     /// Cedar entities JSON (an array of entities); actions come from the
     /// schema.
@@ -71,6 +74,7 @@ impl PolicyEngine {
         )
     }
 
+    /// An engine from a schema and policy texts already read, each with the file it came from (for locations in errors).
     pub fn from_parts(
         schema: CombinedSchema,
         files: &[(PathBuf, String)],
@@ -98,22 +102,27 @@ impl PolicyEngine {
         })
     }
 
+    /// The schema, base and tools together.
     pub fn schema(&self) -> &CombinedSchema {
         &self.schema
     }
 
+    /// The validated policies and their hash.
     pub fn policies(&self) -> &LoadedPolicies {
         &self.policies
     }
 
+    /// The entities decisions see.
     pub fn entities(&self) -> &Entities {
         &self.entities
     }
 
+    /// The hash that names this policy set in every record it decides.
     pub fn policy_set_hash(&self) -> &str {
         &self.policies.hash
     }
 
+    /// How many policies the set holds.
     pub fn policy_count(&self) -> usize {
         self.index.len()
     }
@@ -438,12 +447,6 @@ impl PolicyEngine {
         let candidates = self.index.candidates(p, a, r, entities);
         let subset = self.index.subset(&candidates)?;
         Ok(self.authorizer.is_authorized(request, &subset, entities))
-    }
-
-    /// The plain, unindexed Cedar response (for comparison and benchmarks).
-    pub fn authorize_unindexed(&self, request: &Request) -> Response {
-        self.authorizer
-            .is_authorized(request, &self.policies.set, &self.entities)
     }
 
     fn decision(&self, response: &Response) -> Decision {

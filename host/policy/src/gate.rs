@@ -17,6 +17,7 @@ pub struct CedarGate {
 }
 
 impl CedarGate {
+    /// A gate deciding on `store`'s current set, with the call's common context.
     pub fn new(store: Arc<PolicyStore>, common: Common) -> Self {
         CedarGate { store, common }
     }
@@ -38,7 +39,9 @@ pub struct CapabilityDecision {
     pub gate: GateDecision,
     /// The policies that decided (empty when the request could not be built).
     pub policy_ids: Vec<String>,
+    /// Evaluation errors, each of which forced a deny.
     pub errors: Vec<String>,
+    /// The hash of the set that decided.
     pub policy_set_hash: String,
 }
 

@@ -53,6 +53,7 @@ type Buckets = HashMap<Key, HashMap<Key, HashMap<Key, Vec<u32>>>>;
 /// keeps a stream of unusual requests from growing memory without limit.
 const MAX_CACHED_SUBSETS: usize = 4096;
 
+/// The policies of a set keyed by the scope they can match (action, then principal, then resource), so that a request is evaluated against the few that might apply and gets Cedar's own answer.
 pub struct PolicyIndex {
     policies: Vec<Policy>,
     /// Per policy: whether a condition reads `context`.
@@ -196,6 +197,7 @@ fn lookup_keys(uid: &EntityUid, entities: &Entities, with_type: bool) -> Vec<Key
 }
 
 impl PolicyIndex {
+    /// The index of `set`.
     pub fn new(set: &PolicySet) -> Self {
         let policies: Vec<Policy> = set.policies().cloned().collect();
         let mut buckets: Buckets = HashMap::new();
@@ -224,10 +226,12 @@ impl PolicyIndex {
         }
     }
 
+    /// How many policies it indexes.
     pub fn len(&self) -> usize {
         self.policies.len()
     }
 
+    /// Whether it indexes none.
     pub fn is_empty(&self) -> bool {
         self.policies.is_empty()
     }

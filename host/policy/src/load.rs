@@ -17,8 +17,11 @@ use crate::schema::ToolAction;
 /// A place in a policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
+    /// The file.
     pub file: PathBuf,
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column.
     pub column: usize,
 }
 
@@ -31,9 +34,13 @@ impl fmt::Display for Location {
 /// One problem found while loading policies or the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Where, when it is in a file.
     pub location: Option<Location>,
+    /// The policy it concerns, if one.
     pub policy_id: Option<String>,
+    /// What is wrong.
     pub message: String,
+    /// How to fix it, when Cedar or Corral knows.
     pub help: Option<String>,
 }
 
@@ -100,12 +107,14 @@ impl Origin {
 /// The schema: the base file plus the fragment of every registered tool.
 #[derive(Debug, Clone)]
 pub struct CombinedSchema {
+    /// Cedar's schema.
     pub schema: Schema,
     /// The text `corral policy schema` prints.
     pub text: String,
 }
 
 impl CombinedSchema {
+    /// The base schema from `base_file` plus each tool's action and input type.
     pub fn build(base_file: &Path, tools: &[ToolAction]) -> Result<Self, LoadErrors> {
         let base = std::fs::read_to_string(base_file).map_err(|e| {
             LoadErrors(vec![Problem {
@@ -118,6 +127,7 @@ impl CombinedSchema {
         Self::from_text(base_file, &base, tools)
     }
 
+    /// The same from the base schema's text, for tests and `corral policy` tooling.
     pub fn from_text(
         base_file: &Path,
         base: &str,

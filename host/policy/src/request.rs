@@ -11,12 +11,16 @@ use serde_json::{Value, json};
 /// The common context every request carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Common {
+    /// Seconds since the Unix epoch when the request was made.
     pub request_time: i64,
+    /// The MCP session the request came in on.
     pub session_id: String,
+    /// Calls made in the session so far, this one included.
     pub calls_in_session: i64,
 }
 
 impl Common {
+    /// The common context of a request made now.
     pub fn now(session_id: &str, calls_in_session: i64) -> Self {
         let request_time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -68,7 +72,9 @@ impl Common {
 /// An entity for one decision ([`PolicyEngine::decide`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestEntity {
+    /// The entity type (`Channel`, `User`, …).
     pub ty: String,
+    /// The entity id.
     pub id: String,
     /// Attributes as Cedar JSON values (strings, longs, booleans).
     pub attrs: serde_json::Map<String, Value>,
@@ -77,6 +83,7 @@ pub struct RequestEntity {
 }
 
 impl RequestEntity {
+    /// An entity with no attributes and no parents.
     pub fn new(ty: &str, id: &str) -> Self {
         RequestEntity {
             ty: ty.to_string(),
@@ -86,11 +93,13 @@ impl RequestEntity {
         }
     }
 
+    /// Adds the attribute `name`.
     pub fn attr(mut self, name: &str, value: Value) -> Self {
         self.attrs.insert(name.to_string(), value);
         self
     }
 
+    /// Adds a parent.
     pub fn parent(mut self, ty: &str, id: &str) -> Self {
         self.parents.push((ty.to_string(), id.to_string()));
         self

@@ -66,12 +66,17 @@ pub const RESERVED_ACTIONS: &[&str] = &[
 /// A Cedar type derived from a JSON Schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CedarType {
+    /// Any string.
     String,
     /// A string that must be a normalized workspace path.
     WorkspacePath,
+    /// A 64-bit integer.
     Long,
+    /// A boolean.
     Bool,
+    /// A set of one element type.
     Set(Box<CedarType>),
+    /// A record with these attributes.
     Record(Vec<Attr>),
 }
 
@@ -366,6 +371,7 @@ fn kind_of(v: &Value) -> &'static str {
 /// A registered tool, as the policy engine needs it.
 #[derive(Debug, Clone)]
 pub struct ToolAction {
+    /// The tool's name, which is its action's id.
     pub name: String,
     /// The Cedar type of `context.input` (always a record).
     pub input: CedarType,

@@ -15,6 +15,7 @@ use notify::{RecursiveMode, Watcher};
 use crate::engine::{EngineSources, PolicyEngine};
 use crate::load::LoadErrors;
 
+/// The live policy set: decisions read the current engine, and a reload validates a whole new engine before it replaces the old one in one swap.
 pub struct PolicyStore {
     current: RwLock<Arc<PolicyEngine>>,
     sources: Mutex<EngineSources>,
@@ -34,6 +35,7 @@ pub struct WatchGuard {
 }
 
 impl PolicyStore {
+    /// Loads and validates everything, or says what is wrong.
     pub fn load(sources: EngineSources) -> Result<Self, LoadErrors> {
         let engine = PolicyEngine::load(&sources)?;
         Ok(PolicyStore {
@@ -68,6 +70,7 @@ impl PolicyStore {
         Ok(hash)
     }
 
+    /// The directory the set is loaded from.
     pub fn policy_dir(&self) -> PathBuf {
         match self.sources.lock() {
             Ok(s) => s.policy_dir.clone(),
