@@ -1,5 +1,9 @@
 //! Helpers shared by Corral's integration tests: where the example
 //! components are, and a loopback HTTP server that records what reached it.
+#![allow(
+    missing_docs,
+    reason = "test helpers, documented where their use is not obvious; not a library anyone builds on"
+)]
 
 pub mod broker;
 pub mod mcp;

@@ -22,28 +22,40 @@ pub const DEFAULT_SOCKET: &str = "/run/corral/mcp.sock";
 
 /// Exit codes shared by `corral-agent` and the host's `corral` CLI.
 pub mod exit {
+    /// The call succeeded.
     pub const OK: u8 = 0;
+    /// The call failed (the tool's error, a trap, the host).
     pub const FAILED: u8 = 1;
     // 2 is clap's usage error.
+    /// A policy denied it.
     pub const DENIED: u8 = 3;
+    /// No such tool, or input that does not fit its schema.
     pub const INVALID_INPUT: u8 = 4;
+    /// A limit was broken (rate, time, memory, output).
     pub const LIMIT: u8 = 5;
 }
 
+/// Why talking to the broker failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The socket could not be connected.
     #[error(
         "cannot connect to the broker at {socket}: {source}; is the broker serving this agent, and is its socket directory mounted?"
     )]
     Connect {
+        /// The socket's path.
         socket: PathBuf,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
+    /// Reading or writing the connection failed.
     #[error("broker connection: {0}")]
     Io(#[from] std::io::Error),
+    /// The broker closed the connection.
     #[error("the broker closed the connection")]
     Closed,
+    /// The broker's answer was not what MCP says.
     #[error("the broker sent something unexpected: {0}")]
     Protocol(String),
 }
@@ -51,16 +63,19 @@ pub enum ClientError {
 /// A tool call's result, as the broker reported it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolResult {
+    /// Whether the call failed or was refused.
     pub is_error: bool,
     /// The first text content block: the output, or the one-line reason.
     pub text: String,
     /// For errors, the broker's class: `denied`, `invalid-input`,
     /// `unknown-tool`, `rate-limited`, `timed-out`, `limit-exceeded`, …
     pub class: Option<String>,
+    /// For denials, the policies that decided.
     pub policy_ids: Vec<String>,
 }
 
 impl ToolResult {
+    /// The exit code (`exit`) for this result.
     pub fn exit_code(&self) -> u8 {
         if !self.is_error {
             return exit::OK;

@@ -26,9 +26,12 @@ const PIECE_BYTES: usize = 16 * 1024;
 
 const SYSTEM: &str = "You are an agent run by Corral. You can act only through the tools you are given; every call is checked against policy and recorded. When a tool call is denied, tell the person plainly what was denied and which policy decided, and do not try to work around it.";
 
+/// How the agent loop runs.
 #[derive(Debug, Clone)]
 pub struct LoopOptions {
+    /// The broker's socket.
     pub socket: PathBuf,
+    /// The agent's workspace (history and `AGENT.md` live there).
     pub workspace: PathBuf,
     /// How long one `corral/next` waits before asking again.
     pub wait: Duration,

@@ -14,20 +14,27 @@ pub enum Durability {
     Strict,
     /// Written (it survives the broker being killed) before the append
     /// returns; fsynced within `window`.
-    Batched { window: Duration },
+    Batched {
+        /// The longest a written record waits for its fsync.
+        window: Duration,
+    },
 }
 
 /// How to open the log.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
+    /// The SQLite database; the spool is beside it (`<path>-spool`).
     pub path: PathBuf,
+    /// When an append counts as recorded.
     pub durability: Durability,
+    /// What is redacted from arguments before they are recorded.
     pub redactor: Redactor,
     /// Most records moved into SQLite in one transaction.
     pub max_batch: usize,
 }
 
 impl AuditConfig {
+    /// Strict durability, the default redactor, batches of 2,048.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         AuditConfig {
             path: path.into(),
@@ -37,11 +44,13 @@ impl AuditConfig {
         }
     }
 
+    /// Sets the durability.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
         self
     }
 
+    /// Sets the redactor.
     pub fn redactor(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
         self

@@ -57,18 +57,34 @@ pub use writer::{AuditLog, Receipt, Ticket};
 /// What can go wrong with the log.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// SQLite refused something.
     #[error("audit log {path}: {source}")]
     Sqlite {
+        /// The database.
         path: String,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
+    /// A file could not be read, written or synced.
     #[error("audit log {path}: {message}")]
-    Io { path: String, message: String },
+    Io {
+        /// The file.
+        path: String,
+        /// What failed, and how.
+        message: String,
+    },
+    /// The log stopped taking appends (a write or sync failed), and why.
     #[error(
         "the audit writer has stopped ({0}); no decision can be recorded, so every call is refused until the broker restarts"
     )]
     WriterStopped(String),
+    /// The database or spool is not what the log writes.
     #[error("audit log {path} has an unexpected layout: {message}")]
-    Layout { path: String, message: String },
+    Layout {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }

@@ -11,23 +11,31 @@ use crate::spool;
 /// Which records to read. Every field narrows the selection.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// Records of this agent.
     pub agent: Option<String>,
     /// The action: a tool name, or `read_file`, `http_request`, …
     pub action: Option<String>,
+    /// Decisions that allowed (`true`) or denied (`false`).
     pub allowed: Option<bool>,
+    /// Records of this kind.
     pub kind: Option<Kind>,
+    /// Records at or after this time (microseconds since the epoch).
     pub since_us: Option<i64>,
+    /// Records after this sequence number (for paging).
     pub after_seq: Option<i64>,
+    /// At most this many records.
     pub limit: Option<usize>,
 }
 
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// Records checked.
     pub records: u64,
     /// The last good record's sequence number and hash: pin it elsewhere to
     /// detect a later truncation of the log's tail.
     pub head_seq: i64,
+    /// See `head_seq`.
     pub head_hash: String,
     /// The first record that breaks the chain, and why.
     pub first_bad: Option<(i64, String)>,
@@ -39,6 +47,7 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// Whether the whole chain checked out.
     pub fn ok(&self) -> bool {
         self.first_bad.is_none()
     }
@@ -64,6 +73,7 @@ const COLUMNS_BEFORE_USAGE: &str = "seq, time_us, kind, agent, action, resource,
     outcome, parent, detail, prev_hash, hash, NULL, NULL";
 
 impl AuditReader {
+    /// Opens the log read-only; refuses a path where no log exists.
     pub fn open(path: &Path) -> Result<AuditReader, AuditError> {
         if !path.exists() {
             return Err(AuditError::Io {
@@ -157,6 +167,7 @@ impl AuditReader {
         })
     }
 
+    /// The last record's sequence number in the database (0 if none).
     pub fn head_seq(&self) -> Result<i64, AuditError> {
         self.conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))

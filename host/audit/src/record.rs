@@ -19,6 +19,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind's name in records (`call`, `capability`, `outcome`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Call => "call",
@@ -27,6 +28,7 @@ impl Kind {
         }
     }
 
+    /// The kind named `text`, if any.
     pub fn parse(text: &str) -> Option<Kind> {
         match text {
             "call" => Some(Kind::Call),
@@ -41,12 +43,16 @@ impl Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Returned.
     Ok,
+    /// Failed (the tool's error or the host's).
     Error,
+    /// Ran out of time.
     Timeout,
 }
 
 impl Outcome {
+    /// The outcome's name in records (`ok`, `error`, `timeout`).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -55,6 +61,7 @@ impl Outcome {
         }
     }
 
+    /// The outcome named `text`, if any.
     pub fn parse(text: &str) -> Option<Outcome> {
         match text {
             "ok" => Some(Outcome::Ok),
@@ -69,7 +76,9 @@ impl Outcome {
 /// them: what daily and session budgets add up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TokenUsage {
+    /// Tokens the provider counted in the request.
     pub input_tokens: u64,
+    /// Tokens it generated.
     pub output_tokens: u64,
 }
 
@@ -87,7 +96,9 @@ pub struct Entry {
     /// When it happened (set by [`Entry::new`]), not when it was committed:
     /// an outcome may be committed a little after it is queued.
     pub time_us: i64,
+    /// What the record is about.
     pub kind: Kind,
+    /// The agent it concerns.
     pub agent: String,
     /// The Cedar action id: the tool name for a call, `read_file`,
     /// `http_request`, … for a capability.
@@ -101,11 +112,17 @@ pub struct Entry {
     pub session: serde_json::Value,
     /// `Some(allowed)` for `Call` and `Capability`; `None` for `Outcome`.
     pub allowed: Option<bool>,
+    /// The policies that decided (see `corral_gate::DecisionSummary`).
     pub policy_ids: Vec<String>,
+    /// Evaluation errors, each of which forced a deny.
     pub errors: Vec<String>,
+    /// The hash of the policy set that decided.
     pub policy_hash: String,
+    /// The sha256 of the tool component that ran, for a call.
     pub tool_sha256: Option<String>,
+    /// How long the call took, for an outcome.
     pub duration_us: Option<i64>,
+    /// How the call ended, for an outcome.
     pub outcome: Option<Outcome>,
     /// The `Call` record this one belongs to.
     pub parent: Option<i64>,
@@ -179,31 +196,49 @@ impl Entry {
 /// One stored record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// Its place in the chain, from 1.
     pub seq: i64,
+    /// When it happened, microseconds since the epoch.
     pub time_us: i64,
+    /// What it is about.
     pub kind: Kind,
+    /// The agent.
     pub agent: String,
+    /// The Cedar action id.
     pub action: String,
+    /// The Cedar resource, as `Type::"id"`.
     pub resource: String,
     /// Redacted JSON text, stored and hashed exactly as written.
     pub arguments: String,
     /// Whether redaction changed `arguments`.
     pub redacted: bool,
+    /// The `common` context, redacted JSON text.
     pub session: String,
+    /// `allow` or `deny` for a decision; none for an outcome.
     pub decision: Option<String>,
+    /// The policies that decided.
     pub policy_ids: Vec<String>,
+    /// Evaluation errors.
     pub errors: Vec<String>,
+    /// The hash of the policy set that decided.
     pub policy_hash: String,
+    /// The sha256 of the tool component, for calls and outcomes.
     pub tool_sha256: Option<String>,
+    /// How long the call took, for an outcome.
     pub duration_us: Option<i64>,
+    /// How the call ended, for an outcome.
     pub outcome: Option<Outcome>,
+    /// The call record an outcome or capability belongs to.
     pub parent: Option<i64>,
+    /// A one-line explanation: a denial's reason, or the tool's error.
     pub detail: Option<String>,
     /// Written only when present, so that records from before it was
     /// added keep their canonical form, and their hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
+    /// The previous record's hash (`GENESIS_HASH` for the first).
     pub prev_hash: String,
+    /// This record's hash.
     pub hash: String,
 }
 
@@ -374,6 +409,7 @@ impl Record {
         hex::encode(hasher.finalize())
     }
 
+    /// Whether a decision allowed; none for an outcome.
     pub fn allowed(&self) -> Option<bool> {
         self.decision.as_deref().map(|d| d == "allow")
     }

@@ -23,7 +23,9 @@ use crate::store::Store;
 /// Proof that an entry is recorded to the configured durability.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
+    /// The record's sequence number.
     pub seq: i64,
+    /// The record's hash.
     pub hash: String,
 }
 
@@ -33,6 +35,7 @@ type Outcome = Result<Receipt, AuditError>;
 pub struct Ticket(oneshot::Receiver<Outcome>);
 
 impl Ticket {
+    /// Waits until the entry is recorded to the log's durability, or says why it was not.
     pub async fn recorded(self) -> Result<Receipt, AuditError> {
         match self.0.await {
             Ok(outcome) => outcome,
@@ -198,10 +201,12 @@ impl AuditLog {
         })
     }
 
+    /// The database's path.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
+    /// When an append counts as recorded.
     pub fn durability(&self) -> Durability {
         self.inner.durability
     }

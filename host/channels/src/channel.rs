@@ -45,7 +45,9 @@ pub struct MissingSecret(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("channel `{channel}`: {message}")]
 pub struct ChannelError {
+    /// The channel's name.
     pub channel: &'static str,
+    /// What went wrong.
     pub message: String,
 }
 

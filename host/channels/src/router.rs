@@ -29,17 +29,24 @@ pub struct Origin {
 /// A message from a person to an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// Unique on this host while it runs.
     pub id: u64,
+    /// The agent it is for.
     pub agent: String,
+    /// What the person wrote.
     pub text: String,
+    /// Who wrote it, where.
     pub origin: Origin,
 }
 
 /// An agent's answer, on its way back to the channel.
 #[derive(Debug)]
 pub struct Reply {
+    /// The message it answers.
     pub message: u64,
+    /// The agent that wrote it.
     pub agent: String,
+    /// What the agent wrote.
     pub text: String,
     /// False for an interim update; the message is still open.
     pub last: bool,
@@ -69,26 +76,54 @@ pub struct DeliveryError(pub String);
 /// Where a channel wants the replies to its messages.
 pub type Delivery = mpsc::UnboundedSender<Reply>;
 
+/// Why a message was not queued for its agent; the text is what the
+/// person is told.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
+    /// No such agent here.
     #[error("there is no agent `{agent}` on this host; configured agents: {known}")]
-    UnknownAgent { agent: String, known: String },
-    /// `who` names the person, the channel and the audit record.
+    UnknownAgent {
+        /// The agent asked for.
+        agent: String,
+        /// The agents this host has, listed.
+        known: String,
+    },
+    /// No `invoke` permit.
     #[error(
         "denied: {who} may not ask agent `{agent}`: {reason}; next step: ask a policy author for an `invoke` permit"
     )]
     Denied {
+        /// The person, the channel and the audit record.
         who: String,
+        /// The agent asked for.
         agent: String,
+        /// The decision's explanation.
         reason: String,
+        /// The policies that decided.
         policy_ids: Vec<String>,
     },
+    /// The host is shutting down.
     #[error("agent `{agent}`: not accepting messages: the host is shutting down")]
-    Closed { agent: String },
+    Closed {
+        /// The agent asked for.
+        agent: String,
+    },
+    /// The host cannot run the agent at all.
     #[error("agent `{agent}` is not available on this host: {cause}")]
-    Unavailable { agent: String, cause: String },
+    Unavailable {
+        /// The agent asked for.
+        agent: String,
+        /// Why, as the host found it at start.
+        cause: String,
+    },
+    /// The decision could not be recorded, so the message was refused.
     #[error("agent `{agent}`: message not taken: its decision could not be recorded ({message})")]
-    Audit { agent: String, message: String },
+    Audit {
+        /// The agent asked for.
+        agent: String,
+        /// The audit log's error.
+        message: String,
+    },
 }
 
 #[derive(Default)]
@@ -117,6 +152,8 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// starts the agent's container if it is not running.
 pub type Wake = Box<dyn Fn(&str) + Send + Sync>;
 
+/// Between channels and agents: decides `invoke`, queues messages per
+/// agent, and carries replies back to the channel each message came from.
 pub struct Router {
     policies: Arc<PolicyStore>,
     audit: AuditLog,
@@ -128,6 +165,7 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router for `agents`, deciding with `policies` and recording in `audit`.
     pub fn new(policies: Arc<PolicyStore>, audit: AuditLog, agents: &[String]) -> Self {
         Router {
             policies,
@@ -145,6 +183,7 @@ impl Router {
         }
     }
 
+    /// Sets what is called when a message is queued for an agent.
     pub fn on_wake(&self, wake: Wake) {
         *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
     }

@@ -24,8 +24,10 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackSection {
+    /// The variable holding the bot token (`xoxb-…`).
     #[serde(default = "d_bot_env")]
     pub bot_token_env: String,
+    /// The variable holding the app token (`xapp-…`).
     #[serde(default = "d_app_env")]
     pub app_token_env: String,
     /// Default `https://slack.com/api`.
@@ -126,14 +128,23 @@ impl std::fmt::Debug for SlackConfig {
     }
 }
 
+/// Why the Slack channel could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SlackError {
+    /// The TLS roots could not be loaded.
     #[error("slack: cannot set up HTTPS: {0}")]
     Tls(String),
+    /// `auth.test` refused the bot token.
     #[error(
         "slack: the bot token was refused by auth.test at {url}: {message}; check SLACK_BOT_TOKEN (an `xoxb-` token of the app)"
     )]
-    Auth { url: String, message: String },
+    Auth {
+        /// The Web API base used.
+        url: String,
+        /// What Slack said.
+        message: String,
+    },
+    /// Socket Mode could not be opened with the app token.
     #[error(
         "slack: cannot open Socket Mode: {0}; check SLACK_APP_TOKEN (an `xapp-` token with connections:write)"
     )]

@@ -250,6 +250,7 @@ pub struct ChatClient {
 }
 
 impl ChatClient {
+    /// Connects to the host's control socket at `path`.
     pub async fn connect(path: &Path) -> std::io::Result<ChatClient> {
         let stream = UnixStream::connect(path).await.map_err(|e| {
             std::io::Error::new(

@@ -185,6 +185,7 @@ pub fn kind_name(st: &libc::stat) -> &'static str {
     }
 }
 
+/// Whether `st` is of `kind` (`libc::S_IFREG`, `S_IFDIR`, …).
 pub fn is(st: &libc::stat, kind: libc::mode_t) -> bool {
     st.st_mode & libc::S_IFMT == kind
 }

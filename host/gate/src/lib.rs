@@ -18,10 +18,15 @@ use std::fmt;
 /// What a workspace operation does, for the gate's purposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileOp {
+    /// Reading a file's contents.
     Read,
+    /// Listing a directory.
     List,
+    /// Reading a file's or directory's metadata.
     Stat,
+    /// Creating or replacing a file (or a directory).
     Write,
+    /// Removing a file or an empty directory.
     Remove,
 }
 
@@ -32,6 +37,7 @@ impl FileOp {
         matches!(self, FileOp::Write | FileOp::Remove)
     }
 
+    /// The operation's name in policies and records (`read`, `write`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             FileOp::Read => "read",
@@ -47,6 +53,7 @@ impl FileOp {
 /// host, never the guest's own claims about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequestInfo {
+    /// The HTTP method, upper case.
     pub method: String,
     /// `http` or `https`.
     pub scheme: String,
@@ -64,13 +71,23 @@ pub struct HttpRequestInfo {
 /// What a tool is about to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Capability {
-    /// A workspace operation on `path`, a normalized path relative to the
-    /// workspace root (`""` is the root itself).
-    File { op: FileOp, path: String },
+    /// A workspace operation.
+    File {
+        /// What it does.
+        op: FileOp,
+        /// A normalized path relative to the workspace root (`""` is the
+        /// root itself).
+        path: String,
+    },
     /// An outgoing HTTP request.
     Http(HttpRequestInfo),
-    /// Placing the secret `name` into a request bound for `host`.
-    Secret { name: String, host: String },
+    /// Placing a secret into a request.
+    Secret {
+        /// The secret's name, as policies and tools know it.
+        name: String,
+        /// The host the request is bound for.
+        host: String,
+    },
 }
 
 impl fmt::Display for Capability {
@@ -99,7 +116,9 @@ impl fmt::Display for Capability {
 /// Who is asking: the agent on whose behalf the tool runs, and the tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The agent's id.
     pub agent: String,
+    /// The tool's name.
     pub tool: String,
 }
 
@@ -107,6 +126,7 @@ pub struct Caller {
 /// `denied` case of `tool-error` or `fs-error`) and to the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
+    /// What a person reads: which policy, rule or default refused, and why.
     pub reason: String,
     /// Ids of the policies that decided; empty for the default deny and for
     /// the host's built-in rules.
@@ -114,6 +134,7 @@ pub struct Denial {
 }
 
 impl Denial {
+    /// A refusal with no deciding policy (a built-in rule or the default deny).
     pub fn new(reason: impl Into<String>) -> Self {
         Denial {
             reason: reason.into(),
@@ -194,6 +215,7 @@ impl fmt::Display for Refusal {
 /// messages all reach the audit log through this one shape.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DecisionSummary {
+    /// Whether it allowed.
     pub allowed: bool,
     /// The policies that decided.
     pub policy_ids: Vec<String>,
@@ -208,7 +230,9 @@ pub struct DecisionSummary {
 /// The gate's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateDecision {
+    /// Go ahead.
     Allow,
+    /// Refused, and why.
     Deny(Denial),
 }
 
@@ -216,6 +240,7 @@ pub enum GateDecision {
 /// cheap and must not block for long: they run on the call's thread while
 /// the guest waits.
 pub trait CapabilityGate: Send + Sync {
+    /// The decision on `capability`, used on behalf of `caller`.
     fn check(&self, caller: &Caller, capability: &Capability) -> GateDecision;
 
     /// The runtime refused `capability` itself, before asking: a host
@@ -255,11 +280,13 @@ impl AllowList {
         Self::default()
     }
 
+    /// Allows or refuses every workspace read (read, list, stat).
     pub fn workspace_read(mut self, yes: bool) -> Self {
         self.workspace_read = yes;
         self
     }
 
+    /// Allows or refuses every workspace write (write, remove).
     pub fn workspace_write(mut self, yes: bool) -> Self {
         self.workspace_write = yes;
         self
@@ -321,10 +348,12 @@ impl CapabilityGate for AllowList {
 pub struct StaticSecrets(BTreeMap<String, String>);
 
 impl StaticSecrets {
+    /// No secrets.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds a secret by name.
     pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.0.insert(name.into(), value.into());
         self

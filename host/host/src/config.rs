@@ -36,19 +36,26 @@ pub struct HostConfig {
     pub policies: PathBuf,
     /// The audit database; default `<state_dir>/audit.db`.
     pub audit: Option<PathBuf>,
+    /// When a decision counts as recorded (`strict`, the default, or `batched`).
     #[serde(default)]
     pub durability: DurabilityName,
     /// A TOML file of `NAME = "value"` secrets; mode 0600 or stricter.
     pub secrets_file: Option<PathBuf>,
+    /// `[image]`: the agent image and the user agents run as.
     #[serde(default)]
     pub image: ImageConfig,
+    /// `[sandbox]`: the container engine.
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    /// `[broker]`: the broker's limits.
     #[serde(default)]
     pub broker: BrokerConfig,
+    /// `[[tools]]`: the tool components served, each pinned.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    /// `[[agents]]`: the agents.
     pub agents: Vec<AgentConfig>,
+    /// `[models.NAME]`: the models agents may use, by name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
     /// Channels: each one's section (see `channels.rs`).
@@ -56,6 +63,7 @@ pub struct HostConfig {
     /// Secrets tools may ask for: secret name → variable name.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// `[http]`: what tools' HTTP requests may reach.
     #[serde(default)]
     pub http: HttpConfig,
 }
@@ -64,6 +72,7 @@ pub struct HostConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
+    /// The engine; `docker`, the default, is the only one built.
     #[serde(default)]
     pub backend: BackendName,
 }
@@ -89,6 +98,7 @@ pub struct HttpConfig {
     pub internal: Vec<InternalConfig>,
 }
 
+/// `[[http.internal]]`: internal address ranges opened to one host group's hosts.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InternalConfig {
@@ -103,14 +113,18 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from(".corral")
 }
 
+/// `durability`'s values.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilityName {
+    /// Fsynced before the append returns.
     #[default]
     Strict,
+    /// Fsynced within 10 ms.
     Batched,
 }
 
+/// `[image]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageConfig {
@@ -119,6 +133,7 @@ pub struct ImageConfig {
     /// The default image's build directory and static agent binary.
     #[serde(default = "default_image_dir")]
     pub dir: PathBuf,
+    /// The static `corral-agent` binary the image is built from.
     #[serde(default = "default_agent_binary")]
     pub agent_binary: PathBuf,
     /// `uid:gid` every container runs as. Without it (the default) each
@@ -152,13 +167,16 @@ pub struct BrokerConfig {
     /// Sustained tool calls per second per agent.
     #[serde(default = "d_rate")]
     pub rate_per_second: f64,
+    /// The bucket's size: calls an agent may make at once after a pause.
     #[serde(default = "d_burst")]
     pub rate_burst: f64,
     /// Tool calls running at once per agent.
     #[serde(default = "d_in_flight")]
     pub max_in_flight: usize,
+    /// Connections one agent may hold open.
     #[serde(default = "d_connections")]
     pub max_connections: usize,
+    /// The longest a tool call may take, in milliseconds.
     #[serde(default = "d_call_timeout")]
     pub call_timeout_ms: u64,
 }
@@ -191,21 +209,26 @@ impl Default for BrokerConfig {
     }
 }
 
+/// One `[[tools]]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolConfig {
+    /// The component file.
     pub path: PathBuf,
     /// The component's sha256. Without it the file's current digest is
     /// used, and a warning says so.
     pub sha256: Option<String>,
 }
 
+/// One `[[agents]]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    /// The agent's id: its Cedar principal `Agent::"<id>"`.
     pub id: String,
     /// The agent's team, if it is not already in entities.json.
     pub team: Option<String>,
+    /// Its workspace on the host.
     pub workspace: PathBuf,
     /// A key of `[models]`; without one the agent runs tools-only.
     pub model: Option<String>,
@@ -214,17 +237,22 @@ pub struct AgentConfig {
     /// `UID:GID` this agent's container runs as; default: derived from its
     /// id (see [`AgentConfig::ids`]).
     pub user: Option<String>,
+    /// `[agents.limits]`.
     #[serde(default)]
     pub limits: AgentLimits,
 }
 
+/// An agent's resource limits and budgets.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentLimits {
+    /// Container memory, MiB.
     #[serde(default = "d_memory")]
     pub memory_mib: u32,
+    /// Container CPUs.
     #[serde(default = "d_cpus")]
     pub cpus: f64,
+    /// Container processes.
     #[serde(default = "d_pids")]
     pub pids: u32,
     /// Model calls per message.
@@ -280,16 +308,21 @@ impl Default for AgentLimits {
     }
 }
 
+/// The model APIs Corral speaks.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderName {
+    /// Anthropic's Messages API.
     Anthropic,
+    /// OpenAI's Chat Completions API, or one compatible with it.
     Openai,
 }
 
+/// One `[models.NAME]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// Which API the provider speaks.
     pub provider: ProviderName,
     /// The provider's model id.
     pub model: String,
@@ -297,8 +330,10 @@ pub struct ModelConfig {
     pub base_url: Option<String>,
     /// The variable holding the API key; none for local servers.
     pub api_key_env: Option<String>,
+    /// The most output tokens one call may ask for.
     #[serde(default = "d_tokens")]
     pub max_tokens: u32,
+    /// The longest one call may take, in seconds.
     #[serde(default = "d_timeout")]
     pub timeout_secs: u64,
 }
@@ -482,12 +517,14 @@ impl HostConfig {
         configured.into_iter().flatten().collect()
     }
 
+    /// The audit database: `audit`, or `<state_dir>/audit.db`.
     pub fn audit_path(&self) -> PathBuf {
         self.audit
             .clone()
             .unwrap_or_else(|| self.state_dir.join("audit.db"))
     }
 
+    /// The control socket: `<state_dir>/control.sock`.
     pub fn control_socket(&self) -> PathBuf {
         self.state_dir.join("control.sock")
     }

@@ -16,6 +16,7 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// The value of `name`, if set and not empty.
     pub fn get(&self, name: &str) -> Option<String> {
         std::env::var(name)
             .ok()

@@ -29,18 +29,28 @@ pub fn runtime_with_cache(
 /// Pinned components loaded, and each tool's Cedar action: what
 /// `corral broker` and the host serve.
 pub struct LoadedTools {
+    /// The runtime the tools run in.
     pub runtime: Arc<ToolRuntime>,
+    /// The tools by name, each with its component.
     pub registry: Arc<ToolRegistry>,
+    /// Each tool's typed Cedar action.
     pub actions: Vec<corral_policy::ToolAction>,
 }
 
 /// Why tools could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolsError {
+    /// A component could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A tool's input schema does not map to a Cedar type.
     #[error("tool `{tool}`: {problem}")]
-    Action { tool: String, problem: String },
+    Action {
+        /// The tool.
+        tool: String,
+        /// What does not map, and how.
+        problem: String,
+    },
 }
 
 /// Loads pinned tool components and derives each tool's Cedar action.

@@ -3,10 +3,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Who says a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// The person, or the tool results the agent sends back.
     User,
+    /// The model.
     Assistant,
 }
 
@@ -14,28 +17,39 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Block {
+    /// Text.
     Text {
+        /// The text.
         text: String,
     },
     /// The model asks for a tool call.
     ToolUse {
+        /// The call's id, which its result names.
         id: String,
+        /// The tool.
         name: String,
+        /// The tool's input.
         input: Value,
     },
     /// The answer to a `tool_use`, sent back in a user message.
     ToolResult {
+        /// The `tool_use` it answers.
         tool_use_id: String,
+        /// The tool's output, or its error.
         content: String,
+        /// Whether the call failed or was refused.
         #[serde(default)]
         is_error: bool,
     },
 }
 
+/// One turn of the conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
+    /// Who says it.
     pub role: Role,
+    /// What it says.
     pub content: Vec<Block>,
 }
 
@@ -43,9 +57,12 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
+    /// The tool's name.
     pub name: String,
+    /// What it does, for the model.
     #[serde(default)]
     pub description: String,
+    /// The JSON Schema of its input.
     pub input_schema: Value,
 }
 
@@ -54,27 +71,38 @@ pub struct ToolSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
+    /// The system prompt.
     #[serde(default)]
     pub system: String,
+    /// The conversation so far.
     pub messages: Vec<Message>,
+    /// The tools the model may ask for.
     #[serde(default)]
     pub tools: Vec<ToolSpec>,
+    /// The most output tokens wanted (the broker clamps it).
     #[serde(default)]
     pub max_tokens: Option<u32>,
 }
 
+/// Tokens a call used, as the provider counted them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Tokens in the request.
     pub input_tokens: u64,
+    /// Tokens generated.
     pub output_tokens: u64,
 }
 
+/// A model's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
+    /// The model that answered, as the provider names it.
     pub model: String,
+    /// What it said: text and tool calls.
     pub content: Vec<Block>,
     /// `end_turn`, `tool_use`, `max_tokens`, or what the provider said.
     pub stop_reason: String,
+    /// Tokens used.
     pub usage: Usage,
 }
 

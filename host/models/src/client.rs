@@ -14,6 +14,7 @@ use crate::{ChatRequest, ChatResponse, anthropic, openai};
 /// The largest provider answer read; a bigger one is refused.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
+/// The API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
     /// The Anthropic Messages API: `POST {base_url}/v1/messages`.
@@ -29,6 +30,7 @@ pub enum Provider {
 pub struct ApiKey(String);
 
 impl ApiKey {
+    /// Wraps a key.
     pub fn new(value: impl Into<String>) -> Self {
         ApiKey(value.into())
     }
@@ -45,7 +47,9 @@ impl std::fmt::Debug for ApiKey {
 pub struct ModelEndpoint {
     /// The name agents and policies use: `Model::"<name>"`.
     pub name: String,
+    /// The API it speaks.
     pub provider: Provider,
+    /// Where the API is, up to the path the provider's requests add.
     pub base_url: String,
     /// The provider's model id, e.g. `claude-sonnet-4-5` or `gpt-4.1`.
     pub model: String,
@@ -53,39 +57,76 @@ pub struct ModelEndpoint {
     pub api_key: Option<ApiKey>,
     /// The most output tokens one call may ask for.
     pub max_tokens: u32,
+    /// The longest one call may take.
     pub timeout: Duration,
 }
 
+/// Why a model call failed; every text names the model and never holds
+/// the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// The base URL does not parse.
     #[error("model `{model}`: bad base URL `{url}`: {message}")]
     BadUrl {
+        /// The model's name.
         model: String,
+        /// The URL.
         url: String,
+        /// What is wrong with it.
         message: String,
     },
+    /// The provider could not be reached.
     #[error("model `{model}`: cannot reach {url}: {message}")]
     Unreachable {
+        /// The model's name.
         model: String,
+        /// Where it was asked.
         url: String,
+        /// The connection's error.
         message: String,
     },
+    /// No answer in time.
     #[error("model `{model}`: no answer within {timeout:?}")]
-    Timeout { model: String, timeout: Duration },
+    Timeout {
+        /// The model's name.
+        model: String,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// The provider answered with an error status.
     #[error("model `{model}`: the provider answered HTTP {status}: {message}")]
     Status {
+        /// The model's name.
         model: String,
+        /// The HTTP status.
         status: u16,
+        /// The provider's message.
         message: String,
     },
+    /// The answer does not have the shape the API documents.
     #[error("model `{model}`: the provider's answer could not be read: {message}")]
-    Decode { model: String, message: String },
+    Decode {
+        /// The model's name.
+        model: String,
+        /// What is missing or wrong.
+        message: String,
+    },
+    /// The key cannot be sent in a header.
     #[error(
         "model `{model}`: the API key is empty or holds characters an HTTP header cannot carry; check the variable named by api_key_env"
     )]
-    BadKey { model: String },
+    BadKey {
+        /// The model's name.
+        model: String,
+    },
+    /// The TLS client could not be set up.
     #[error("model `{model}`: cannot set up TLS: {message}")]
-    Tls { model: String, message: String },
+    Tls {
+        /// The model's name.
+        model: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// A client for one [`ModelEndpoint`].
@@ -105,6 +146,7 @@ impl std::fmt::Debug for ModelClient {
 }
 
 impl ModelClient {
+    /// A client for `endpoint`; checks its URL and key once, here.
     pub fn new(endpoint: ModelEndpoint) -> Result<Self, ModelError> {
         let auth = match &endpoint.api_key {
             None => None,
@@ -157,6 +199,7 @@ impl ModelClient {
         })
     }
 
+    /// The endpoint it calls.
     pub fn endpoint(&self) -> &ModelEndpoint {
         &self.endpoint
     }

@@ -24,7 +24,9 @@ use std::process::Command;
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct DiskError {
+    /// The image, mount point or directory concerned.
     pub path: PathBuf,
+    /// What failed, and how.
     pub message: String,
 }
 
@@ -40,8 +42,11 @@ fn err(path: &Path, message: impl Into<String>) -> DiskError {
 pub struct MountEntry {
     /// The mount's root inside its file system.
     pub root: String,
+    /// Where it is mounted.
     pub mount_point: PathBuf,
+    /// Its file system type.
     pub fs_type: String,
+    /// Its source (a device, or the file system's name).
     pub source: String,
 }
 
@@ -128,6 +133,7 @@ pub struct Mounted {
 }
 
 impl Mounted {
+    /// Where it is mounted.
     pub fn path(&self) -> &Path {
         &self.at
     }

@@ -20,8 +20,11 @@ mod request;
 /// How a run-to-completion container ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exited {
+    /// Its exit code.
     pub code: i64,
+    /// What it wrote to stdout.
     pub stdout: String,
+    /// What it wrote to stderr.
     pub stderr: String,
     /// Whether the kernel's OOM killer ended it (the memory limit held).
     pub oom_killed: bool,
@@ -35,6 +38,7 @@ pub struct Docker {
 }
 
 impl Docker {
+    /// Connects to the local engine and negotiates the API version.
     pub async fn connect() -> Result<Docker, SandboxError> {
         let docker = bollard::Docker::connect_with_local_defaults()
             .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
@@ -97,6 +101,7 @@ impl Docker {
         Ok(created.id)
     }
 
+    /// Starts a created container.
     pub async fn start(&self, agent: &str, id: &str) -> Result<(), SandboxError> {
         self.inner
             .start_container(id, None)
@@ -148,10 +153,12 @@ impl Docker {
         Ok((out, err))
     }
 
+    /// Whether the kernel killed the container for memory.
     pub async fn oom_killed(&self, agent: &str, id: &str) -> Result<bool, SandboxError> {
         Ok(self.inspect(agent, id).await?.oom_killed)
     }
 
+    /// What the engine says of the container now.
     pub async fn inspect(&self, agent: &str, id: &str) -> Result<ContainerInfo, SandboxError> {
         let c = self
             .inner
@@ -202,6 +209,7 @@ impl Docker {
             .collect())
     }
 
+    /// Stops it within `grace_secs`, then kills it.
     pub async fn stop(&self, agent: &str, id: &str, grace_secs: i32) -> Result<(), SandboxError> {
         self.inner
             .stop_container(
@@ -244,6 +252,7 @@ impl Docker {
             .await;
     }
 
+    /// Removes it, stopped or not.
     pub async fn remove(&self, agent: &str, id: &str) -> Result<(), SandboxError> {
         self.inner
             .remove_container(

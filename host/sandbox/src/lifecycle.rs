@@ -21,6 +21,7 @@ pub struct LifecyclePolicy {
     /// The wait before the first restart after a crash; doubled on each
     /// further crash, up to `backoff_max`.
     pub backoff_initial: Duration,
+    /// The longest wait before a restart.
     pub backoff_max: Duration,
     /// A container that ran this long since its last start counts as
     /// healthy again: its crash count starts over.
@@ -44,32 +45,53 @@ impl Default for LifecyclePolicy {
 /// What the supervisor did, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A running container from before this supervisor was taken over.
     Adopted {
+        /// The agent.
         agent: String,
+        /// The container.
         id: String,
     },
+    /// A container no agent expects was removed.
     Removed {
+        /// The container.
         id: String,
+        /// Why it was not expected.
         why: String,
     },
+    /// A container was created and started.
     Started {
+        /// The agent.
         agent: String,
+        /// The container.
         id: String,
     },
+    /// An idle agent's container was stopped.
     StoppedIdle {
+        /// The agent.
         agent: String,
     },
+    /// A container exited cleanly.
     Exited {
+        /// The agent.
         agent: String,
     },
+    /// A container exited with an error or was killed.
     Crashed {
+        /// The agent.
         agent: String,
+        /// Its exit code, if it has one.
         exit_code: Option<i64>,
+        /// Whether the kernel killed it for memory.
         oom_killed: bool,
+        /// When it will be restarted.
         restart_in: Duration,
     },
+    /// A crashed container was replaced.
     Restarted {
+        /// The agent.
         agent: String,
+        /// The new container.
         id: String,
     },
 }
@@ -85,6 +107,9 @@ struct Managed {
     restart_at: Option<Instant>,
 }
 
+/// Keeps each agent's container as the policy says: started on demand,
+/// stopped when idle, restarted after a crash with a doubling backoff, and
+/// reconciled with what the engine runs.
 pub struct Supervisor<B> {
     backend: B,
     policy: LifecyclePolicy,
@@ -92,6 +117,7 @@ pub struct Supervisor<B> {
 }
 
 impl<B: ContainerBackend> Supervisor<B> {
+    /// A supervisor of `specs` on `backend`; nothing is started yet.
     pub fn new(
         backend: B,
         policy: LifecyclePolicy,
@@ -129,6 +155,7 @@ impl<B: ContainerBackend> Supervisor<B> {
         }
     }
 
+    /// The backend.
     pub fn backend(&self) -> &B {
         &self.backend
     }

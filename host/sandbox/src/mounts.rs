@@ -41,7 +41,9 @@ const BLOCKED_ROOTS: &[&str] = &["/proc", "/sys", "/dev", "/boot", "/etc", "/run
 pub struct ExtraMount {
     /// Canonical, symlinks resolved.
     pub host_path: PathBuf,
+    /// Where it appears in the container.
     pub container_path: String,
+    /// Whether writing was granted.
     pub writable: bool,
 }
 
@@ -57,18 +59,30 @@ impl ExtraMount {
     }
 }
 
+/// Why an extra mount was refused before any policy was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MountError {
+    /// The path does not resolve.
     #[error("extra mount {path}: cannot resolve it ({why}); mount an existing path")]
-    Unresolvable { path: String, why: String },
+    Unresolvable {
+        /// The path as asked.
+        path: String,
+        /// Why it does not resolve.
+        why: String,
+    },
+    /// The built-in blocklist refuses it.
     #[error(
         "extra mount {path} (resolved to {resolved}) is blocked: {why}; no policy can allow it"
     )]
     Blocked {
+        /// The path as asked.
         path: String,
+        /// What it resolved to.
         resolved: String,
+        /// Which rule blocks it.
         why: String,
     },
+    /// The target inside the container is not allowed.
     #[error(
         "extra mount target `{0}` must be an absolute path inside the container, not /, /workspace or /run/corral"
     )]

@@ -30,10 +30,13 @@ pub fn seccomp_profile() -> &'static str {
 /// Resource limits, with defaults for an interactive agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Memory, bytes (swap is not added on top).
     pub memory_bytes: i64,
     /// CPU in billionths of a CPU (Docker's `NanoCpus`).
     pub nano_cpus: i64,
+    /// Processes and threads.
     pub pids: i64,
+    /// The size of the noexec `/tmp`.
     pub tmp_bytes: u64,
 }
 
@@ -51,7 +54,9 @@ impl Default for Limits {
 /// What one agent container is made of.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
+    /// The agent's id, also its container's `corral.agent` label.
     pub agent: String,
+    /// The image, by tag or digest.
     pub image: String,
     /// Host directory mounted read-write at [`WORKSPACE_IN_CONTAINER`].
     pub workspace: PathBuf,
@@ -60,6 +65,7 @@ pub struct ContainerSpec {
     pub socket_dir: PathBuf,
     /// `uid:gid`; must match the owner of `socket_dir`.
     pub user: String,
+    /// Its resource limits.
     pub limits: Limits,
     /// Arguments to `corral-agent`.
     pub command: Vec<String>,
@@ -68,6 +74,7 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// The container's name: `corral-agent-<agent>`.
     pub fn name(&self) -> String {
         format!("corral-agent-{}", self.agent)
     }

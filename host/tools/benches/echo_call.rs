@@ -12,6 +12,7 @@
 //! p99 here.
 //! `CORRAL_BENCH_DUMP=DIR` writes every sample, in call order, for
 //! checking whether slow calls are periodic (ours) or random (the machine).
+#![allow(missing_docs, reason = "criterion_group! generates a public function")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -64,6 +64,7 @@ impl Default for RuntimeBuilder {
 }
 
 impl RuntimeBuilder {
+    /// How instances are allocated. Default: pooling, 256 instances.
     pub fn allocation(mut self, allocation: Allocation) -> Self {
         self.allocation = allocation;
         self
@@ -89,6 +90,7 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The limits a call gets unless its context overrides them.
     pub fn default_limits(mut self, limits: Limits) -> Self {
         self.default_limits = limits;
         self
@@ -110,6 +112,7 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The runtime: the engine, the linker and the epoch ticker.
     pub fn build(self) -> Result<ToolRuntime, LoadError> {
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         if self.default_limits.memory_bytes > self.max_memory_bytes {

@@ -51,6 +51,9 @@ fn wasmtime_version() -> &'static str {
     "48"
 }
 
+/// Compiled components on disk, keyed by the component's sha256, the
+/// wasmtime version and the engine's configuration; trusted code storage,
+/// so refused if others may write it.
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
@@ -97,6 +100,7 @@ impl ArtifactCache {
         Some(base.join("corral").join("components"))
     }
 
+    /// Its directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

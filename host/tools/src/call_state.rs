@@ -21,10 +21,13 @@ use corral_gate::{Caller, CapabilityGate, SecretStore};
 /// One call's inputs, beyond the tool and its input.
 #[derive(Clone)]
 pub struct CallContext {
+    /// The agent and tool, for the gate and for errors.
     pub caller: Caller,
     /// The agent's workspace; `None` means workspace operations fail.
     pub workspace: Option<PathBuf>,
+    /// Decides each file, HTTP and secret use.
     pub gate: Arc<dyn CapabilityGate>,
+    /// Where secrets' values come from, once the gate allows them.
     pub secrets: Arc<dyn SecretStore>,
     /// Overrides the runtime's default limits for this call.
     pub limits: Option<Limits>,
@@ -33,7 +36,9 @@ pub struct CallContext {
 /// A log line a tool emitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
+    /// `debug`, `info`, `warn` or `error`.
     pub level: &'static str,
+    /// What it said.
     pub message: String,
 }
 

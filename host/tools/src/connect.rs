@@ -26,6 +26,7 @@ pub(crate) struct Target {
     pub addr: SocketAddr,
     /// The host name, for TLS's server name.
     pub host: String,
+    /// Whether the connection is HTTPS.
     pub tls: bool,
 }
 

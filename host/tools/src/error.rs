@@ -10,48 +10,89 @@ use corral_gate::{Caller, Denial, Refusal};
 /// Loading a component (from bytes or a registry entry) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file could not be read.
     #[error("cannot read tool component {path}: {source}")]
     Read {
+        /// The component file.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not the one pinned.
     #[error(
         "tool component {path} does not match its pinned sha256\n  expected: {expected}\n  actual:   {actual}\nIf you rebuilt the tool on purpose, update the pin in the configuration; otherwise the file was altered and must not be loaded."
     )]
     DigestMismatch {
+        /// The component file.
         path: PathBuf,
+        /// The pinned sha256.
         expected: String,
+        /// The file's sha256.
         actual: String,
     },
+    /// The pin is not a sha256.
     #[error("invalid sha256 pin `{pin}` for {path}: expected 64 hexadecimal digits")]
-    BadPin { path: PathBuf, pin: String },
+    BadPin {
+        /// The component file.
+        path: PathBuf,
+        /// The pin as written.
+        pin: String,
+    },
+    /// wasmtime could not compile it.
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
+    /// It does not export the tool interface.
     #[error(
         "this component does not target corral:tool@0.1.0: {missing}.\nBuild it against the WIT in `wit/` with world `corral:tool/tool-component` (see examples/tools/)."
     )]
-    WrongWorld { missing: String },
+    WrongWorld {
+        /// What it lacks.
+        missing: String,
+    },
+    /// It imports something tools may not.
     #[error(
         "this component imports `{import}`, which Corral does not provide to tools.\nTools may import only the interfaces of the `corral:tool/tool-component` world (workspace, logging, wasi:http/outgoing-handler, wall clock, random) and the WASI plumbing Rust and other toolchains link (wasi:io, wasi:cli stdio/environment/exit, monotonic clock). There is no network socket and no file system beyond the workspace interface."
     )]
-    ForbiddenImport { import: String },
+    ForbiddenImport {
+        /// The import, with its version.
+        import: String,
+    },
+    /// Linking failed.
     #[error("linking the component failed: {0}")]
     Link(String),
+    /// Its `describe` trapped or failed.
     #[error("the component's `describe` failed: {0}")]
     Describe(String),
+    /// A tool it describes breaks the rules for names, schemas or text.
     #[error("the component describes tool `{tool}` badly: {problem}")]
-    BadToolInfo { tool: String, problem: String },
+    BadToolInfo {
+        /// The tool.
+        tool: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Two components offer the same tool name.
     #[error(
         "tool name `{tool}` is offered by two components: {first} and {second}.\nTool names must be unique across a host; rename one of them or load only one."
     )]
     DuplicateTool {
+        /// The tool.
         tool: String,
+        /// The first component offering it.
         first: String,
+        /// The second.
         second: String,
     },
+    /// The artifact cache is unusable.
     #[error("artifact cache {dir}: {problem}")]
-    Cache { dir: PathBuf, problem: String },
+    Cache {
+        /// The cache's directory.
+        dir: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The engine could not be built from the configuration.
     #[error("building the runtime failed: {0}")]
     Engine(String),
 }
@@ -59,10 +100,28 @@ pub enum LoadError {
 /// Which per-call limit a call broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
-    Memory { bytes: u64 },
-    WallTime { limit: Duration },
-    Output { bytes: u64, limit: u64 },
-    LogVolume { limit: u64 },
+    /// A memory grew past the limit.
+    Memory {
+        /// The limit, in bytes.
+        bytes: u64,
+    },
+    /// The call ran past its deadline.
+    WallTime {
+        /// The time allowed.
+        limit: Duration,
+    },
+    /// The output was larger than allowed.
+    Output {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The tool logged more than allowed.
+    LogVolume {
+        /// The limit, in bytes.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for Limit {
@@ -119,7 +178,9 @@ pub enum CallFailure {
 /// A failed call, with who made it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct CallError {
+    /// The agent and tool.
     pub caller: Caller,
+    /// What went wrong.
     pub failure: CallFailure,
 }
 

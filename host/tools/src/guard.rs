@@ -13,7 +13,9 @@ use crate::address::InternalNetworks;
 /// A capability the tool asked for during the call, and the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityUse {
+    /// What the tool asked for.
     pub capability: corral_gate::Capability,
+    /// The gate's answer.
     pub decision: corral_gate::GateDecision,
 }
 

@@ -9,19 +9,28 @@ use crate::error::LoadError;
 /// What a tool may ask the host for (declared, not granted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
+    /// Hosts it may send HTTP requests to.
     pub http_hosts: Vec<String>,
+    /// Secrets it may place into requests.
     pub secrets: Vec<String>,
+    /// Whether it reads the workspace.
     pub workspace_read: bool,
+    /// Whether it writes the workspace.
     pub workspace_write: bool,
 }
 
 /// One tool as `describe` reported it, with its schemas parsed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolInfo {
+    /// The tool's name, its Cedar action's id.
     pub name: String,
+    /// What it does, for models and policy authors.
     pub description: String,
+    /// The JSON Schema of its input.
     pub input_schema: serde_json::Value,
+    /// The JSON Schema of its output, if it gives one.
     pub output_schema: Option<serde_json::Value>,
+    /// What it declares it may ask for.
     pub capabilities: Capabilities,
     /// Kept as written so errors can quote it if it fails to parse.
     #[serde(skip)]
@@ -52,6 +61,7 @@ impl From<wit::ToolInfo> for ToolInfo {
     }
 }
 
+/// The longest tool name.
 pub const MAX_TOOL_NAME: usize = 64;
 
 /// Why a tool name is refused.

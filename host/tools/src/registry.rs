@@ -14,6 +14,7 @@ use crate::runtime::{LoadedComponent, ToolRuntime};
 /// One configured component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolSource {
+    /// The component file.
     pub path: PathBuf,
     /// Expected sha256 of the file, 64 hex digits.
     pub sha256: String,
@@ -22,7 +23,9 @@ pub struct ToolSource {
 /// A registered component and where it came from.
 #[derive(Debug)]
 pub struct RegisteredComponent {
+    /// The file it was loaded from.
     pub path: PathBuf,
+    /// The loaded component.
     pub component: LoadedComponent,
 }
 
@@ -88,6 +91,7 @@ impl ToolRegistry {
         })
     }
 
+    /// Every component, in load order.
     pub fn components(&self) -> &[Arc<RegisteredComponent>] {
         &self.components
     }

@@ -66,6 +66,7 @@ impl LoadedComponent {
         &self.tools
     }
 
+    /// The tool `name`, if this component offers it.
     pub fn tool(&self, name: &str) -> Option<&ToolInfo> {
         self.tools.iter().find(|t| t.name == name)
     }
@@ -88,16 +89,22 @@ impl std::fmt::Debug for LoadedComponent {
 pub struct CallOutput {
     /// The tool's output, JSON text, checked to parse.
     pub output: String,
+    /// What it logged.
     pub logs: Vec<LogLine>,
+    /// Each capability it asked for, and the answer.
     pub capabilities: Vec<CapabilityUse>,
+    /// From instantiation to return.
     pub duration: Duration,
 }
 
 /// A failed call, with what the tool did before it failed.
 #[derive(Debug, Clone)]
 pub struct CallReport {
+    /// What went wrong.
     pub error: CallError,
+    /// What it logged before.
     pub logs: Vec<LogLine>,
+    /// Each capability it asked for, and the answer.
     pub capabilities: Vec<CapabilityUse>,
     /// The tail of what the guest wrote to stderr (panic messages land
     /// here).
@@ -122,10 +129,12 @@ pub struct ToolRuntime {
 }
 
 impl ToolRuntime {
+    /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
+    /// The limits a call gets unless its context overrides them.
     pub fn default_limits(&self) -> Limits {
         self.default_limits
     }

@@ -47,11 +47,17 @@ const MAX_LINK_HOPS: usize = 40;
 /// Why a workspace operation failed; mirrors WIT `fs-error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FsFailure {
+    /// The gate refused.
     Denied(Denial),
+    /// The path is absolute, climbs out, or leads outside the workspace.
     InvalidPath(String),
+    /// Nothing is there.
     NotFound(String),
+    /// A file where a directory was needed, or the other way round.
     WrongKind(String),
+    /// Larger than the call's file limit, in bytes.
     TooLarge(u64),
+    /// The system refused, and why.
     Io(String),
 }
 
@@ -105,6 +111,7 @@ fn join(done: &[String], name: &str) -> String {
 }
 
 impl Workspace {
+    /// The workspace at `root`, with files capped at `max_file_bytes`.
     pub fn new(root: PathBuf, max_file_bytes: u64) -> Self {
         Workspace {
             root,
@@ -429,9 +436,13 @@ fn usable_file(st: &libc::stat, path: &str) -> Result<(), FsFailure> {
 /// The kind of a directory entry; mirrors WIT `entry-kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// A directory.
     Directory,
+    /// A symbolic link (listed, never followed out of the workspace).
     Symlink,
+    /// Anything else (a FIFO, a socket, a device).
     Other,
 }
 
