@@ -87,6 +87,15 @@ impl TokenUsage {
     pub fn total(self) -> u64 {
         self.input_tokens.saturating_add(self.output_tokens)
     }
+
+    /// Each count capped at `i64::MAX`, the most a SQLite integer holds.
+    pub(crate) fn storable(self) -> TokenUsage {
+        let cap = |n: u64| n.min(i64::MAX as u64);
+        TokenUsage {
+            input_tokens: cap(self.input_tokens),
+            output_tokens: cap(self.output_tokens),
+        }
+    }
 }
 
 /// What the broker hands the log. The writer adds sequence, time and hashes,

@@ -579,7 +579,9 @@ fn prepare(redactor: &Redactor, entry: Entry) -> Unsealed {
         outcome: entry.outcome,
         parent: entry.parent,
         detail: entry.detail,
-        usage: entry.usage,
+        // Sealed as SQLite (signed) will hold it, so the stored record
+        // still hashes to its chain entry whatever a provider reports.
+        usage: entry.usage.map(crate::TokenUsage::storable),
         prev_hash: String::new(),
         hash: String::new(),
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use corral_audit::{
     AuditConfig, AuditLog, AuditReader, Durability, Entry, Filter, GENESIS_HASH, Kind, Outcome,
-    Record,
+    Record, TokenUsage,
 };
 use serde_json::json;
 
@@ -76,6 +76,42 @@ fn strict_appends_chain_and_survive_reopen() {
     assert!(all.iter().all(|r| r.redacted));
     let raw = std::fs::read(&path).unwrap();
     assert!(!raw.windows(7).any(|w| w == b"sk-live"));
+}
+
+#[test]
+fn token_usage_is_stored_typed_and_the_chain_verifies_whatever_the_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let log = AuditLog::open(AuditConfig::new(&path)).unwrap();
+    // A provider decides these numbers; one past what SQLite can hold must
+    // not turn into a record that no longer matches its hash.
+    for (input, output) in [(100, 20), (u64::MAX, 1 << 63)] {
+        let mut e = Entry::outcome_of(1, "a", "use_model", "Model::\"m\"", "p", Outcome::Ok);
+        e.usage = Some(TokenUsage {
+            input_tokens: input,
+            output_tokens: output,
+        });
+        log.append_blocking(e).unwrap();
+    }
+    drop(log);
+    let reader = AuditReader::open(&path).unwrap();
+    let report = reader.verify().unwrap();
+    assert!(report.ok(), "{report:?}");
+    let all = reader.query(&Filter::default()).unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.usage).collect::<Vec<_>>(),
+        vec![
+            Some(TokenUsage {
+                input_tokens: 100,
+                output_tokens: 20
+            }),
+            Some(TokenUsage {
+                input_tokens: i64::MAX as u64,
+                output_tokens: i64::MAX as u64
+            }),
+        ]
+    );
+    assert_eq!(all[0].tokens_used(), 120);
 }
 
 #[test]

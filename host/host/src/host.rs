@@ -310,7 +310,9 @@ impl Host {
             unanswered: self.router.drain(grace).await,
             ..ShutdownReport::default()
         };
-        for channel in self.channels {
+        // The terminal channel (the control socket) was started first and
+        // closes last, so operators can reach the host while the others close.
+        for channel in self.channels.into_iter().rev() {
             let name = channel.name();
             channel.shutdown().await;
             tracing::info!(channel = name, "channel closed");
