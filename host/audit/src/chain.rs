@@ -92,32 +92,13 @@ pub(crate) fn make_room(spool: &File, len: u64) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::record::{Entry, GENESIS_HASH, Kind};
+    use crate::redact::Redactor;
 
     fn unsealed(action: &str) -> Unsealed {
-        let entry = Entry::new(Kind::Call, "a", action, "Tool::\"t\"");
-        Unsealed::new(Record {
-            seq: 0,
-            time_us: entry.time_us,
-            kind: entry.kind,
-            agent: entry.agent,
-            action: entry.action,
-            resource: entry.resource,
-            arguments: "{}".into(),
-            redacted: false,
-            session: "{}".into(),
-            decision: Some("allow".into()),
-            policy_ids: vec![],
-            errors: vec![],
-            policy_hash: "h".into(),
-            tool_sha256: None,
-            duration_us: None,
-            outcome: None,
-            parent: None,
-            detail: None,
-            usage: None,
-            prev_hash: String::new(),
-            hash: String::new(),
-        })
+        let mut entry = Entry::new(Kind::Call, "a", action, "Tool::\"t\"");
+        entry.allowed = Some(true);
+        entry.policy_hash = "h".into();
+        Unsealed::from_entry(&Redactor::default(), entry)
     }
 
     #[test]

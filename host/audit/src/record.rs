@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::redact::Redactor;
+
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -298,6 +300,40 @@ pub(crate) struct Unsealed {
 }
 
 impl Unsealed {
+    /// The record for `entry`, redacted and serialized, before the chain
+    /// gives it a number and hashes: done outside the chain lock.
+    pub(crate) fn from_entry(redactor: &Redactor, entry: Entry) -> Unsealed {
+        let (arguments, redacted) = redactor.redact_to_string(&entry.arguments);
+        let (session, session_redacted) = redactor.redact_to_string(&entry.session);
+        Unsealed::new(Record {
+            seq: 0,
+            time_us: entry.time_us,
+            kind: entry.kind,
+            agent: entry.agent,
+            action: entry.action,
+            resource: entry.resource,
+            arguments,
+            redacted: redacted || session_redacted,
+            session,
+            decision: entry
+                .allowed
+                .map(|a| if a { "allow" } else { "deny" }.to_string()),
+            policy_ids: entry.policy_ids,
+            errors: entry.errors,
+            policy_hash: entry.policy_hash,
+            tool_sha256: entry.tool_sha256,
+            duration_us: entry.duration_us,
+            outcome: entry.outcome,
+            parent: entry.parent,
+            detail: entry.detail,
+            // Sealed as SQLite (signed) will hold it, so the stored record
+            // still hashes to its chain entry whatever a provider reports.
+            usage: entry.usage.map(TokenUsage::storable),
+            prev_hash: String::new(),
+            hash: String::new(),
+        })
+    }
+
     pub(crate) fn new(record: Record) -> Unsealed {
         let tail = record.canonical_tail();
         // Serializing borrowed strings, integers and booleans cannot fail;

@@ -286,8 +286,8 @@ impl Store {
                         record.detail,
                         record.prev_hash,
                         record.hash,
-                        record.usage.map(|u| clamp(u.input_tokens)),
-                        record.usage.map(|u| clamp(u.output_tokens)),
+                        record.usage.map(|u| u.storable().input_tokens as i64),
+                        record.usage.map(|u| u.storable().output_tokens as i64),
                     ])
                     .map_err(&err)?;
             }
@@ -340,12 +340,6 @@ impl Store {
             tracing::warn!(error = %e, "audit checkpoint failed; will retry");
         }
     }
-}
-
-/// SQLite integers are signed; no provider counts past `i64::MAX`, but a
-/// count that did is stored as the largest, not wrapped.
-fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn json_list(items: &[String]) -> String {

@@ -225,7 +225,7 @@ impl AuditLog {
     /// `block_in_place`, `spawn_blocking`, or a tool's host call), never
     /// directly on an async worker.
     pub fn append_blocking(&self, entry: Entry) -> Result<Receipt, AuditError> {
-        let record = prepare(&self.inner.redactor, entry);
+        let record = Unsealed::from_entry(&self.inner.redactor, entry);
         let (receipt, number) = self.inner.write(record)?;
         if self.inner.durability == Durability::Strict {
             self.inner.sync_through(number)?;
@@ -238,7 +238,7 @@ impl AuditLog {
     /// covers it. A failure is logged; it also stops the log, so the next
     /// decision is refused.
     pub fn append_detached(&self, entry: Entry) {
-        let record = prepare(&self.inner.redactor, entry);
+        let record = Unsealed::from_entry(&self.inner.redactor, entry);
         if let Err(e) = self.inner.write(record) {
             tracing::error!(error = %e, "an outcome record could not be written");
         }
@@ -373,7 +373,7 @@ impl Inner {
         let written: Vec<_> = queued
             .into_iter()
             .map(|(entry, tx)| {
-                let result = self.write(prepare(&self.redactor, entry));
+                let result = self.write(Unsealed::from_entry(&self.redactor, entry));
                 if let Ok((_, number)) = &result {
                     last = last.max(*number);
                 }
@@ -551,40 +551,6 @@ impl Inner {
             let _ = self.sync_through(self.written.load(Ordering::Acquire));
         }
     }
-}
-
-/// The record for `entry`, redacted and serialized, before the chain
-/// gives it a number and hashes: done outside the chain lock.
-fn prepare(redactor: &Redactor, entry: Entry) -> Unsealed {
-    let (arguments, redacted) = redactor.redact_to_string(&entry.arguments);
-    let (session, session_redacted) = redactor.redact_to_string(&entry.session);
-    Unsealed::new(Record {
-        seq: 0,
-        time_us: entry.time_us,
-        kind: entry.kind,
-        agent: entry.agent,
-        action: entry.action,
-        resource: entry.resource,
-        arguments,
-        redacted: redacted || session_redacted,
-        session,
-        decision: entry
-            .allowed
-            .map(|a| if a { "allow" } else { "deny" }.to_string()),
-        policy_ids: entry.policy_ids,
-        errors: entry.errors,
-        policy_hash: entry.policy_hash,
-        tool_sha256: entry.tool_sha256,
-        duration_us: entry.duration_us,
-        outcome: entry.outcome,
-        parent: entry.parent,
-        detail: entry.detail,
-        // Sealed as SQLite (signed) will hold it, so the stored record
-        // still hashes to its chain entry whatever a provider reports.
-        usage: entry.usage.map(crate::TokenUsage::storable),
-        prev_hash: String::new(),
-        hash: String::new(),
-    })
 }
 
 /// The text of `e` as a stop reason, without wrapping one twice.

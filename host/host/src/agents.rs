@@ -65,7 +65,9 @@ impl Ids {
 }
 
 /// Why one agent cannot be served; the others still are.
-pub(crate) type Unservable = String;
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unservable(pub String);
 
 /// Mounts the agent's disk (when it has one) and prepares its workspace.
 /// `leftover` names agents whose containers outlived the last host: their
@@ -88,15 +90,15 @@ pub(crate) fn place(
         bytes: agent.limits.disk_mib << 20,
     });
     match disk {
-        Some(_) if !ids.root() => Err(format!(
+        Some(_) if !ids.root() => Err(Unservable(format!(
             "its disk_mib = {} needs a host running as root (to mount the agent's own file system); \
              run corral up as root, or set disk_mib = 0 in [agents.limits] to leave its workspace unbounded",
             agent.limits.disk_mib
-        )),
+        ))),
         Some(disk) => {
             let m = disk
                 .mount(&agent.workspace, !leftover.contains(&agent.id))
-                .map_err(|e| format!("cannot mount its own disk: {e}"))?;
+                .map_err(|e| Unservable(format!("cannot mount its own disk: {e}")))?;
             mounted.push(m);
             prepare_workspace(&agent.workspace, uid, gid)
         }
@@ -110,8 +112,13 @@ pub(crate) fn place(
 fn prepare_workspace(workspace: &Path, uid: u32, gid: u32) -> Result<PathBuf, Unservable> {
     let ws = std::fs::create_dir_all(workspace)
         .and_then(|()| workspace.canonicalize())
-        .map_err(|e| format!("cannot create its workspace {}: {e}", workspace.display()))?;
-    crate::handover::hand_over(&ws, uid, gid).map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            Unservable(format!(
+                "cannot create its workspace {}: {e}",
+                workspace.display()
+            ))
+        })?;
+    crate::handover::hand_over(&ws, uid, gid).map_err(|e| Unservable(e.to_string()))?;
     Ok(ws)
 }
 

@@ -178,7 +178,7 @@ impl Host {
             let workspace = match place(&config, agent, &ids, &leftover, &mut mounted) {
                 Ok(workspace) => workspace,
                 Err(cause) => {
-                    refuse(cause);
+                    refuse(cause.0);
                     continue;
                 }
             };

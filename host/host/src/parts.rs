@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use crate::config::{DurabilityName, HostConfig, ProviderName};
 use crate::error::HostError;
+use corral_channels::SecretSource;
+
 use crate::secrets::Secrets;
 
 /// entities.json, plus an `Agent` (with its `Workspace` and `Team`) for each

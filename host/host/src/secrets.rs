@@ -23,9 +23,11 @@ impl Secrets {
             .filter(|v| !v.is_empty())
             .or_else(|| self.file.get(name).cloned())
     }
+}
 
+impl SecretSource for Secrets {
     /// The value, or an error naming where it was looked for.
-    pub fn require(&self, name: &str, what: &str) -> Result<String, MissingSecret> {
+    fn require(&self, name: &str, what: &str) -> Result<String, MissingSecret> {
         self.get(name).ok_or_else(|| {
             let file = self
                 .file_path
@@ -34,12 +36,6 @@ impl Secrets {
                 .unwrap_or_default();
             MissingSecret(format!("{what}: set the environment variable {name}{file}"))
         })
-    }
-}
-
-impl SecretSource for Secrets {
-    fn require(&self, name: &str, what: &str) -> Result<String, MissingSecret> {
-        Secrets::require(self, name, what)
     }
 }
 
