@@ -51,10 +51,30 @@ enum Cmd {
 const RUST_TARGETS: &[&str] = &["wasm32-wasip2", "x86_64-unknown-linux-musl"];
 /// Debian packages: sqlite3 for audit-log tamper tests, musl-tools for the
 /// static agent binary, e2fsprogs and mount (`mkfs.ext4`, `mount`,
-/// `losetup`) for each agent's own disk.
-const DEBIAN_PACKAGES: &[&str] = &["sqlite3", "musl-tools", "e2fsprogs", "mount"];
+/// `losetup`) for each agent's own disk, docker-registry (the CNCF
+/// distribution registry) and apache2-utils (`htpasswd`) for the tests of
+/// tool distribution against a real registry.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "sqlite3",
+    "musl-tools",
+    "e2fsprogs",
+    "mount",
+    "docker-registry",
+    "apache2-utils",
+];
 /// The guest crates whose components land in target/tools/.
-const TOOL_CRATES: &[&str] = &["echo", "files", "http-get", "misbehave", "not-a-tool"];
+const TOOL_CRATES: &[&str] = &[
+    "echo",
+    "files",
+    "http-get",
+    "misbehave",
+    "not-a-tool",
+    "sneaky",
+];
+/// The Python tools (`examples/tools/python/NAME/app.py`), built with
+/// componentize-py into target/tools/NAME.wasm. A tool with a `probe.wit`
+/// of its own is built for that world, beside `wit/`.
+const PYTHON_TOOLS: &[&str] = &["py-echo", "py-probe", "csv-query"];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -154,35 +174,48 @@ fn setup() -> Result<()> {
     python_sdk()
 }
 
-/// The official MCP Python SDK, pinned, in a venv under `target/py`: the
-/// interop test drives the broker with it as a real third-party client.
-const MCP_PYTHON_SDK: &str = "mcp==2.3.0";
+/// PyPI packages, pinned, in a venv under `target/py`: the official MCP
+/// Python SDK, which the interop test drives the broker with as a real
+/// third-party client, and componentize-py, which builds Python tools.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("mcp", "2.3.0"), ("componentize-py", "0.25.1")];
+
+fn python_venv() -> PathBuf {
+    target_dir().join("py")
+}
 
 fn python_sdk() -> Result<()> {
-    let venv = target_dir().join("py");
+    let venv = python_venv();
     let python = venv.join("bin").join("python");
-    let have = Command::new(&python)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('mcp'))",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    if MCP_PYTHON_SDK.ends_with(&format!("=={have}")) && !have.is_empty() {
+    let missing: Vec<String> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(name, version)| {
+            let have = Command::new(&python)
+                .args([
+                    "-c",
+                    &format!("import importlib.metadata as m; print(m.version('{name}'))"),
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            have != *version
+        })
+        .map(|(name, version)| format!("{name}=={version}"))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     if !python.exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        MCP_PYTHON_SDK,
-    ]))
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(&missing))
 }
 
 fn is_root() -> bool {
@@ -223,8 +256,86 @@ fn build_tools() -> Result<()> {
         std::fs::copy(&built, &dest)
             .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
     }
+    build_python_tools(&out_dir)?;
     eprintln!("xtask: tool components are in {}", out_dir.display());
     Ok(())
+}
+
+/// Builds each Python tool unless its component is newer than its source
+/// and the WIT it was built against (componentize-py takes seconds a tool).
+fn build_python_tools(out_dir: &Path) -> Result<()> {
+    let componentize = python_venv().join("bin").join("componentize-py");
+    let wit = root().join("wit");
+    let wit_changed = newest_mtime(&wit)?;
+    for name in PYTHON_TOOLS {
+        let dir = root().join("examples/tools/python").join(name);
+        let dest = out_dir.join(format!("{name}.wasm"));
+        let built = std::fs::metadata(&dest).and_then(|m| m.modified()).ok();
+        let source = newest_mtime(&dir)?.max(wit_changed);
+        if built.is_some_and(|b| b > source) {
+            continue;
+        }
+        let (wit_dir, world) = match own_world(&dir, &wit)? {
+            Some(w) => w,
+            None => (wit.clone(), "corral:tool/tool-component".to_string()),
+        };
+        run(Command::new(&componentize)
+            .current_dir(&dir)
+            .arg("-d")
+            .arg(&wit_dir)
+            .args(["-w", &world, "componentize", "-p", ".", "app", "-o"])
+            .arg(&dest))?;
+    }
+    Ok(())
+}
+
+/// A tool's own world (`DIR/probe.wit`), put in a WIT directory of its
+/// own under target/ with `wit/tool.wit` and `wit/deps` as its deps.
+fn own_world(dir: &Path, wit: &Path) -> Result<Option<(PathBuf, String)>> {
+    let file = dir.join("probe.wit");
+    if !file.exists() {
+        return Ok(None);
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = target_dir().join("wit").join(name);
+    let _ = std::fs::remove_dir_all(&out);
+    let deps = out.join("deps");
+    std::fs::create_dir_all(deps.join("corral-tool"))?;
+    std::fs::copy(&file, out.join("probe.wit"))?;
+    std::fs::copy(wit.join("tool.wit"), deps.join("corral-tool/tool.wit"))?;
+    for entry in std::fs::read_dir(wit.join("deps"))? {
+        let entry = entry?;
+        let dest = deps.join(entry.file_name());
+        std::fs::create_dir_all(&dest)?;
+        for f in std::fs::read_dir(entry.path())? {
+            let f = f?;
+            std::fs::copy(f.path(), dest.join(f.file_name()))?;
+        }
+    }
+    Ok(Some((out, "corral-test:probe/probe".to_string())))
+}
+
+/// The newest modification time of any file under `dir`, but for the
+/// bytecode caches a build itself writes.
+fn newest_mtime(dir: &Path) -> Result<std::time::SystemTime> {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_name() == "__pycache__" {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        let time = if meta.is_dir() {
+            newest_mtime(&entry.path())?
+        } else {
+            meta.modified()?
+        };
+        newest = newest.max(time);
+    }
+    Ok(newest)
 }
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
@@ -558,7 +669,7 @@ fn ci() -> Result<()> {
             corral.display()
         );
     }
-    let tools: Vec<String> = ["echo", "files", "http-get"]
+    let tools: Vec<String> = ["echo", "files", "http-get", "csv-query"]
         .iter()
         .flat_map(|t| {
             let wasm = target_dir().join("tools").join(format!("{t}.wasm"));

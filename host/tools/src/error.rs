@@ -52,7 +52,7 @@ pub enum LoadError {
     },
     /// It imports something tools may not.
     #[error(
-        "this component imports `{import}`, which Corral does not provide to tools.\nTools may import only the interfaces of the `corral:tool/tool-component` world (workspace, logging, wasi:http/outgoing-handler, wall clock, random) and the WASI plumbing Rust and other toolchains link (wasi:io, wasi:cli stdio/environment/exit, monotonic clock). There is no network socket and no file system beyond the workspace interface."
+        "this component imports `{import}`, which Corral does not provide to tools.\nTools may import only the interfaces of the `corral:tool/tool-component` world at 0.1.0 (workspace, logging, wasi:http/outgoing-handler, wall clock, random) and the WASI 0.2 interfaces toolchains link (wasi:io, wasi:cli, wasi:filesystem, wasi:sockets, monotonic clock), which Corral links with nothing behind them. Rebuild the tool against `wit/` (`corral tool build`)."
     )]
     ForbiddenImport {
         /// The import, with its version.

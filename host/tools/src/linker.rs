@@ -12,10 +12,13 @@ use crate::error::LoadError;
 /// The interfaces a tool may import, by name without version. Anything
 /// else is refused at load time with a message naming it.
 ///
-/// The first group is the `corral:tool/tool-component` world itself; the
-/// second is plumbing that Rust's (and other toolchains') WASI adapters
-/// import even when unused, given harmless implementations: no stdin,
-/// captured stdout/stderr, an empty environment, no terminal.
+/// The first group is the `corral:tool/tool-component` world itself: the
+/// only ways out. The rest is WASI that toolchains link whether or not the
+/// tool uses it (Rust's adapter links stdio and exit; componentize-py's
+/// CPython links the file system and sockets too). It is linked with
+/// nothing behind it: no stdin, captured stdout and stderr, an empty
+/// environment, no preopened directory, and every socket, socket address
+/// and name lookup refused ([`null_wasi`]).
 pub const ALLOWED_IMPORTS: &[&str] = &[
     "corral:tool/types",
     "corral:tool/workspace",
@@ -24,7 +27,7 @@ pub const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:http/outgoing-handler",
     "wasi:clocks/wall-clock",
     "wasi:random/random",
-    // plumbing
+    // linked, with nothing behind it
     "wasi:io/error",
     "wasi:io/poll",
     "wasi:io/streams",
@@ -41,35 +44,55 @@ pub const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:cli/terminal-stdin",
     "wasi:cli/terminal-stdout",
     "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
 ];
+
+/// The package versions a tool's imports may name: `corral:tool` at the
+/// version of `wit/`, and WASI at any 0.2 release (the host's bindings
+/// answer every 0.2.x import; 0.3 is another ABI).
+fn version_allowed(name: &str) -> bool {
+    let Some((path, version)) = name.split_once('@') else {
+        return false;
+    };
+    if path.starts_with("corral:") {
+        version == "0.1.0"
+    } else {
+        version.starts_with("0.2.")
+    }
+}
+
+/// A WASI context with nothing behind it: no preopened directory, no
+/// environment, no arguments, no network. The socket switches are off by
+/// default in wasmtime-wasi; they are turned off here too, so that a
+/// changed default cannot open them.
+pub(crate) fn null_wasi(
+    stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+) -> wasmtime_wasi::WasiCtx {
+    let mut b = wasmtime_wasi::WasiCtx::builder();
+    b.stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    b.build()
+}
 
 /// The export every tool must have.
 pub const TOOL_EXPORT: &str = "corral:tool/tool@0.1.0";
 
 pub(crate) fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
-    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-    use wasmtime_wasi::p2::bindings::cli;
-    use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
-
     let mut linker = Linker::<CallState>::new(engine);
-    // io, wall and monotonic clocks, random, stdin/stdout/stderr.
-    wasmtime_wasi::p2::add_to_linker_proxy_interfaces_sync(&mut linker)?;
+    // All of WASI 0.2, answered by the null context of [`null_wasi`].
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     let l = &mut linker;
-    wasmtime_wasi::p2::bindings::random::insecure::add_to_linker::<CallState, WasiRandom>(
-        l,
-        |t| <CallState as WasiRandomView>::random(t),
-    )?;
-    wasmtime_wasi::p2::bindings::random::insecure_seed::add_to_linker::<CallState, WasiRandom>(
-        l,
-        |t| <CallState as WasiRandomView>::random(t),
-    )?;
-    cli::exit::add_to_linker::<CallState, WasiCli>(l, <CallState as WasiCliView>::cli)?;
-    cli::environment::add_to_linker::<CallState, WasiCli>(l, <CallState as WasiCliView>::cli)?;
-    cli::terminal_input::add_to_linker::<CallState, WasiCli>(l, <CallState as WasiCliView>::cli)?;
-    cli::terminal_output::add_to_linker::<CallState, WasiCli>(l, <CallState as WasiCliView>::cli)?;
-    cli::terminal_stdin::add_to_linker::<CallState, WasiCli>(l, <CallState as WasiCliView>::cli)?;
-    cli::terminal_stdout::add_to_linker::<CallState, WasiCli>(l, <CallState as WasiCliView>::cli)?;
-    cli::terminal_stderr::add_to_linker::<CallState, WasiCli>(l, <CallState as WasiCliView>::cli)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_sync(l)?;
     crate::bindings::corral::tool::types::add_to_linker::<CallState, HasSelf<CallState>>(l, |s| s)?;
     crate::bindings::corral::tool::workspace::add_to_linker::<CallState, HasSelf<CallState>>(
@@ -84,17 +107,23 @@ pub(crate) fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState
 }
 
 /// Refuses a component that imports anything outside [`ALLOWED_IMPORTS`]
-/// or does not export the tool interface with `describe` and `call`.
-pub(crate) fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+/// or does not export the tool interface with `describe` and `call`;
+/// returns its imports.
+pub(crate) fn check_world(
+    engine: &Engine,
+    component: &Component,
+) -> Result<Vec<String>, LoadError> {
     use wasmtime::component::types::ComponentItem;
     let ty = component.component_type();
+    let mut imports = Vec::new();
     for (name, _) in ty.imports(engine) {
         let unversioned = name.split('@').next().unwrap_or(name);
-        if !ALLOWED_IMPORTS.contains(&unversioned) {
+        if !ALLOWED_IMPORTS.contains(&unversioned) || !version_allowed(name) {
             return Err(LoadError::ForbiddenImport {
                 import: name.to_string(),
             });
         }
+        imports.push(name.to_string());
     }
     let exports: Vec<(String, ComponentItem)> = ty
         .exports(engine)
@@ -126,5 +155,5 @@ pub(crate) fn check_world(engine: &Engine, component: &Component) -> Result<(), 
             });
         }
     }
-    Ok(())
+    Ok(imports)
 }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
-use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
 
@@ -32,13 +31,15 @@ use crate::error::{CallError, CallFailure, Limit, LoadError};
 use crate::guard::CapabilityUse;
 use crate::info::{ToolInfo, validate_tool_info};
 use crate::limits::{CallLimiter, Limits};
-use crate::linker::check_world;
+use crate::linker::{check_world, null_wasi};
 use crate::spare::{Ready, Spare, SpareBudget, retire};
 use corral_gate::{Caller, Denial};
 
 /// A compiled, checked component, ready to instantiate.
 pub struct LoadedComponent {
     pub(crate) sha256: String,
+    /// What it imports, with versions, in the component's order.
+    pub(crate) imports: Vec<String>,
     pub(crate) pre: ToolComponentPre<CallState>,
     pub(crate) tools: Vec<ToolInfo>,
     /// Unique within the process: which component a [`Spare`]'s instance
@@ -59,6 +60,12 @@ impl LoadedComponent {
     /// Hex sha256 of the component's bytes.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The interfaces it imports, with versions: what `corral tool
+    /// inspect` shows an operator.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
 
     /// What `describe` returned, validated.
@@ -148,7 +155,7 @@ impl ToolRuntime {
             None => Component::new(&self.engine, bytes)
                 .map_err(|e| LoadError::Compile(format!("{e:#}")))?,
         };
-        check_world(&self.engine, &component)?;
+        let imports = check_world(&self.engine, &component)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -158,6 +165,7 @@ impl ToolRuntime {
         })?;
         let mut loaded = LoadedComponent {
             sha256,
+            imports,
             pre,
             tools: Vec::new(),
             id: NEXT_COMPONENT_ID.fetch_add(1, Ordering::Relaxed),
@@ -212,10 +220,8 @@ impl ToolRuntime {
     ) -> wasmtime::Result<(Store<CallState>, ToolComponent)> {
         let limits = ctx.limits.unwrap_or(self.default_limits);
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
-        // The builder's defaults are already what a tool should get: no
-        // args, no env, no preopens, empty stdin, no sockets. Only stderr
-        // is kept, for crash reports.
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        // Only stderr is kept, for crash reports.
+        let wasi = null_wasi(stderr.clone());
         let state = CallState {
             wasi,
             stderr,
