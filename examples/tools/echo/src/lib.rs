@@ -1,6 +1,6 @@
 //! `echo`: returns its input unchanged. The smallest useful tool, and the
 //! one every benchmark of the call path uses.
-use corral_tool_sdk::{Guest, ToolError, ToolInfo, export_tool, no_capabilities, unknown_tool};
+use corral_tool::{Guest, ToolError, ToolInfo, export_tool, no_capabilities, unknown_tool};
 
 struct Echo;
 

@@ -1,8 +1,8 @@
 //! `files`: read, write and list files in the agent's workspace, through
 //! the host's `workspace` interface. The host decides every operation; this
 //! tool only shapes input and output.
-use corral_tool_sdk::workspace::{self, EntryKind};
-use corral_tool_sdk::{
+use corral_tool::workspace::{self, EntryKind};
+use corral_tool::{
     Capabilities, Guest, ToolError, ToolInfo, export_tool, output, parse_input, unknown_tool,
 };
 use serde::{Deserialize, Serialize};

@@ -7,10 +7,10 @@
 //! that secret. The tool never sees a secret's value.
 use std::collections::BTreeMap;
 
-use corral_tool_sdk::wasi::http::outgoing_handler;
-use corral_tool_sdk::wasi::http::types::{ErrorCode, Fields, Method, OutgoingRequest, Scheme};
-use corral_tool_sdk::wasi::io::streams::StreamError;
-use corral_tool_sdk::{
+use corral_tool::wasi::http::outgoing_handler;
+use corral_tool::wasi::http::types::{ErrorCode, Fields, Method, OutgoingRequest, Scheme};
+use corral_tool::wasi::io::streams::StreamError;
+use corral_tool::{
     Capabilities, Denial, Guest, ToolError, ToolInfo, export_tool, output, parse_input,
     unknown_tool,
 };

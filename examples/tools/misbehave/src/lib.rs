@@ -1,8 +1,8 @@
 //! Test fixture, not a tool to deploy: each tool here breaks one of the
 //! host's per-call limits on purpose, so the runtime's tests can show that
 //! the limit holds and that the host carries on afterwards.
-use corral_tool_sdk::logging::{self, Level};
-use corral_tool_sdk::{Guest, ToolError, ToolInfo, export_tool, no_capabilities, unknown_tool};
+use corral_tool::logging::{self, Level};
+use corral_tool::{Guest, ToolError, ToolInfo, export_tool, no_capabilities, unknown_tool};
 
 struct Misbehave;
 
