@@ -4,6 +4,8 @@
 mod broker;
 mod broker_limits;
 mod cedar_gate;
+mod python_tools;
+mod registry;
 mod rmcp_client;
 mod tidy;
 mod tool_runtime;

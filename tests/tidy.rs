@@ -105,6 +105,8 @@ fn the_dependency_graph_is_the_architecture() {
         ("corral-gate", "wasmtime"),
         ("corral-fd", "wasmtime"),
         ("corral-fd", "cedar-policy"),
+        ("corral-distribution", "wasmtime"),
+        ("corral-distribution", "cedar-policy"),
     ];
     for (krate, forbidden) in never {
         let closure = deps

@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod mcp;
+pub mod registry;
 pub mod standins;
 pub mod up;
 
