@@ -82,6 +82,12 @@ impl PolicyEngine {
         entities: Value,
     ) -> Result<Self, LoadErrors> {
         let policies = load_policies(files, &schema.schema)?;
+        let entities = crate::provenance::with_tool_provenance(
+            entities,
+            tools
+                .iter()
+                .map(|t| (t.name.as_str(), t.provenance.as_ref())),
+        );
         let entities = Entities::from_json_value(entities, Some(&schema.schema)).map_err(|e| {
             LoadErrors(vec![Problem {
                 location: None,

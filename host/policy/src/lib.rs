@@ -9,6 +9,8 @@
 //! - [`engine`]: fail-closed decisions ([`decision`]) that name their
 //!   deciding policies and the policy-set hash, over requests built from
 //!   [`request`]'s parts.
+//! - [`provenance`]: each tool's publisher, digest and source as the
+//!   attributes of its `Tool` and `Plugin` entities.
 //! - [`store`]: the live set and hot reload.
 //! - [`gate`]: `CapabilityGate` on Cedar for the tool runtime.
 //!
@@ -20,6 +22,7 @@ mod engine;
 mod gate;
 mod index;
 mod load;
+pub mod provenance;
 mod request;
 mod schema;
 mod store;

@@ -375,6 +375,10 @@ pub struct ToolAction {
     pub name: String,
     /// The Cedar type of `context.input` (always a record).
     pub input: CedarType,
+    /// Where the tool's component came from and who signed it, when the
+    /// host loaded it; becomes the `Tool` and `Plugin` entities'
+    /// attributes ([`crate::provenance`]).
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 impl ToolAction {
@@ -393,7 +397,14 @@ impl ToolAction {
         Ok(ToolAction {
             name: name.to_string(),
             input,
+            provenance: None,
         })
+    }
+
+    /// The same action, with what loading its component established.
+    pub fn with_provenance(mut self, provenance: crate::provenance::Provenance) -> Self {
+        self.provenance = Some(provenance);
+        self
     }
 
     /// The schema fragment declaring this tool's action.
