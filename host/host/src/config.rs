@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 pub use crate::error::ConfigError;
 use crate::secrets::{Secrets, read_secrets_file};
+pub use crate::tool_config::{RegistryConfig, ToolConfig, TrustConfig};
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -53,6 +54,12 @@ pub struct HostConfig {
     /// `[[tools]]`: the tool components served, each pinned.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    /// `[trust]`: the publishers whose signatures registry tools carry.
+    #[serde(default)]
+    pub trust: TrustConfig,
+    /// `[registry]`: how registries are reached.
+    #[serde(default)]
+    pub registry: RegistryConfig,
     /// `[[agents]]`: the agents.
     pub agents: Vec<AgentConfig>,
     /// `[models.NAME]`: the models agents may use, by name.
@@ -207,17 +214,6 @@ impl Default for BrokerConfig {
             call_timeout_ms: d_call_timeout(),
         }
     }
-}
-
-/// One `[[tools]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToolConfig {
-    /// The component file.
-    pub path: PathBuf,
-    /// The component's sha256. Without it the file's current digest is
-    /// used, and a warning says so.
-    pub sha256: Option<String>,
 }
 
 /// One `[[agents]]` entry.
@@ -378,7 +374,12 @@ impl HostConfig {
         at(&mut config.image.dir);
         at(&mut config.image.agent_binary);
         for t in &mut config.tools {
-            at(&mut t.path);
+            if let Some(p) = &mut t.path {
+                at(p);
+            }
+        }
+        for p in config.trust.publishers.values_mut() {
+            at(p);
         }
         for a in &mut config.agents {
             at(&mut a.workspace);
@@ -396,6 +397,7 @@ impl HostConfig {
 
     fn check(&self, path: &Path) -> Result<()> {
         let file = path.display();
+        crate::tool_config::check_tools(&self.tools, path)?;
         if self.agents.is_empty() {
             bail!("{file}: `agents` is empty; add an [[agents]] table with an id and a workspace");
         }

@@ -88,7 +88,7 @@ impl Host {
             .map(|s| s.resolve(&secrets))
             .collect::<Result<_, _>>()?;
         private_dir(&config.state_dir)?;
-        let sources = crate::parts::tool_sources(&config)?;
+        let sources = crate::tool_sources::pinned_tools(&config).await?;
         let entities = crate::parts::entities(&config)?;
         let internal = crate::parts::internal_networks(&config, &entities)?;
         let tools = crate::tools::load_tools(&sources, internal)?;

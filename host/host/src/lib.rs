@@ -19,13 +19,17 @@ mod mailbox;
 mod parts;
 mod secrets;
 mod supervise;
+mod tool_config;
+mod tool_sources;
 mod tools;
 
 pub use config::{
     AgentConfig, AgentLimits, BackendName, BrokerConfig, ConfigError, DurabilityName, HostConfig,
-    HttpConfig, ImageConfig, InternalConfig, ModelConfig, ProviderName, SandboxConfig, ToolConfig,
+    HttpConfig, ImageConfig, InternalConfig, ModelConfig, ProviderName, RegistryConfig,
+    SandboxConfig, ToolConfig, TrustConfig,
 };
 pub use error::HostError;
 pub use host::{Host, HostOptions, ShutdownReport};
 pub use secrets::Secrets;
-pub use tools::{LoadedTools, ToolsError, load_tools, runtime_with_cache};
+pub use tool_sources::{publishers, registry_options, tool_store};
+pub use tools::{LoadedTools, PinnedTool, ToolsError, load_tools, runtime_with_cache};

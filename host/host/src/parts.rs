@@ -1,6 +1,6 @@
 //! What `corral.toml`'s sections become before anything starts: the
 //! entities (with one `Agent` per configured agent), the model clients
-//! (their keys resolved), the tool sources (pinned), the internal networks
+//! (their keys resolved), the tool sources (see `tool_sources.rs`), the internal networks
 //! tools may reach, and the broker's limits.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use corral_audit::Durability;
 use corral_broker::{BrokerLimits, Models};
 use corral_models::{ApiKey, ModelClient, ModelEndpoint, Provider};
 use corral_policy::read_entities;
-use corral_tools::{Cidr, InternalNetworks, ToolSource, file_sha256};
+use corral_tools::{Cidr, InternalNetworks};
 use serde_json::{Value, json};
 
 use crate::config::{DurabilityName, HostConfig, ProviderName};
@@ -99,29 +99,6 @@ pub(crate) fn tool_secrets(
         out = out.with(name, secrets.require(var, &format!("secrets.{name}"))?);
     }
     Ok(out)
-}
-
-/// Each `[[tools]]` entry pinned by its digest; an unpinned one is pinned
-/// to the file as it is now, with a warning.
-pub(crate) fn tool_sources(config: &HostConfig) -> Result<Vec<ToolSource>, HostError> {
-    config
-        .tools
-        .iter()
-        .map(|t| {
-            let sha256 = match &t.sha256 {
-                Some(s) => s.clone(),
-                None => {
-                    let digest = file_sha256(&t.path)?;
-                    tracing::warn!(tool = %t.path.display(), %digest, "tool not pinned in corral.toml; using its current digest");
-                    digest
-                }
-            };
-            Ok(ToolSource {
-                path: t.path.clone(),
-                sha256,
-            })
-        })
-        .collect()
 }
 
 /// `[[http.internal]]`: each host group's ranges opened to the hosts in

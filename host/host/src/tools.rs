@@ -3,9 +3,33 @@
 
 use std::sync::Arc;
 
+use corral_distribution::UNSIGNED;
+use corral_policy::provenance::Provenance;
+
 use corral_tools::{
     ArtifactCache, InternalNetworks, Limits, LoadError, ToolRegistry, ToolRuntime, ToolSource,
 };
+
+/// A component ready to load, and what loading it established.
+#[derive(Debug, Clone)]
+pub struct PinnedTool {
+    /// The file and its pin.
+    pub source: ToolSource,
+    /// Publisher, digest and source, for the tool's Cedar entities.
+    pub provenance: Provenance,
+}
+
+impl PinnedTool {
+    /// A local file, pinned to `sha256`: unsigned, from `file:PATH`.
+    pub fn file(source: ToolSource) -> Self {
+        let provenance = Provenance {
+            publisher: UNSIGNED.to_string(),
+            digest: format!("sha256:{}", source.sha256.trim().to_ascii_lowercase()),
+            source: format!("file:{}", source.path.display()),
+        };
+        PinnedTool { source, provenance }
+    }
+}
 
 /// A runtime with the on-disk artifact cache, when it is usable.
 pub fn runtime_with_cache(
@@ -53,23 +77,32 @@ pub enum ToolsError {
     },
 }
 
-/// Loads pinned tool components and derives each tool's Cedar action.
+/// Loads pinned tool components and derives each tool's Cedar action,
+/// carrying its component's provenance.
 pub fn load_tools(
-    sources: &[ToolSource],
+    tools: &[PinnedTool],
     internal: InternalNetworks,
 ) -> Result<LoadedTools, ToolsError> {
     let runtime = Arc::new(runtime_with_cache(Limits::default(), internal)?);
-    let registry = Arc::new(ToolRegistry::load(&runtime, sources)?);
+    let sources: Vec<ToolSource> = tools.iter().map(|t| t.source.clone()).collect();
+    let registry = Arc::new(ToolRegistry::load(&runtime, &sources)?);
     let mut actions = Vec::new();
-    for (info, _) in registry.tools() {
-        actions.push(
+    for (info, component) in registry.tools() {
+        let action =
             corral_policy::ToolAction::new(&info.name, &info.input_schema).map_err(|e| {
                 ToolsError::Action {
                     tool: info.name.clone(),
                     problem: e.to_string(),
                 }
-            })?,
-        );
+            })?;
+        let provenance = tools
+            .iter()
+            .find(|t| t.source.path == component.path)
+            .map(|t| t.provenance.clone());
+        actions.push(match provenance {
+            Some(p) => action.with_provenance(p),
+            None => action,
+        });
     }
     Ok(LoadedTools {
         runtime,
