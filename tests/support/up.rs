@@ -19,6 +19,11 @@ pub struct UpOptions {
     pub image: Option<String>,
     /// The `[broker]` table's lines (limits).
     pub broker: Option<&'static str>,
+    /// The example components served from files; default echo, files and
+    /// http-get.
+    pub file_tools: Option<Vec<&'static str>>,
+    /// More of `corral.toml`, appended as written (registry tools, trust).
+    pub extra_toml: Option<String>,
 }
 
 /// The API key the tests give the model stand-ins; it must never appear in
@@ -49,7 +54,11 @@ impl UpConfig {
                 crate::agent_binary().display()
             )),
         }
-        for tool in ["echo", "files", "http-get"] {
+        let file_tools = options
+            .file_tools
+            .clone()
+            .unwrap_or_else(|| vec!["echo", "files", "http-get"]);
+        for tool in file_tools {
             toml.push_str(&format!(
                 "[[tools]]\npath = \"{}\"\n",
                 crate::component_path(tool).display()
@@ -74,6 +83,9 @@ impl UpConfig {
         }
         if let Some(broker) = options.broker {
             toml.push_str(&format!("[broker]\n{broker}\n"));
+        }
+        if let Some(extra) = &options.extra_toml {
+            toml.push_str(extra);
         }
         let path = dir.path().join("corral.toml");
         std::fs::write(&path, toml).expect("corral.toml");

@@ -113,7 +113,7 @@ pub fn run(args: BrokerArgs) -> Result<u8> {
     let sources = args
         .tools
         .iter()
-        .map(|t| parse_tool(t))
+        .map(|t| parse_tool(t).map(corral_host::PinnedTool::file))
         .collect::<Result<Vec<_>>>()?;
     let corral_host::LoadedTools {
         runtime,

@@ -6,6 +6,7 @@ mod assistant_docker;
 mod broker_cli;
 mod cli;
 mod hardening;
+mod publish;
 
 /// Tests that start containers run one at a time, across modules: they
 /// share the agent id `assistant`, and a host's start removes containers
