@@ -110,9 +110,12 @@ impl Sources {
         if self.tools.is_empty() {
             return Ok(Vec::new());
         }
-        let rt = corral_tools::ToolRuntime::builder()
-            .allocation(corral_tools::Allocation::OnDemand)
-            .build()?;
+        // Through the artifact cache: a Python component takes seconds to
+        // compile, and policy authors run these commands again and again.
+        let rt = corral_host::runtime_with_cache(
+            corral_tools::Limits::default(),
+            corral_tools::InternalNetworks::default(),
+        )?;
         let mut actions = Vec::new();
         for file in &self.tools {
             let bytes =

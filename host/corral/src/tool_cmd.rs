@@ -260,11 +260,8 @@ pub(crate) fn run(command: ToolCmd) -> Result<u8> {
             let (origin, publisher, component) =
                 if file.exists() || ToolReference::parse(&target).is_err() {
                     let component = load(&rt, &file)?;
-                    (
-                        file.display().to_string(),
-                        "unsigned (a local file; pinned by its sha256)".to_string(),
-                        component,
-                    )
+                    let status = local_signature_status(&file, &component, &trust)?;
+                    (file.display().to_string(), status, component)
                 } else {
                     let facts = fetch_for_inspect(&rt, &target, &registry, &trust)?;
                     let component = rt.load(&facts.wasm)?;
@@ -430,6 +427,28 @@ pub(crate) fn run(command: ToolCmd) -> Result<u8> {
             }
         }
     }
+}
+
+/// What `inspect` says of a local file's signatures (`FILE.sig`).
+fn local_signature_status(
+    file: &std::path::Path,
+    component: &corral_tools::LoadedComponent,
+    trust: &TrustArgs,
+) -> Result<String> {
+    let entries = corral_distribution::file_signatures(file)?;
+    let digest = format!("sha256:{}", component.sha256());
+    if entries.is_empty() {
+        return Ok("unsigned (a local file, pinned by its sha256)".into());
+    }
+    Ok(
+        match trust
+            .publishers()?
+            .signer(&file.display().to_string(), &digest, &entries)
+        {
+            Ok(name) => format!("signed by {name}"),
+            Err(e) => format!("{} signature(s), not trusted here: {e}", entries.len()),
+        },
+    )
 }
 
 /// `NAME=ENVVAR` or `NAME=ENVVAR@HOST`.

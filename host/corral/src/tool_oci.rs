@@ -42,7 +42,7 @@ pub(crate) struct TrustArgs {
 }
 
 impl TrustArgs {
-    fn publishers(&self) -> Result<Publishers> {
+    pub(crate) fn publishers(&self) -> Result<Publishers> {
         let mut out = Publishers::none();
         for spec in &self.publishers {
             let Some((name, path)) = spec.split_once('=') else {
@@ -165,6 +165,16 @@ pub(crate) fn sign(key: &Path, reference: &str, registry: &RegistryArgs) -> Resu
     let password = std::env::var("COSIGN_PASSWORD").unwrap_or_default();
     let private = PrivateKey::from_encrypted_pem(&pem, password.as_bytes())
         .with_context(|| format!("{}: cannot use this key", key.display()))?;
+    let file = Path::new(reference);
+    if file.is_file() {
+        let digest = corral_distribution::sign_file(file, &private)?;
+        println!("signed {} ({digest})", file.display());
+        println!(
+            "  signature  {}",
+            corral_distribution::signature_file(file).display()
+        );
+        return Ok(0);
+    }
     let reference = ToolReference::parse(reference)?;
     let client = RegistryClient::new(&reference, registry.options())?;
     let digest = match reference.digest() {

@@ -155,6 +155,47 @@ fn publish_sign_pull_and_inspect_through_a_registry_with_basic_auth() {
     );
     let out = ok(&corral(&["tool", "inspect", &pinned], w, creds));
     assert!(out.contains("not trusted here"), "{out}");
+
+    // A local file is signed beside it, and judged by the same publishers.
+    std::fs::copy(&echo, w.join("echo.wasm")).unwrap();
+    ok(&corral(
+        &["tool", "sign", "--key", "acme.key", "echo.wasm"],
+        w,
+        creds,
+    ));
+    assert!(w.join("echo.wasm.sig").is_file());
+    let out = ok(&corral(
+        &[
+            "tool",
+            "inspect",
+            "echo.wasm",
+            "--publisher",
+            "acme=acme.pub",
+        ],
+        w,
+        creds,
+    ));
+    assert!(out.contains("publisher: signed by acme"), "{out}");
+    std::fs::write(
+        w.join("echo.wasm"),
+        std::fs::read(component_path("files")).unwrap(),
+    )
+    .unwrap();
+    let out = ok(&corral(
+        &[
+            "tool",
+            "inspect",
+            "echo.wasm",
+            "--publisher",
+            "acme=acme.pub",
+        ],
+        w,
+        creds,
+    ));
+    assert!(
+        out.contains("not trusted here") && out.contains("over sha256:"),
+        "a changed file loses its signature: {out}"
+    );
 }
 
 #[test]

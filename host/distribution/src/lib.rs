@@ -13,6 +13,8 @@
 //!   the registry down.
 //! - [`signature`]: cosign's key-based format (simple-signing payload
 //!   under the `sha256-<digest>.sig` tag; ECDSA P-256; cosign's key files).
+//! - [`sign_file`]: a local file's signatures, kept beside it as
+//!   `FILE.sig`, judged by the same publishers.
 //! - [`Publishers`] and [`fetch()`]: a registry tool loads only when a
 //!   listed publisher signed exactly its digest, or it is marked
 //!   `allow_unsigned`; the store is written only after every check passed.
@@ -24,6 +26,7 @@
 mod auth;
 mod error;
 mod fetch;
+mod file_signature;
 pub mod layout;
 mod reference;
 mod registry;
@@ -33,6 +36,7 @@ mod trust;
 
 pub use error::{DistributionError, KeyError};
 pub use fetch::{ComponentCheck, FetchedTool, TrustRule, fetch, from_store, verdict};
+pub use file_signature::{FILE_IDENTITY, file_signatures, sign_file, signature_file};
 pub use reference::ToolReference;
 pub use registry::{
     Pulled, RegistryClient, RegistryOptions, SIGNATURE_ANNOTATION, SIGNATURE_MEDIA_TYPE,

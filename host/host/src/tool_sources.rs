@@ -49,6 +49,28 @@ fn check_component(wasm: &[u8]) -> Result<(), String> {
     runtime.load(wasm).map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// The listed publisher who signed a local file (its `FILE.sig`), or
+/// `unsigned`. A signature no listed publisher made is not an error (the
+/// file is trusted by its pin), but it is said.
+fn file_publisher(
+    config: &HostConfig,
+    path: &std::path::Path,
+    digest: &str,
+) -> Result<String, HostError> {
+    let entries =
+        corral_distribution::file_signatures(path).map_err(|e| HostError::Setup(e.to_string()))?;
+    if entries.is_empty() {
+        return Ok(corral_distribution::UNSIGNED.to_string());
+    }
+    match publishers(config)?.signer(&path.display().to_string(), digest, &entries) {
+        Ok(name) => Ok(name),
+        Err(e) => {
+            tracing::warn!(tool = %path.display(), "its signature does not count: {e}");
+            Ok(corral_distribution::UNSIGNED.to_string())
+        }
+    }
+}
+
 /// Every `[[tools]]` entry, pinned, in order.
 pub(crate) async fn pinned_tools(config: &HostConfig) -> Result<Vec<PinnedTool>, HostError> {
     let mut out = Vec::new();
@@ -63,10 +85,12 @@ pub(crate) async fn pinned_tools(config: &HostConfig) -> Result<Vec<PinnedTool>,
                     digest
                 }
             };
-            out.push(PinnedTool::file(ToolSource {
+            let mut pinned = PinnedTool::file(ToolSource {
                 path: path.clone(),
                 sha256,
-            }));
+            });
+            pinned.provenance.publisher = file_publisher(config, path, &pinned.provenance.digest)?;
+            out.push(pinned);
             continue;
         }
         let Some(text) = &t.oci else { continue };
