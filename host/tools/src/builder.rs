@@ -128,10 +128,13 @@ impl RuntimeBuilder {
         if let Allocation::Pooling { max_instances } = self.allocation {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(max_instances);
-            // Rust components carry a main module plus small adapter and
-            // shim modules; a handful of core instances, memories and
-            // tables each.
-            pool.total_core_instances(max_instances * 8);
+            // A Rust component instantiates three core modules (main,
+            // WASI adapter, shim); a componentize-py one fourteen (CPython
+            // and its libraries, dynamically linked). Core-instance slots
+            // are address space until used, so the pool holds enough for
+            // every instance to be a Python one; a Rust call reuses the
+            // same few warm slots either way.
+            pool.total_core_instances(max_instances * 16);
             pool.total_memories(max_instances * 2);
             pool.total_tables(max_instances * 4);
             pool.max_memory_size(self.max_memory_bytes as usize);
