@@ -3,12 +3,12 @@
 //! digest (`sha256:<hex>` of its bytes) with the identity `file`, so the
 //! same publishers and the same verdict apply.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::DistributionError;
 use crate::registry::SignatureEntry;
 use crate::signature::{Payload, PrivateKey};
+use crate::store::{read_signatures, write_atomically};
 
 /// The identity a file signature's payload names.
 pub const FILE_IDENTITY: &str = "file";
@@ -22,17 +22,7 @@ pub fn signature_file(file: &Path) -> PathBuf {
 
 /// The signatures kept beside `file` (none when there is no `.sig`).
 pub fn file_signatures(file: &Path) -> Result<Vec<SignatureEntry>, DistributionError> {
-    let path = signature_file(file);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            DistributionError::store(
-                &path,
-                std::io::Error::other(format!("not a signature list: {e}")),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(DistributionError::store(&path, e)),
-    }
+    read_signatures(&signature_file(file))
 }
 
 /// Signs `file` with `key`, adding to the signatures beside it, and
@@ -53,15 +43,9 @@ pub fn sign_file(file: &Path, key: &PrivateKey) -> Result<String, DistributionEr
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| DistributionError::store(dir, e))?;
     let json = serde_json::to_vec_pretty(&entries)
         .map_err(|e| DistributionError::store(&path, std::io::Error::other(e)))?;
-    tmp.write_all(&json)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| DistributionError::store(tmp.path(), e))?;
-    tmp.persist(&path)
-        .map_err(|e| DistributionError::store(&path, e.error))?;
+    write_atomically(dir, &path, &json)?;
     Ok(digest)
 }
 

@@ -51,10 +51,9 @@ impl ToolStore {
     /// Stores `bytes` and returns their digest.
     pub fn put(&self, bytes: &[u8]) -> Result<String, DistributionError> {
         let digest = digest_of(bytes);
-        let Some(path) = self.blob_path(&digest) else {
-            unreachable_digest();
-            return Ok(digest);
-        };
+        let path = self.blob_path(&digest).ok_or_else(|| {
+            DistributionError::store(&self.dir, std::io::Error::other("not a sha256 digest"))
+        })?;
         if !path.is_file() {
             self.write_atomically(&path, bytes)?;
         }
@@ -100,43 +99,53 @@ impl ToolStore {
 
     /// The signatures recorded for the manifest `digest` (none if none).
     pub fn signatures(&self, digest: &str) -> Result<Vec<SignatureEntry>, DistributionError> {
-        let path = self
-            .dir
-            .join("signatures")
-            .join(crate::registry::signature_tag(digest));
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                DistributionError::store(
-                    &path,
-                    std::io::Error::other(format!("not a signature list: {e}")),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(DistributionError::store(&path, e)),
-        }
+        read_signatures(
+            &self
+                .dir
+                .join("signatures")
+                .join(crate::registry::signature_tag(digest)),
+        )
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), DistributionError> {
-        let tmp_dir = self.dir.join("tmp");
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
-            .map_err(|e| DistributionError::store(&tmp_dir, e))?;
-        tmp.write_all(bytes)
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| DistributionError::store(tmp.path(), e))?;
-        tmp.persist(path)
-            .map_err(|e| DistributionError::store(path, e.error))?;
-        if let Some(parent) = path.parent()
-            && let Ok(d) = std::fs::File::open(parent)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_atomically(&self.dir.join("tmp"), path, bytes)
     }
 }
 
-/// `digest_of` always yields a valid digest.
-fn unreachable_digest() {
-    debug_assert!(false, "digest_of produced an invalid digest");
+/// A list of signatures kept as JSON at `path`; none when there is no file.
+pub(crate) fn read_signatures(path: &Path) -> Result<Vec<SignatureEntry>, DistributionError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            DistributionError::store(
+                path,
+                std::io::Error::other(format!("not a signature list: {e}")),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(DistributionError::store(path, e)),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in `tmp_dir` (on the
+/// same file system), fsynced and renamed into place.
+pub(crate) fn write_atomically(
+    tmp_dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), DistributionError> {
+    let mut tmp = tempfile::NamedTempFile::new_in(tmp_dir)
+        .map_err(|e| DistributionError::store(tmp_dir, e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| DistributionError::store(tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| DistributionError::store(path, e.error))?;
+    if let Some(parent) = path.parent()
+        && let Ok(d) = std::fs::File::open(parent)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
