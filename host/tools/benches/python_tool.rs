@@ -7,7 +7,8 @@
 //!
 //! Both components are served by one runtime with the default pooling
 //! configuration, so the figures also show that the pool's per-instance
-//! limits fit a Python instance without costing a Rust call anything.
+//! limits fit a Python instance. `CORRAL_BENCH_NO_PYTHON=1` measures Rust
+//! twice with no Python call between: the baseline for "rust again".
 #![allow(missing_docs, reason = "a benchmark binary")]
 
 use std::path::PathBuf;
@@ -101,7 +102,11 @@ fn main() {
         .build()
         .expect("runtime");
     let rust = measure(&rt, &cached_rt, "echo", "echo", 5_000);
-    let python = measure(&rt, &cached_rt, "py-echo", "py_echo", 2_000);
+    let python = if std::env::var_os("CORRAL_BENCH_NO_PYTHON").is_some() {
+        measure(&rt, &cached_rt, "echo", "echo", 5_000)
+    } else {
+        measure(&rt, &cached_rt, "py-echo", "py_echo", 2_000)
+    };
     // Rust again after Python: a Python instance in the pool must not slow it.
     let rust_after = measure(&rt, &cached_rt, "echo", "echo", 5_000);
     let ratio = |p: Duration, r: Duration| p.as_secs_f64() / r.as_secs_f64();
