@@ -316,6 +316,48 @@ fn a_component_that_imports_outside_the_world_is_refused_before_it_is_stored() {
 }
 
 #[test]
+fn a_tool_stored_unsigned_and_signed_later_is_trusted_after_asking_the_registry() {
+    let registry = Registry::start();
+    let (key, publishers) = acme();
+    let r = push(&registry, "tools/echo", &component_bytes("echo"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = ToolStore::open(dir.path()).unwrap();
+    assert_eq!(
+        fetch(&store, &r, &publishers, true).unwrap().publisher,
+        "unsigned"
+    );
+    sign(&r, &key, r.digest().unwrap());
+    let now = fetch(&store, &r, &publishers, false).expect("the new signature counts");
+    assert!(now.from_store);
+    assert_eq!(now.publisher, "acme");
+}
+
+#[test]
+fn a_signature_made_for_one_repository_does_not_vouch_for_a_copy_in_another() {
+    let registry = Registry::start();
+    let (key, publishers) = acme();
+    let echo = component_bytes("echo");
+    let original = push(&registry, "tools/echo", &echo);
+    let copy = push(&registry, "tools/copy", &echo);
+    assert_eq!(original.digest(), copy.digest(), "the same artifact");
+    // acme's signature of the original, pushed under the copy's tag.
+    let digest = original.digest().unwrap();
+    let payload = Payload::new(&original.repository_name(), digest).to_bytes();
+    let entry = SignatureEntry {
+        signature: key.sign(&payload),
+        payload,
+    };
+    let client = RegistryClient::new(&copy, RegistryOptions::default()).unwrap();
+    block(client.push_signature(&copy, digest, &entry)).unwrap();
+    refused(
+        &copy,
+        &publishers,
+        RegistryOptions::default(),
+        "signed for that repository",
+    );
+}
+
+#[test]
 fn plain_http_is_only_for_loopback_unless_named() {
     let r = ToolReference::parse("registry.example:5000/tools/echo:1").unwrap();
     assert!(!r.is_loopback());

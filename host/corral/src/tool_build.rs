@@ -116,7 +116,21 @@ pub(crate) fn build(runtime: &ToolRuntime, b: &Build<'_>) -> Result<Built> {
         .out
         .clone()
         .unwrap_or_else(|| b.dir.join(format!("{name}.wasm")));
-    let staged = out.with_extension("wasm.partial");
+    // The name becomes a file name: hold it to the tool-name rules, so a
+    // project cannot send its component outside its directory.
+    crate::tool_new::check_name(&name)?;
+    // Built into a fresh file of our own beside the output (never one the
+    // project shipped, nor a link it planted), then renamed into place.
+    let out_dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let staging = tempfile::Builder::new()
+        .prefix(".corral-build-")
+        .suffix(".wasm")
+        .tempfile_in(&out_dir)
+        .with_context(|| format!("creating a staging file in {}", out_dir.display()))?;
+    let staged = staging.path().to_path_buf();
     match &project {
         Project::Rust { name } => {
             let built = cargo_build(b.dir, name)?;
@@ -136,7 +150,6 @@ pub(crate) fn build(runtime: &ToolRuntime, b: &Build<'_>) -> Result<Built> {
                     )
                 })?;
             if !status.success() {
-                let _ = std::fs::remove_file(&staged);
                 bail!("componentize-py failed ({status}); its message is above");
             }
         }
@@ -145,14 +158,14 @@ pub(crate) fn build(runtime: &ToolRuntime, b: &Build<'_>) -> Result<Built> {
     let component = match runtime.load(&bytes) {
         Ok(c) => c,
         Err(e) => {
-            let _ = std::fs::remove_file(&staged);
             return Err(anyhow::Error::new(e).context(format!(
                 "{name} built, but Corral would refuse to load it; nothing was written to {}",
                 out.display()
             )));
         }
     };
-    std::fs::rename(&staged, &out)
+    staging
+        .persist(&out)
         .with_context(|| format!("moving {} to {}", staged.display(), out.display()))?;
     Ok(Built {
         path: out,

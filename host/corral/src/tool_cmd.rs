@@ -104,10 +104,13 @@ pub(crate) enum ToolCmd {
         /// A private key from `corral tool keygen` or `cosign generate-key-pair`.
         #[arg(long)]
         key: PathBuf,
-        /// REGISTRY/REPOSITORY:TAG[@sha256:DIGEST].
+        /// REGISTRY/REPOSITORY:TAG[@sha256:DIGEST], or a component file
+        /// (its signature is written beside it, as FILE.sig).
         reference: String,
         #[command(flatten)]
         registry: RegistryArgs,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
     },
     /// Write a cosign-compatible key pair, PREFIX.key (encrypted with
     /// COSIGN_PASSWORD) and PREFIX.pub.
@@ -324,7 +327,15 @@ pub(crate) fn run(command: ToolCmd) -> Result<u8> {
             key,
             reference,
             registry,
-        } => sign(&key, &reference, &registry),
+            runtime: rargs,
+        } => {
+            let rt = runtime(
+                &rargs,
+                Limits::default(),
+                corral_tools::InternalNetworks::default(),
+            )?;
+            sign(&rt, &key, &reference, &registry)
+        }
         ToolCmd::Keygen { out } => keygen(&out),
         ToolCmd::Call {
             file,
@@ -441,10 +452,12 @@ fn local_signature_status(
         return Ok("unsigned (a local file, pinned by its sha256)".into());
     }
     Ok(
-        match trust
-            .publishers()?
-            .signer(&file.display().to_string(), &digest, &entries)
-        {
+        match trust.publishers()?.signer(
+            &file.display().to_string(),
+            corral_distribution::FILE_IDENTITY,
+            &digest,
+            &entries,
+        ) {
             Ok(name) => format!("signed by {name}"),
             Err(e) => format!("{} signature(s), not trusted here: {e}", entries.len()),
         },

@@ -159,7 +159,12 @@ pub(crate) fn pull(
 
 /// `corral tool sign --key KEY REF`: signs the manifest the reference
 /// names (cosign's format) and stores the signature beside it.
-pub(crate) fn sign(key: &Path, reference: &str, registry: &RegistryArgs) -> Result<u8> {
+pub(crate) fn sign(
+    rt: &ToolRuntime,
+    key: &Path,
+    reference: &str,
+    registry: &RegistryArgs,
+) -> Result<u8> {
     let pem = std::fs::read_to_string(key)
         .with_context(|| format!("cannot read key {}", key.display()))?;
     let password = std::env::var("COSIGN_PASSWORD").unwrap_or_default();
@@ -167,6 +172,20 @@ pub(crate) fn sign(key: &Path, reference: &str, registry: &RegistryArgs) -> Resu
         .with_context(|| format!("{}: cannot use this key", key.display()))?;
     let file = Path::new(reference);
     if file.is_file() {
+        if ToolReference::parse(reference).is_ok() {
+            bail!(
+                "`{reference}` is both a file here and a registry reference; nothing was signed. Write ./{reference} to sign the file, or run this elsewhere to sign the registry's artifact"
+            );
+        }
+        // A signature vouches for a tool: only a component that loads is signed.
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        rt.load(&bytes).with_context(|| {
+            format!(
+                "{} is not a tool Corral would load; nothing was signed",
+                file.display()
+            )
+        })?;
         let digest = corral_distribution::sign_file(file, &private)?;
         println!("signed {} ({digest})", file.display());
         println!(
@@ -277,7 +296,12 @@ pub(crate) fn fetch_for_inspect(
             .await?;
         Ok::<_, corral_distribution::DistributionError>((digest, entries))
     })??;
-    let status = match publishers.signer(&reference.to_string(), &digest, &entries) {
+    let status = match publishers.signer(
+        &reference.to_string(),
+        &reference.repository_name(),
+        &digest,
+        &entries,
+    ) {
         Ok(name) => format!("signed by {name}"),
         Err(e) if entries.is_empty() => format!("unsigned ({e})"),
         Err(e) => format!("{} signature(s), not trusted here: {e}", entries.len()),

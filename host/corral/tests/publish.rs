@@ -156,6 +156,20 @@ fn publish_sign_pull_and_inspect_through_a_registry_with_basic_auth() {
     let out = ok(&corral(&["tool", "inspect", &pinned], w, creds));
     assert!(out.contains("not trusted here"), "{out}");
 
+    // A file planted under the reference's name is not signed in its place.
+    std::fs::create_dir_all(w.join(format!("{}/tools", registry.addr))).unwrap();
+    std::fs::copy(&echo, w.join(&reference)).unwrap();
+    let err = failed(&corral(
+        &["tool", "sign", "--key", "acme.key", &reference],
+        w,
+        creds,
+    ));
+    assert!(
+        err.contains("both a file here and a registry reference"),
+        "{err}"
+    );
+    assert!(!w.join(format!("{reference}.sig")).exists());
+
     // A local file is signed beside it, and judged by the same publishers.
     std::fs::copy(&echo, w.join("echo.wasm")).unwrap();
     ok(&corral(

@@ -50,10 +50,12 @@ pub fn verdict(
     digest: &str,
     entries: &[SignatureEntry],
 ) -> Result<String, DistributionError> {
-    match rule
-        .publishers
-        .signer(&reference.to_string(), digest, entries)
-    {
+    match rule.publishers.signer(
+        &reference.to_string(),
+        &reference.repository_name(),
+        digest,
+        entries,
+    ) {
         Ok(name) => Ok(name),
         Err(_) if rule.allow_unsigned => Ok(UNSIGNED.to_string()),
         Err(e) => Err(e),
@@ -83,7 +85,8 @@ pub fn from_store(
     }
 }
 
-/// Gets `reference` ready to load under `rule`.
+/// Gets `reference` ready to load under `rule`. The registry's part, when
+/// it is asked, has one deadline: four times `options.timeout`.
 pub async fn fetch(
     store: &ToolStore,
     options: &RegistryOptions,
@@ -91,11 +94,37 @@ pub async fn fetch(
     rule: TrustRule<'_>,
     check: ComponentCheck<'_>,
 ) -> Result<FetchedTool, DistributionError> {
+    let deadline = options.timeout * 4;
+    let in_time = |_: tokio::time::error::Elapsed| DistributionError::Registry {
+        reference: reference.to_string(),
+        operation: "answer",
+        message: format!("it did not finish within {} s", deadline.as_secs()),
+    };
     if let Some(digest) = reference.digest()
         && let Some(wasm) = from_store(store, reference, digest, options.max_tool_bytes)?
     {
         let entries = store.signatures(digest)?;
-        let publisher = verdict(rule, reference, digest, &entries)?;
+        let publisher = match verdict(rule, reference, digest, &entries) {
+            Ok(p) => p,
+            // The stored signatures may predate a signing: ask the registry
+            // for today's, and keep them only if they pass. A registry that
+            // cannot be asked leaves the first refusal standing.
+            Err(refusal) => {
+                let fresh = tokio::time::timeout(deadline, async {
+                    let client = RegistryClient::new(reference, options.clone())?;
+                    client.signatures(reference, digest).await
+                })
+                .await;
+                match fresh {
+                    Ok(Ok(entries)) => {
+                        let publisher = verdict(rule, reference, digest, &entries)?;
+                        store.put_signatures(digest, &entries)?;
+                        publisher
+                    }
+                    _ => return Err(refusal),
+                }
+            }
+        };
         return Ok(FetchedTool {
             reference: reference.clone(),
             manifest_digest: digest.to_string(),
@@ -105,6 +134,21 @@ pub async fn fetch(
             from_store: true,
         });
     }
+    tokio::time::timeout(
+        deadline,
+        pull_verify_store(store, options, reference, rule, check),
+    )
+    .await
+    .map_err(in_time)?
+}
+
+async fn pull_verify_store(
+    store: &ToolStore,
+    options: &RegistryOptions,
+    reference: &ToolReference,
+    rule: TrustRule<'_>,
+    check: ComponentCheck<'_>,
+) -> Result<FetchedTool, DistributionError> {
     let client = RegistryClient::new(reference, options.clone())?;
     let (digest, resolved_from_tag) = match reference.digest() {
         Some(d) => (d.to_string(), false),

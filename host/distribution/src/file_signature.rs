@@ -65,13 +65,15 @@ mod tests {
         trust.add("acme", key.public());
         let entries = file_signatures(&file).unwrap();
         assert_eq!(
-            trust.signer("tool.wasm", &digest, &entries).unwrap(),
+            trust
+                .signer("tool.wasm", FILE_IDENTITY, &digest, &entries)
+                .unwrap(),
             "acme"
         );
         std::fs::write(&file, b"another component").unwrap();
         let changed = crate::layout::digest_of(b"another component");
         let err = trust
-            .signer("tool.wasm", &changed, &entries)
+            .signer("tool.wasm", FILE_IDENTITY, &changed, &entries)
             .unwrap_err()
             .to_string();
         assert!(err.contains("over sha256:"), "{err}");

@@ -389,7 +389,13 @@ impl RegistryClient {
         let mut layers: Vec<layout::Descriptor> = match self.manifest(reference, &sig_ref).await {
             Ok((raw, _)) => serde_json::from_slice::<layout::Manifest>(&raw)
                 .map(|m| m.layers)
-                .unwrap_or_default(),
+                .map_err(|e| DistributionError::Untrusted {
+                    reference: reference.to_string(),
+                    problem: format!(
+                        "its signature manifest ({}) is not an OCI manifest ({e}); nothing was signed, so the signatures already there are not lost. Remove that tag, then sign again",
+                        signature_tag(digest)
+                    ),
+                })?,
             Err(DistributionError::Registry { message, .. }) if message.starts_with(NOT_FOUND) => {
                 Vec::new()
             }
@@ -461,7 +467,18 @@ fn signature_reference(reference: &ToolReference, digest: &str) -> Reference {
 /// How a missing manifest's message starts, so callers can tell it apart.
 const NOT_FOUND: &str = "not found";
 
+/// What went wrong, in at most 300 characters without control characters:
+/// a registry's answer is not ours to print whole.
 fn describe(e: &OciDistributionError) -> String {
+    let text = describe_raw(e);
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+    if text.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
+fn describe_raw(e: &OciDistributionError) -> String {
     match e {
         OciDistributionError::ImageManifestNotFoundError(m) => format!("{NOT_FOUND}: {m}"),
         OciDistributionError::ServerError { code: 404, url, .. } => format!("{NOT_FOUND}: {url}"),

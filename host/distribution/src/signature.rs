@@ -24,7 +24,7 @@ const PRIVATE_LABEL: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
 /// The label older cosign releases wrote; still read.
 const LEGACY_PRIVATE_LABEL: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 /// The `critical.type` of a container signature.
-const SIGNATURE_TYPE: &str = "cosign container image signature";
+pub(crate) const SIGNATURE_TYPE: &str = "cosign container image signature";
 
 /// The simple-signing payload: what a signature covers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

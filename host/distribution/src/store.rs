@@ -112,18 +112,45 @@ impl ToolStore {
     }
 }
 
+/// The largest signature list read (64 signatures are about 100 KiB).
+const MAX_SIGNATURE_LIST_BYTES: u64 = 1 << 20;
+
 /// A list of signatures kept as JSON at `path`; none when there is no file.
+/// Read only from a regular file, not through a link, and capped: a
+/// `FILE.sig` comes from whoever shipped the file.
 pub(crate) fn read_signatures(path: &Path) -> Result<Vec<SignatureEntry>, DistributionError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            DistributionError::store(
-                path,
-                std::io::Error::other(format!("not a signature list: {e}")),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(DistributionError::store(path, e)),
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(DistributionError::store(path, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| DistributionError::store(path, e))?;
+    if !meta.is_file() || meta.len() > MAX_SIGNATURE_LIST_BYTES {
+        return Err(DistributionError::store(
+            path,
+            std::io::Error::other(format!(
+                "not a signature list: a signature list is a regular file of at most {MAX_SIGNATURE_LIST_BYTES} bytes"
+            )),
+        ));
     }
+    let mut bytes = Vec::new();
+    file.take(MAX_SIGNATURE_LIST_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| DistributionError::store(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        DistributionError::store(
+            path,
+            std::io::Error::other(format!("not a signature list: {e}")),
+        )
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file in `tmp_dir` (on the
@@ -168,6 +195,17 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_signature_list_behind_a_link_or_not_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("tool.wasm.sig");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(read_signatures(&link).is_err());
+        let fifo_like = dir.path().join("dir.sig");
+        std::fs::create_dir(&fifo_like).unwrap();
+        assert!(read_signatures(&fifo_like).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::error::DistributionError;
 use crate::registry::SignatureEntry;
-use crate::signature::{Payload, PublicKey};
+use crate::signature::{Payload, PublicKey, SIGNATURE_TYPE};
 
 /// Named publisher keys (`[trust.publishers]` in corral.toml).
 #[derive(Debug, Clone, Default)]
@@ -50,11 +50,15 @@ impl Publishers {
     }
 
     /// The listed publisher who signed `digest`, among `entries`; the
-    /// error says why none did. A signature counts only if its payload
-    /// names exactly `digest`.
+    /// error says why none did. A signature counts only if its payload is
+    /// a cosign signature naming exactly `digest` and `identity` (the
+    /// repository, `REGISTRY/REPOSITORY`, or `file` for a local file): a
+    /// publisher's signature of one artifact cannot vouch for a copy of it
+    /// pushed somewhere else, or for a file.
     pub fn signer(
         &self,
         reference: &str,
+        identity: &str,
         digest: &str,
         entries: &[SignatureEntry],
     ) -> Result<String, DistributionError> {
@@ -68,25 +72,34 @@ impl Publishers {
                 crate::registry::signature_tag(digest)
             )));
         }
-        let mut other_digests = Vec::new();
+        let mut misplaced = Vec::new();
         for entry in entries {
             for (name, key) in &self.keys {
                 if !key.verifies(&entry.payload, &entry.signature) {
                     continue;
                 }
                 match serde_json::from_slice::<Payload>(&entry.payload) {
-                    Ok(p) if p.critical.image.docker_manifest_digest == digest => {
-                        return Ok(name.clone());
+                    Ok(p) if p.critical.kind != SIGNATURE_TYPE => {
+                        misplaced.push(format!("a payload of type `{}`", p.critical.kind));
                     }
-                    Ok(p) => other_digests.push(p.critical.image.docker_manifest_digest),
-                    Err(_) => other_digests.push("an unreadable payload".into()),
+                    Ok(p) if p.critical.image.docker_manifest_digest != digest => {
+                        misplaced.push(p.critical.image.docker_manifest_digest);
+                    }
+                    Ok(p) if p.critical.identity.docker_reference != identity => {
+                        misplaced.push(format!(
+                            "`{}` (signed for that repository, not `{identity}`)",
+                            p.critical.identity.docker_reference
+                        ));
+                    }
+                    Ok(_) => return Ok(name.clone()),
+                    Err(_) => misplaced.push("an unreadable payload".into()),
                 }
             }
         }
-        if !other_digests.is_empty() {
+        if !misplaced.is_empty() {
             return Err(untrusted(format!(
-                "a listed publisher's signature is there, but over {} rather than {digest}; the signature was moved from another artifact. Sign this digest.",
-                other_digests.join(", ")
+                "a listed publisher's signature is there, but over {} rather than {digest} in `{identity}`; the signature was moved from another artifact. Sign this one.",
+                misplaced.join(", ")
             )));
         }
         let listed: Vec<&str> = self.keys.keys().map(String::as_str).collect();
@@ -111,7 +124,11 @@ mod tests {
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     fn signed(key: &PrivateKey, digest: &str) -> SignatureEntry {
-        let payload = Payload::new("r/x", digest).to_bytes();
+        signed_as(key, "r/x", digest)
+    }
+
+    fn signed_as(key: &PrivateKey, identity: &str, digest: &str) -> SignatureEntry {
+        let payload = Payload::new(identity, digest).to_bytes();
         SignatureEntry {
             signature: key.sign(&payload),
             payload,
@@ -126,7 +143,12 @@ mod tests {
         trust.add("acme", acme.public());
         assert_eq!(
             trust
-                .signer("r/x", D1, &[signed(&stranger, D1), signed(&acme, D1)])
+                .signer(
+                    "r/x",
+                    "r/x",
+                    D1,
+                    &[signed(&stranger, D1), signed(&acme, D1)]
+                )
                 .unwrap(),
             "acme"
         );
@@ -137,9 +159,16 @@ mod tests {
                 "none by a listed publisher (acme)",
             ),
             (vec![signed(&acme, D2)], "over sha256:2222"),
+            (
+                vec![signed_as(&acme, "r/other", D1)],
+                "signed for that repository",
+            ),
         ];
         for (entries, expected) in cases {
-            let err = trust.signer("r/x", D1, &entries).unwrap_err().to_string();
+            let err = trust
+                .signer("r/x", "r/x", D1, &entries)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{expected}: {err}");
         }
     }

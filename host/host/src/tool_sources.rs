@@ -62,7 +62,12 @@ fn file_publisher(
     if entries.is_empty() {
         return Ok(corral_distribution::UNSIGNED.to_string());
     }
-    match publishers(config)?.signer(&path.display().to_string(), digest, &entries) {
+    match publishers(config)?.signer(
+        &path.display().to_string(),
+        corral_distribution::FILE_IDENTITY,
+        digest,
+        &entries,
+    ) {
         Ok(name) => Ok(name),
         Err(e) => {
             tracing::warn!(tool = %path.display(), "its signature does not count: {e}");

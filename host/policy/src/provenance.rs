@@ -48,26 +48,34 @@ pub(crate) fn with_tool_provenance<'a>(
             list.push(json!({"uid": {"type": "Tool", "id": name}, "attrs": {}, "parents": []}));
         }
         let Some(p) = provenance else { continue };
-        if !list.iter().any(|e| is_entity(e, "Plugin", &p.source)) {
-            list.push(json!({
-                "uid": {"type": "Plugin", "id": p.source},
-                "attrs": {"publisher": p.publisher, "digest": p.digest, "source": p.source},
-                "parents": [],
-            }));
-        }
+        // The host's plugin replaces any the file defines under that id.
+        list.retain(|e| !is_entity(e, "Plugin", &p.source));
+        list.push(json!({
+            "uid": {"type": "Plugin", "id": p.source},
+            "attrs": {"publisher": p.publisher, "digest": p.digest, "source": p.source},
+            "parents": [],
+        }));
         if let Some(entity) = list.iter_mut().find(|e| is_entity(e, "Tool", name)) {
             if let Some(attrs) = attrs_of(entity) {
                 attrs.insert("publisher".into(), json!(p.publisher));
                 attrs.insert("digest".into(), json!(p.digest));
                 attrs.insert("source".into(), json!(p.source));
             }
-            if let Some(parents) = entity.get_mut("parents").and_then(Value::as_array_mut) {
-                parents.push(json!({"type": "Plugin", "id": p.source}));
-            } else if let Some(obj) = entity.as_object_mut() {
-                obj.insert(
-                    "parents".into(),
-                    json!([{"type": "Plugin", "id": p.source}]),
-                );
+            // A loaded tool is in its own plugin and no other: the file may
+            // not place it in a plugin it did not come from.
+            let mut parents: Vec<Value> = entity
+                .get("parents")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p.get("type").and_then(Value::as_str) != Some("Plugin"))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            parents.push(json!({"type": "Plugin", "id": p.source}));
+            if let Some(obj) = entity.as_object_mut() {
+                obj.insert("parents".into(), Value::Array(parents));
             }
         }
     }
@@ -136,6 +144,33 @@ mod tests {
             .find(|e| entity_type(e) == Some("Plugin"))
             .unwrap();
         assert_eq!(plugin["attrs"]["digest"], "sha256:ab");
+    }
+
+    #[test]
+    fn the_file_cannot_put_a_loaded_tool_in_a_signed_plugin_or_restate_one() {
+        let signed = "oci:r/acme@sha256:cd";
+        let file = json!([
+            {"uid": {"type": "Tool", "id": "shell"}, "attrs": {}, "parents": [{"type": "Plugin", "id": signed}]},
+            {"uid": {"type": "Plugin", "id": "file:/x/shell.wasm"}, "attrs": {"publisher": "acme", "digest": "", "source": "file:/x/shell.wasm"}, "parents": []},
+        ]);
+        let p = Provenance {
+            publisher: "unsigned".into(),
+            digest: "sha256:ab".into(),
+            source: "file:/x/shell.wasm".into(),
+        };
+        let out = with_tool_provenance(file, [("shell", Some(&p))]);
+        let list = out.as_array().unwrap();
+        let tool = list.iter().find(|e| is_entity(e, "Tool", "shell")).unwrap();
+        assert_eq!(
+            tool["parents"],
+            json!([{"type": "Plugin", "id": "file:/x/shell.wasm"}])
+        );
+        let plugins: Vec<&Value> = list
+            .iter()
+            .filter(|e| is_entity(e, "Plugin", "file:/x/shell.wasm"))
+            .collect();
+        assert_eq!(plugins.len(), 1);
+        assert_eq!(plugins[0]["attrs"]["publisher"], "unsigned");
     }
 
     #[test]

@@ -70,9 +70,9 @@ fn version_allowed(name: &str) -> bool {
 }
 
 /// A WASI context with nothing behind it: no preopened directory, no
-/// environment, no arguments, no network. The socket switches are off by
-/// default in wasmtime-wasi; they are turned off here too, so that a
-/// changed default cannot open them.
+/// environment, no arguments, no network. wasmtime-wasi's builder allows
+/// TCP and UDP by default (only its address check refuses); every switch
+/// is turned off here, and the address check refuses everything too.
 pub(crate) fn null_wasi(
     stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
 ) -> wasmtime_wasi::WasiCtx {
