@@ -175,6 +175,16 @@ pub(crate) struct LimitArgs {
     max_output: Option<u64>,
 }
 
+/// A runtime with the default limits and no internal network opened:
+/// what every command but `call` runs components in.
+fn default_runtime(args: &RuntimeArgs) -> Result<ToolRuntime> {
+    runtime(
+        args,
+        Limits::default(),
+        corral_tools::InternalNetworks::default(),
+    )
+}
+
 fn runtime(
     args: &RuntimeArgs,
     limits: Limits,
@@ -226,11 +236,7 @@ pub(crate) fn run(command: ToolCmd) -> Result<u8> {
             componentize_py,
             runtime: rargs,
         } => {
-            let rt = runtime(
-                &rargs,
-                Limits::default(),
-                corral_tools::InternalNetworks::default(),
-            )?;
+            let rt = default_runtime(&rargs)?;
             let built = build(
                 &rt,
                 &Build {
@@ -254,11 +260,7 @@ pub(crate) fn run(command: ToolCmd) -> Result<u8> {
             trust,
             runtime: rargs,
         } => {
-            let rt = runtime(
-                &rargs,
-                Limits::default(),
-                corral_tools::InternalNetworks::default(),
-            )?;
+            let rt = default_runtime(&rargs)?;
             let file = PathBuf::from(&target);
             let (origin, publisher, component) =
                 if file.exists() || ToolReference::parse(&target).is_err() {
@@ -296,11 +298,7 @@ pub(crate) fn run(command: ToolCmd) -> Result<u8> {
             registry,
             runtime: rargs,
         } => {
-            let rt = runtime(
-                &rargs,
-                Limits::default(),
-                corral_tools::InternalNetworks::default(),
-            )?;
+            let rt = default_runtime(&rargs)?;
             push(&rt, &file, &reference, &registry)
         }
         ToolCmd::Pull {
@@ -310,11 +308,7 @@ pub(crate) fn run(command: ToolCmd) -> Result<u8> {
             trust,
             runtime: rargs,
         } => {
-            let rt = runtime(
-                &rargs,
-                Limits::default(),
-                corral_tools::InternalNetworks::default(),
-            )?;
+            let rt = default_runtime(&rargs)?;
             pull(
                 &rt,
                 &reference,
@@ -329,11 +323,7 @@ pub(crate) fn run(command: ToolCmd) -> Result<u8> {
             registry,
             runtime: rargs,
         } => {
-            let rt = runtime(
-                &rargs,
-                Limits::default(),
-                corral_tools::InternalNetworks::default(),
-            )?;
+            let rt = default_runtime(&rargs)?;
             sign(&rt, &key, &reference, &registry)
         }
         ToolCmd::Keygen { out } => keygen(&out),

@@ -19,7 +19,7 @@ impl ToolReference {
     /// Parses `text`, which must name its registry (a host with a `.` or a
     /// port, or `localhost`). The grammar is the distribution spec's, checked
     /// by hand: `oci-client`'s own parser compiles a large regex on first
-    /// use, which cost `corral up` about 50 ms.
+    /// use, which slowed `corral up` (`ARCHITECTURE.md`, performance notes).
     pub fn parse(text: &str) -> Result<Self, DistributionError> {
         let bad = |problem: String| DistributionError::BadReference {
             reference: text.to_string(),
