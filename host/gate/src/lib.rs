@@ -217,6 +217,9 @@ impl fmt::Display for Refusal {
 pub struct DecisionSummary {
     /// Whether it allowed.
     pub allowed: bool,
+    /// Not allowed yet: a person must approve it first (`allowed` is
+    /// false).
+    pub ask: bool,
     /// The policies that decided.
     pub policy_ids: Vec<String>,
     /// Evaluation errors, each of which forced a deny.

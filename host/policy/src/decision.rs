@@ -2,6 +2,8 @@
 //! their evaluation errors, and the policy set; and why a request could not
 //! be put to the policies at all.
 
+use crate::approval::ApprovalNeeded;
+
 /// An evaluation error in one policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
@@ -24,12 +26,17 @@ impl std::fmt::Display for PolicyError {
 /// The outcome of one authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// Whether the request is allowed.
+    /// Whether the request is allowed. False for an ask: a caller that
+    /// does not look at [`Decision::approval`] denies it.
     pub allowed: bool,
     /// The policies that decided, sorted: the permits that allowed it, the
-    /// forbids that denied it, or the policies whose errors forced a deny.
-    /// Empty for a default deny (no permit matched).
+    /// forbids that denied it, the approval permits that ask, or the
+    /// policies whose errors forced a deny. Empty for a default deny (no
+    /// permit matched).
     pub policy_ids: Vec<String>,
+    /// Set when only `@approval` permits would allow the request: it is
+    /// allowed once a person they name says yes.
+    pub approval: Option<ApprovalNeeded>,
     /// Evaluation errors. Any error makes the decision a deny.
     pub errors: Vec<PolicyError>,
     /// Identity of the policy set that decided.
@@ -37,6 +44,15 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// `allow`, `deny` or `ask`, as records and `policy test` name them.
+    pub fn verdict(&self) -> &'static str {
+        match (self.allowed, &self.approval) {
+            (true, _) => "allow",
+            (false, Some(_)) => "ask",
+            (false, None) => "deny",
+        }
+    }
+
     /// The decision in the terms its record uses.
     pub fn summary(&self) -> corral_gate::DecisionSummary {
         corral_gate::DecisionSummary {
@@ -44,6 +60,7 @@ impl Decision {
             policy_ids: self.policy_ids.clone(),
             errors: self.errors.iter().map(PolicyError::to_string).collect(),
             policy_set_hash: self.policy_set_hash.clone(),
+            ask: self.approval.is_some(),
             // Only a denial's record carries it; an allowed call on the hot
             // path formats nothing.
             explanation: if self.allowed {
@@ -62,6 +79,9 @@ impl Decision {
                 "denied because evaluating a policy failed (fail closed): {}",
                 list.join("; ")
             );
+        }
+        if let Some(needed) = &self.approval {
+            return format!("needs a person's approval: {}", needed.describe());
         }
         match (self.allowed, self.policy_ids.is_empty()) {
             (true, _) => format!("allowed by {}", self.policy_ids.join(", ")),

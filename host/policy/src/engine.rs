@@ -10,6 +10,7 @@ use cedar_policy::{
 };
 use serde_json::{Value, json};
 
+use crate::approval::{ApprovalNeeded, Approvers, AskingPolicy};
 use crate::decision::{Decision, PolicyError, RequestError};
 use crate::index::{IndexError, PolicyIndex, Scoped};
 use crate::load::{
@@ -17,6 +18,25 @@ use crate::load::{
 };
 use crate::request::{Common, RequestEntity, uid};
 use crate::schema::ToolAction;
+
+/// The `approve` action's request: a person answering an agent's call.
+#[derive(Debug, Clone)]
+pub struct ApproveRequest<'a> {
+    /// The person answering, as a `User` (with `channel_kind`).
+    pub user: &'a RequestEntity,
+    /// The agent whose call asks.
+    pub agent: &'a str,
+    /// The tool it called.
+    pub tool: &'a str,
+    /// The call's arguments, as JSON text.
+    pub arguments: &'a str,
+    /// The person who sent the message the agent was working on, if one.
+    pub requested_by: Option<&'a str>,
+    /// The approval permits that asked.
+    pub asked_by: &'a [String],
+    /// The request's common context.
+    pub common: &'a Common,
+}
 
 /// Everything needed to decide: schema, policies, entities, index.
 pub struct PolicyEngine {
@@ -342,6 +362,43 @@ impl PolicyEngine {
         permitted
     }
 
+    /// Whether `user` (a `User` id) is among `approvers` for a call made
+    /// while its agent works on a message from `sender`. A group counts
+    /// only the entities file's members: a person known only at request
+    /// time is in no group.
+    pub fn names_approver(&self, approvers: &Approvers, user: &str, sender: Option<&str>) -> bool {
+        match approvers {
+            Approvers::Sender => sender == Some(user),
+            Approvers::Group(group) => {
+                let group = uid("Group", group);
+                self.entities
+                    .ancestors(&uid("User", user))
+                    .is_some_and(|mut a| a.any(|g| *g == group))
+            }
+        }
+    }
+
+    /// Decides the `approve` action: may `request.user` answer `agent`'s
+    /// call of `tool`? Fail-closed like [`Self::decide`].
+    pub fn decide_approve(&self, request: &ApproveRequest<'_>) -> Decision {
+        let mut context = json!({
+            "common": request.common.to_json(),
+            "tool": request.tool,
+            "arguments": request.arguments,
+            "asked_by": request.asked_by,
+        });
+        if let Some(sender) = request.requested_by {
+            context["requested_by"] = json!({ "__entity": { "type": "User", "id": sender } });
+        }
+        self.decide(
+            uid("User", &request.user.id),
+            "approve",
+            uid("Agent", request.agent),
+            context,
+            std::slice::from_ref(request.user),
+        )
+    }
+
     /// Decides whether `agent`'s container may mount `host_path` (already
     /// canonicalized and screened by the sandbox), writable or not.
     pub fn decide_mount(
@@ -428,6 +485,7 @@ impl PolicyEngine {
         Decision {
             allowed: false,
             policy_ids: Vec::new(),
+            approval: None,
             errors: vec![PolicyError {
                 policy_id: String::new(),
                 message: message.into(),
@@ -469,21 +527,60 @@ impl PolicyEngine {
         // Cedar's order of errors follows its set's internal order; sorted,
         // the same decision always reads the same.
         errors.sort_by(|a, b| (&a.policy_id, &a.message).cmp(&(&b.policy_id, &b.message)));
-        let mut policy_ids: Vec<String> = if errors.is_empty() {
-            response
-                .diagnostics()
-                .reason()
-                .map(|id| id.to_string())
-                .collect()
-        } else {
-            errors.iter().map(|e| e.policy_id.clone()).collect()
-        };
-        policy_ids.sort();
-        policy_ids.dedup();
+        let mut reasons: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
+        reasons.sort();
+        reasons.dedup();
+        let cedar_allowed = response.decision() == CedarDecision::Allow;
+        let approvals = &self.policies.approvals;
+        // Reasons of an allow are the satisfied permits.
+        let plain_permit = cedar_allowed && reasons.iter().any(|id| !approvals.contains_key(id));
+        // An error in an approval permit does not matter when a plain
+        // permit allows (step 1 leaves approval permits out); any other
+        // error denies.
+        let errors_matter = !errors.is_empty()
+            && !(plain_permit && errors.iter().all(|e| approvals.contains_key(&e.policy_id)));
+        if errors_matter {
+            let mut policy_ids: Vec<String> = errors.iter().map(|e| e.policy_id.clone()).collect();
+            policy_ids.dedup();
+            return Decision {
+                allowed: false,
+                policy_ids,
+                approval: None,
+                errors,
+                policy_set_hash: self.policies.hash.clone(),
+            };
+        }
+        if cedar_allowed && !plain_permit {
+            let policies = reasons
+                .iter()
+                .filter_map(|id| {
+                    approvals.get(id).map(|approvers| AskingPolicy {
+                        policy_id: id.clone(),
+                        approvers: approvers.clone(),
+                    })
+                })
+                .collect();
+            return Decision {
+                allowed: false,
+                policy_ids: reasons,
+                approval: Some(ApprovalNeeded { policies }),
+                errors: Vec::new(),
+                policy_set_hash: self.policies.hash.clone(),
+            };
+        }
+        if plain_permit {
+            // Only the permits that allow without asking decided.
+            reasons.retain(|id| !approvals.contains_key(id));
+        }
         Decision {
-            allowed: errors.is_empty() && response.decision() == CedarDecision::Allow,
-            policy_ids,
-            errors,
+            allowed: cedar_allowed,
+            policy_ids: reasons,
+            approval: None,
+            errors: Vec::new(),
             policy_set_hash: self.policies.hash.clone(),
         }
     }

@@ -50,6 +50,7 @@ impl CapabilityDecision {
     pub fn summary(&self) -> corral_gate::DecisionSummary {
         corral_gate::DecisionSummary {
             allowed: matches!(self.gate, GateDecision::Allow),
+            ask: false,
             policy_ids: self.policy_ids.clone(),
             errors: self.errors.clone(),
             policy_set_hash: self.policy_set_hash.clone(),
@@ -114,8 +115,15 @@ impl CedarGate {
         let decision = engine.authorize(&request);
         out.errors = decision.errors.iter().map(|e| e.to_string()).collect();
         if !decision.allowed {
+            // Only a tool call waits for a person; inside a running tool
+            // an ask is a deny.
+            let only_calls = if decision.approval.is_some() {
+                "; approval is asked only for tool calls, so inside a tool it is a deny"
+            } else {
+                ""
+            };
             out.gate = GateDecision::Deny(Denial {
-                reason: format!("{capability}: {}", decision.explain()),
+                reason: format!("{capability}: {}{only_calls}", decision.explain()),
                 policy_ids: decision.policy_ids.clone(),
             });
         }

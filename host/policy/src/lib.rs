@@ -9,6 +9,7 @@
 //! - [`engine`]: fail-closed decisions ([`decision`]) that name their
 //!   deciding policies and the policy-set hash, over requests built from
 //!   [`request`]'s parts.
+//! - [`approval`]: `@approval` permits, which make a request an ask.
 //! - [`provenance`]: each tool's publisher, digest and source as the
 //!   attributes of its `Tool` and `Plugin` entities.
 //! - [`store`]: the live set and hot reload.
@@ -17,6 +18,7 @@
 //! This crate links Cedar and never wasmtime: it is what policy authors'
 //! tooling builds.
 
+pub mod approval;
 mod decision;
 mod engine;
 mod gate;
@@ -27,8 +29,9 @@ mod request;
 mod schema;
 mod store;
 
+pub use approval::{ApprovalNeeded, Approvers, AskingPolicy};
 pub use decision::{Decision, PolicyError, RequestError};
-pub use engine::{EngineSources, PolicyEngine};
+pub use engine::{ApproveRequest, EngineSources, PolicyEngine};
 pub use gate::{CapabilityDecision, CedarGate};
 pub use index::{IndexError, PolicyIndex};
 pub use load::{CombinedSchema, LoadErrors, Location, Problem, read_entities};

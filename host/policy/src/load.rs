@@ -167,6 +167,8 @@ impl CombinedSchema {
 pub struct LoadedPolicies {
     pub set: PolicySet,
     pub origins: BTreeMap<String, Origin>,
+    /// Each `@approval` permit's approvers, by policy id.
+    pub approvals: BTreeMap<String, crate::approval::Approvers>,
     /// sha256 over the files' names and contents, in name order: the
     /// identity of this policy set in every decision.
     pub hash: String,
@@ -211,6 +213,7 @@ pub fn load_policies(
     let mut problems = Vec::new();
     let mut set = PolicySet::new();
     let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
+    let mut approvals = BTreeMap::new();
     let mut hasher = Sha256::new();
     for (file, text) in files {
         hasher.update(
@@ -263,6 +266,39 @@ pub fn load_policies(
                 });
                 continue;
             }
+            let approval = static_policies
+                .first()
+                .map(|p| (p.annotation("approval"), p.effect()))
+                .or_else(|| {
+                    templates
+                        .first()
+                        .map(|t| (t.annotation("approval"), t.effect()))
+                });
+            if let Some((Some(text), effect)) = approval {
+                let parsed = match effect {
+                    cedar_policy::Effect::Forbid => Err(
+                        "@approval on a forbid: a forbid always wins and can never be approved away".to_string(),
+                    ),
+                    cedar_policy::Effect::Permit => crate::approval::Approvers::parse(text),
+                };
+                match parsed {
+                    Ok(approvers) => {
+                        approvals.insert(id.clone(), approvers);
+                    }
+                    Err(message) => {
+                        let help = (effect == cedar_policy::Effect::Forbid).then(|| {
+                            "remove @approval from the forbid; to ask before allowing, write a permit with @approval".to_string()
+                        });
+                        problems.push(Problem {
+                            location: Some(origin.start()),
+                            policy_id: Some(id.clone()),
+                            message,
+                            help,
+                        });
+                        continue;
+                    }
+                }
+            }
             let pid = PolicyId::new(&id);
             let added = match (static_policies.first(), templates.first()) {
                 (Some(p), None) => set.add(p.new_id(pid)).map_err(|e| e.to_string()),
@@ -303,6 +339,7 @@ pub fn load_policies(
     Ok(LoadedPolicies {
         set,
         origins,
+        approvals,
         hash: hex::encode(&hasher.finalize()[..16]),
     })
 }
