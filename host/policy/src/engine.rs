@@ -541,8 +541,9 @@ impl PolicyEngine {
         // An error in an approval permit does not matter when a plain
         // permit allows (step 1 leaves approval permits out); any other
         // error denies.
-        let errors_matter = !errors.is_empty()
-            && !(plain_permit && errors.iter().all(|e| approvals.contains_key(&e.policy_id)));
+        let errors_ignored =
+            plain_permit && errors.iter().all(|e| approvals.contains_key(&e.policy_id));
+        let errors_matter = !errors.is_empty() && !errors_ignored;
         if errors_matter {
             let mut policy_ids: Vec<String> = errors.iter().map(|e| e.policy_id.clone()).collect();
             policy_ids.dedup();
