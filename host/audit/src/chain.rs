@@ -96,7 +96,7 @@ mod tests {
 
     fn unsealed(action: &str) -> Unsealed {
         let mut entry = Entry::new(Kind::Call, "a", action, "Tool::\"t\"");
-        entry.allowed = Some(true);
+        entry.verdict = Some(crate::Verdict::Allow);
         entry.policy_hash = "h".into();
         Unsealed::from_entry(&Redactor::default(), entry)
     }

@@ -49,7 +49,7 @@ mod writer;
 
 pub use config::{AuditConfig, Durability};
 pub use reader::{AuditReader, Filter, VerifyReport};
-pub use record::{Entry, GENESIS_HASH, Kind, Outcome, Record, TokenUsage};
+pub use record::{Entry, GENESIS_HASH, Kind, Outcome, Record, TokenUsage, Verdict};
 pub use redact::Redactor;
 pub use time::{BadAge, format_micros, now_micros, parse_age};
 pub use writer::{AuditLog, Receipt, Ticket};

@@ -15,8 +15,11 @@ pub struct Filter {
     pub agent: Option<String>,
     /// The action: a tool name, or `read_file`, `http_request`, …
     pub action: Option<String>,
-    /// Decisions that allowed (`true`) or denied (`false`).
-    pub allowed: Option<bool>,
+    /// Decisions that came to this.
+    pub verdict: Option<crate::Verdict>,
+    /// Records that belong to this one (`parent`): a call's capability
+    /// uses, outcome and approvals.
+    pub parent: Option<i64>,
     /// Records of this kind.
     pub kind: Option<Kind>,
     /// Records at or after this time (microseconds since the epoch).
@@ -126,9 +129,13 @@ impl AuditReader {
             sql.push_str(" AND action = ?");
             args.push(Box::new(action.clone()));
         }
-        if let Some(allowed) = filter.allowed {
+        if let Some(verdict) = filter.verdict {
             sql.push_str(" AND decision = ?");
-            args.push(Box::new(if allowed { "allow" } else { "deny" }));
+            args.push(Box::new(verdict.as_str()));
+        }
+        if let Some(parent) = filter.parent {
+            sql.push_str(" AND parent = ?");
+            args.push(Box::new(parent));
         }
         if let Some(kind) = filter.kind {
             sql.push_str(" AND kind = ?");

@@ -18,25 +18,79 @@ pub enum Kind {
     Capability,
     /// How an allowed call ended; `parent` is its `Call` record.
     Outcome,
+    /// A call that `@approval` permits allow only with a person's yes was
+    /// put to people: who may answer, which policies asked, until when.
+    /// `parent` is its `Call` record.
+    ApprovalRequested,
+    /// A person approved it: who, through which channel, for this call
+    /// only or for a period. The record's decision is the `approve`
+    /// action's. `parent` is the `Call` record.
+    ApprovalGranted,
+    /// A person refused it, with their reason. `parent` is the `Call`
+    /// record.
+    ApprovalDenied,
+    /// Nobody answered in time, or the host shut down first: the call is
+    /// denied. `parent` is the `Call` record.
+    ApprovalExpired,
+    /// An answer that did not count (the `approve` action refused the
+    /// person, or the request was no longer waiting); the call still waits,
+    /// or already ended. `parent` is the `Call` record, if known.
+    ApprovalRefused,
 }
 
 impl Kind {
-    /// The kind's name in records (`call`, `capability`, `outcome`).
+    /// The kind's name in records (`call`, `capability`, `outcome`,
+    /// `approval_requested`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Call => "call",
             Kind::Capability => "capability",
             Kind::Outcome => "outcome",
+            Kind::ApprovalRequested => "approval_requested",
+            Kind::ApprovalGranted => "approval_granted",
+            Kind::ApprovalDenied => "approval_denied",
+            Kind::ApprovalExpired => "approval_expired",
+            Kind::ApprovalRefused => "approval_refused",
         }
     }
 
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [Kind; 8] = [
+        Kind::Call,
+        Kind::Capability,
+        Kind::Outcome,
+        Kind::ApprovalRequested,
+        Kind::ApprovalGranted,
+        Kind::ApprovalDenied,
+        Kind::ApprovalExpired,
+        Kind::ApprovalRefused,
+    ];
+
     /// The kind named `text`, if any.
     pub fn parse(text: &str) -> Option<Kind> {
-        match text {
-            "call" => Some(Kind::Call),
-            "capability" => Some(Kind::Capability),
-            "outcome" => Some(Kind::Outcome),
-            _ => None,
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// What a decision came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+    /// Allowed only once a person approves (`@approval` permits).
+    Ask,
+}
+
+impl Verdict {
+    /// The name in records: `allow`, `deny` or `ask`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Ask => "ask",
         }
     }
 }
@@ -121,8 +175,10 @@ pub struct Entry {
     pub arguments: serde_json::Value,
     /// The `common` context (request time, session id, session counters).
     pub session: serde_json::Value,
-    /// `Some(allowed)` for `Call` and `Capability`; `None` for `Outcome`.
-    pub allowed: Option<bool>,
+    /// What a decision came to, for a `Call`, a `Capability` and an
+    /// answer to an approval (the `approve` action's decision); `None` for
+    /// an `Outcome`.
+    pub verdict: Option<Verdict>,
     /// The policies that decided (see `corral_gate::DecisionSummary`).
     pub policy_ids: Vec<String>,
     /// Evaluation errors, each of which forced a deny.
@@ -154,7 +210,7 @@ impl Entry {
             resource: resource.into(),
             arguments: serde_json::Value::Object(Default::default()),
             session: serde_json::Value::Object(Default::default()),
-            allowed: None,
+            verdict: None,
             policy_ids: Vec::new(),
             errors: Vec::new(),
             policy_hash: String::new(),
@@ -177,7 +233,11 @@ impl Entry {
         decision: &corral_gate::DecisionSummary,
     ) -> Entry {
         let mut entry = Entry::new(kind, agent, action, resource);
-        entry.allowed = Some(decision.allowed);
+        entry.verdict = Some(match (decision.allowed, decision.ask) {
+            (true, _) => Verdict::Allow,
+            (false, true) => Verdict::Ask,
+            (false, false) => Verdict::Deny,
+        });
         entry.policy_ids = decision.policy_ids.clone();
         entry.errors = decision.errors.clone();
         entry.policy_hash = decision.policy_set_hash.clone();
@@ -225,7 +285,7 @@ pub struct Record {
     pub redacted: bool,
     /// The `common` context, redacted JSON text.
     pub session: String,
-    /// `allow` or `deny` for a decision; none for an outcome.
+    /// `allow`, `deny` or `ask` for a decision; none for an outcome.
     pub decision: Option<String>,
     /// The policies that decided.
     pub policy_ids: Vec<String>,
@@ -315,9 +375,7 @@ impl Unsealed {
             arguments,
             redacted: redacted || session_redacted,
             session,
-            decision: entry
-                .allowed
-                .map(|a| if a { "allow" } else { "deny" }.to_string()),
+            decision: entry.verdict.map(|v| v.as_str().to_string()),
             policy_ids: entry.policy_ids,
             errors: entry.errors,
             policy_hash: entry.policy_hash,

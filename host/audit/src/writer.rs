@@ -211,6 +211,12 @@ impl AuditLog {
         self.inner.durability
     }
 
+    /// What this log redacts, for showing arguments to people exactly as
+    /// the log keeps them.
+    pub fn redactor(&self) -> &Redactor {
+        &self.inner.redactor
+    }
+
     /// Queues `entry` for the background thread; the ticket resolves when
     /// it is recorded. For async callers that must not block.
     pub fn append(&self, entry: Entry) -> Ticket {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use corral_audit::{
     AuditConfig, AuditLog, AuditReader, Durability, Entry, Filter, GENESIS_HASH, Kind, Outcome,
-    Record, TokenUsage,
+    Record, TokenUsage, Verdict,
 };
 use serde_json::json;
 
@@ -14,7 +14,11 @@ fn call(agent: &str, tool: &str, allowed: bool, n: i64) -> Entry {
     let mut e = Entry::new(Kind::Call, agent, tool, format!("Tool::\"{tool}\""));
     e.arguments = json!({"n": n, "api_token": "sk-live-123"});
     e.session = json!({"session_id": "s1", "calls_in_session": n});
-    e.allowed = Some(allowed);
+    e.verdict = Some(if allowed {
+        Verdict::Allow
+    } else {
+        Verdict::Deny
+    });
     e.policy_hash = "policyhash".into();
     e.policy_ids = vec![if allowed { "allow-echo" } else { "deny-all" }.to_string()];
     e.tool_sha256 = Some("abc".into());
@@ -154,7 +158,7 @@ fn filters_select_by_agent_decision_kind_and_sequence() {
     assert!(alice.iter().all(|x| x.agent == "alice"));
     let denied = r
         .query(&Filter {
-            allowed: Some(false),
+            verdict: Some(Verdict::Deny),
             ..Filter::default()
         })
         .unwrap();
