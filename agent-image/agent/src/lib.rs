@@ -33,6 +33,9 @@ pub mod exit {
     pub const INVALID_INPUT: u8 = 4;
     /// A limit was broken (rate, time, memory, output).
     pub const LIMIT: u8 = 5;
+    /// Only `@approval` permits allow it: it runs once a person approves
+    /// (`corral policy check`).
+    pub const ASKS: u8 = 6;
 }
 
 /// Why talking to the broker failed.

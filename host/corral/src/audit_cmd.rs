@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use corral_audit::{AuditReader, Filter, Kind, Record, format_micros, now_micros, parse_age};
+use corral_audit::{
+    AuditReader, Filter, Kind, Record, Verdict, format_micros, now_micros, parse_age,
+};
 
 use crate::exit;
 
@@ -47,6 +49,10 @@ pub enum AuditCmd {
         decision: Option<DecisionArg>,
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
+        /// Only the records that belong to record N: a call's capability
+        /// uses, approvals and outcome.
+        #[arg(long, value_name = "N")]
+        parent: Option<i64>,
         /// Only records younger than this: 90s, 15m, 1h, 7d.
         #[arg(long)]
         since: Option<String>,
@@ -77,6 +83,8 @@ pub enum AuditCmd {
 pub enum DecisionArg {
     Allow,
     Deny,
+    /// Calls that asked a person (`@approval`).
+    Ask,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +92,31 @@ pub enum KindArg {
     Call,
     Capability,
     Outcome,
+    /// A call put to people (`@approval`).
+    ApprovalRequested,
+    /// A person said yes.
+    ApprovalGranted,
+    /// A person said no.
+    ApprovalDenied,
+    /// Nobody answered in time, or the host shut down.
+    ApprovalExpired,
+    /// An answer that did not count (refused by `approve`, or too late).
+    ApprovalRefused,
+}
+
+impl KindArg {
+    fn kind(self) -> Kind {
+        match self {
+            KindArg::Call => Kind::Call,
+            KindArg::Capability => Kind::Capability,
+            KindArg::Outcome => Kind::Outcome,
+            KindArg::ApprovalRequested => Kind::ApprovalRequested,
+            KindArg::ApprovalGranted => Kind::ApprovalGranted,
+            KindArg::ApprovalDenied => Kind::ApprovalDenied,
+            KindArg::ApprovalExpired => Kind::ApprovalExpired,
+            KindArg::ApprovalRefused => Kind::ApprovalRefused,
+        }
+    }
 }
 
 pub fn since_micros(since: Option<&str>) -> Result<Option<i64>> {
@@ -147,6 +180,7 @@ pub fn run(cmd: AuditCmd) -> Result<u8> {
             tool,
             decision,
             kind,
+            parent,
             since,
             limit,
             json,
@@ -156,12 +190,13 @@ pub fn run(cmd: AuditCmd) -> Result<u8> {
             let filter = Filter {
                 agent,
                 action: tool,
-                allowed: decision.map(|d| matches!(d, DecisionArg::Allow)),
-                kind: kind.map(|k| match k {
-                    KindArg::Call => Kind::Call,
-                    KindArg::Capability => Kind::Capability,
-                    KindArg::Outcome => Kind::Outcome,
+                verdict: decision.map(|d| match d {
+                    DecisionArg::Allow => Verdict::Allow,
+                    DecisionArg::Deny => Verdict::Deny,
+                    DecisionArg::Ask => Verdict::Ask,
                 }),
+                parent,
+                kind: kind.map(KindArg::kind),
                 since_us: since_micros(since.as_deref())?,
                 after_seq: None,
                 limit,

@@ -300,9 +300,24 @@ fn check(
         )
         .map_err(|e| anyhow::anyhow!("agent `{agent}`, action `{action}`: {e}"))?;
     let decision = engine.authorize(&request);
-    println!("{}", if decision.allowed { "ALLOW" } else { "DENY" });
+    println!("{}", decision.verdict().to_uppercase());
     println!("  request: Agent::\"{agent}\" {action} {resource}");
-    if !decision.errors.is_empty() {
+    if let Some(needed) = &decision.approval {
+        println!("  allowed only once a person approves; asked by:");
+        for asking in &needed.policies {
+            let at = engine
+                .policy_location(&asking.policy_id)
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            println!(
+                "    {}{at}: approvers {}",
+                asking.policy_id, asking.approvers
+            );
+        }
+        println!(
+            "  the answer is the `approve` action's decision; `corral approvals ls` shows waiting calls on a running host"
+        );
+    } else if !decision.errors.is_empty() {
         println!("  denied because evaluation failed (Corral fails closed):");
         for e in &decision.errors {
             let at = engine
@@ -341,7 +356,11 @@ fn check(
         }
     }
     println!("  policy set: {}", decision.policy_set_hash);
-    Ok(if decision.allowed { 0 } else { exit::DENIED })
+    Ok(match decision.verdict() {
+        "allow" => 0,
+        "ask" => exit::ASKS,
+        _ => exit::DENIED,
+    })
 }
 
 /// One case of the Cedar CLI's `run-tests` format.
@@ -354,6 +373,11 @@ struct TestCase {
     #[serde(default)]
     entities: Option<Value>,
     decision: TestDecision,
+    /// Corral's extension: the request is allowed only by `@approval`
+    /// permits, so Corral asks a person. Cedar's own `decision` for it is
+    /// `allow` (the approval permits are permits).
+    #[serde(default)]
+    ask: bool,
     /// Expected deciding policies: each must be among the actual ones.
     #[serde(default)]
     reason: Vec<String>,
@@ -421,23 +445,26 @@ fn run_test_file(engine: &PolicyEngine, src: &Sources, file: &Path) -> Result<(u
         let verdict = match result {
             Err(e) => Err(format!("request is invalid: {e}")),
             Ok(d) => {
-                let got = if d.allowed {
-                    TestDecision::Allow
-                } else {
-                    TestDecision::Deny
+                let got = d.verdict();
+                let expected = match (case.decision, case.ask) {
+                    (TestDecision::Allow, false) => "allow",
+                    (TestDecision::Deny, false) => "deny",
+                    (TestDecision::Allow, true) => "ask",
+                    (TestDecision::Deny, true) => {
+                        anyhow::bail!(
+                            "{}: case `{}`: \"ask\": true needs \"decision\": \"allow\" (Cedar allows a request that Corral asks about)",
+                            file.display(),
+                            case.name
+                        )
+                    }
                 };
                 let missing: Vec<&String> = case
                     .reason
                     .iter()
                     .filter(|r| !d.policy_ids.contains(r))
                     .collect();
-                if got != case.decision {
-                    Err(format!(
-                        "expected {:?}, got {:?} ({})",
-                        case.decision,
-                        got,
-                        d.explain()
-                    ))
+                if got != expected {
+                    Err(format!("expected {expected}, got {got} ({})", d.explain()))
                 } else if !missing.is_empty() {
                     Err(format!(
                         "expected deciding policies {missing:?} among {:?}",

@@ -68,6 +68,11 @@ fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, Unreplayable> {
             Ok(engine.authorize(&request))
         }
         Kind::Outcome => Err("outcome records hold no request".into()),
+        Kind::ApprovalRequested
+        | Kind::ApprovalGranted
+        | Kind::ApprovalDenied
+        | Kind::ApprovalExpired
+        | Kind::ApprovalRefused => Err("approval records are replayed through their call".into()),
     }
 }
 
@@ -159,10 +164,6 @@ fn host_action(
     }
 }
 
-fn verdict(allowed: bool) -> &'static str {
-    if allowed { "allow" } else { "deny" }
-}
-
 fn by(d: &Decision) -> String {
     if d.policy_ids.is_empty() {
         if d.errors.is_empty() {
@@ -223,8 +224,8 @@ pub fn replay(
             )
         })?;
     let reader = AuditReader::open(audit).context("replay reads the broker's audit log")?;
-    let (mut replayed, mut to_deny, mut to_allow, mut unreplayable, mut redacted_flips) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut replayed, mut unreplayable, mut redacted_flips) = (0u64, 0u64, 0u64);
+    let (mut to_deny, mut to_allow, mut to_ask, mut from_ask) = (0u64, 0u64, 0u64, 0u64);
     let mut after = 0;
     loop {
         let page = reader.query(&Filter {
@@ -235,7 +236,12 @@ pub fn replay(
         })?;
         let Some(last) = page.last() else { break };
         after = last.seq;
-        for r in page.iter().filter(|r| r.kind != Kind::Outcome) {
+        // An approval's record holds no request of its own; its call's
+        // record is replayed, and says whether it would now ask.
+        for r in page
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Call | Kind::Capability))
+        {
             let (now, next) = match (decide(&current, r), decide(&candidate, r)) {
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(e), _) | (_, Err(e)) => {
@@ -247,13 +253,15 @@ pub fn replay(
                 }
             };
             replayed += 1;
-            if now.allowed == next.allowed {
+            let (was, will) = (now.verdict(), next.verdict());
+            if was == will {
                 continue;
             }
-            if now.allowed {
-                to_deny += 1
-            } else {
-                to_allow += 1
+            match (was, will) {
+                (_, "ask") => to_ask += 1,
+                ("ask", _) => from_ask += 1,
+                ("allow", _) => to_deny += 1,
+                _ => to_allow += 1,
             }
             if r.redacted {
                 redacted_flips += 1;
@@ -266,16 +274,16 @@ pub fn replay(
                         "agent": r.agent, "action": r.action, "resource": r.resource,
                         "arguments": serde_json::from_str::<Value>(&r.arguments).unwrap_or(Value::Null),
                         "recorded": r.decision,
-                        "current": {"decision": verdict(now.allowed), "policy_ids": now.policy_ids},
-                        "candidate": {"decision": verdict(next.allowed), "policy_ids": next.policy_ids},
+                        "current": {"decision": was, "policy_ids": now.policy_ids},
+                        "candidate": {"decision": will, "policy_ids": next.policy_ids},
                         "redacted": r.redacted,
                     })
                 );
             } else {
                 println!(
                     "FLIP {}→{} #{} {} {} agent={} action={} resource={} arguments={}{}\n    current:   {} by {}\n    candidate: {} by {}",
-                    verdict(now.allowed),
-                    verdict(next.allowed),
+                    was,
+                    will,
                     r.seq,
                     format_micros(r.time_us),
                     r.kind.as_str(),
@@ -288,17 +296,17 @@ pub fn replay(
                     } else {
                         ""
                     },
-                    verdict(now.allowed),
+                    was,
                     by(&now),
-                    verdict(next.allowed),
+                    will,
                     by(&next),
                 );
             }
         }
     }
-    let flips = to_deny + to_allow;
+    let flips = to_deny + to_allow + to_ask + from_ask;
     let summary = format!(
-        "{replayed} decisions replayed: {flips} would flip ({to_deny} allow→deny, {to_allow} deny→allow); {unreplayable} could not be replayed; {redacted_flips} flips involve redacted arguments. current {} vs candidate {}",
+        "{replayed} decisions replayed: {flips} would flip ({to_deny} allow→deny, {to_allow} deny→allow, {to_ask} would now need approval, {from_ask} would no longer need it); {unreplayable} could not be replayed; {redacted_flips} flips involve redacted arguments. current {} vs candidate {}",
         current.policy_set_hash(),
         candidate.policy_set_hash()
     );
