@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral_audit::{AuditConfig, AuditLog, Durability, Entry, Kind};
-use corral_broker::{BrokerLimits, InlineCalls, serve_with_limits};
+use corral_broker::{BrokerLimits, InlineAnswer, InlineCalls, serve_with_limits};
 use corral_tests::broker::{BrokerOptions, TestBroker};
 use corral_tests::component_path;
 use corral_tests::mcp::McpClient;
@@ -146,14 +146,12 @@ impl ServerHandler for BareEcho {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        Ok(tokio::task::block_in_place(|| self.call_tool_inline(request)).into())
+        Ok(tokio::task::block_in_place(|| self.echo_now(request)).into())
     }
 }
 
-/// The broker's hot path, without policy or audit: answered on the
-/// connection's reader thread, as the broker answers a plain `tools/call`.
-impl InlineCalls for BareEcho {
-    fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult {
+impl BareEcho {
+    fn echo_now(&self, request: CallToolRequestParams) -> CallToolResult {
         let input = Value::Object(request.arguments.unwrap_or_default()).to_string();
         let mut spare = self.spare.lock().unwrap();
         match self
@@ -168,6 +166,14 @@ impl InlineCalls for BareEcho {
             }
             Err(e) => CallToolResult::error(vec![ContentBlock::text(e.error.to_string())]),
         }
+    }
+}
+
+/// The broker's hot path, without policy or audit: answered on the
+/// connection's reader thread, as the broker answers a plain `tools/call`.
+impl InlineCalls for BareEcho {
+    fn call_tool_inline(&self, request: CallToolRequestParams) -> InlineAnswer {
+        InlineAnswer::Now(self.echo_now(request))
     }
 
     fn idle(&self) {
@@ -488,7 +494,7 @@ fn append_latency(dir: &Path, durability: Durability) -> Latency {
     let entry = |n: usize| {
         let mut e = Entry::new(Kind::Call, "agent-0", "echo", "Tool::\"echo\"");
         e.arguments = json!({"message": "hello", "n": n});
-        e.allowed = Some(true);
+        e.verdict = Some(corral_audit::Verdict::Allow);
         e.policy_ids = vec!["echo-for-all-agents".into()];
         e
     };
@@ -557,7 +563,7 @@ fn appends_per_second(dir: &Path, durability: Durability) -> f64 {
                     let mut e =
                         Entry::new(Kind::Call, &format!("agent-{i}"), "echo", "Tool::\"echo\"");
                     e.arguments = json!({"message": "hello", "n": n});
-                    e.allowed = Some(true);
+                    e.verdict = Some(corral_audit::Verdict::Allow);
                     e.policy_ids = vec!["echo-for-all-agents".into()];
                     pending.push(log.append(e));
                     if pending.len() == 512 {

@@ -99,6 +99,7 @@ pub struct BrokerBuilder {
     socket_root: PathBuf,
     socket_owner: Option<(u32, u32)>,
     mailbox: Option<Arc<dyn Mailbox>>,
+    approvals: Option<corral_approvals::Approvals>,
     models: Models,
 }
 
@@ -107,6 +108,13 @@ impl BrokerBuilder {
     /// `corral/reply`). Without one, those methods say so.
     pub fn mailbox(mut self, mailbox: Arc<dyn Mailbox>) -> Self {
         self.mailbox = Some(mailbox);
+        self
+    }
+
+    /// Where calls that `@approval` permits allow only with a person's yes
+    /// are put to people. Without it, such calls are denied, saying so.
+    pub fn approvals(mut self, approvals: corral_approvals::Approvals) -> Self {
+        self.approvals = Some(approvals);
         self
     }
 
@@ -147,6 +155,7 @@ impl BrokerBuilder {
                 secrets: self.secrets,
                 limits: self.limits,
                 mailbox: self.mailbox,
+                approvals: self.approvals,
                 models: self.models,
                 live: Live::default(),
             }),
@@ -238,6 +247,7 @@ impl Broker {
             socket_root: socket_root.into(),
             socket_owner: None,
             mailbox: None,
+            approvals: None,
             models: Models::new(),
         }
     }

@@ -3,7 +3,9 @@
 //! `tools/call`, the request the hot path answers most.
 
 use rmcp::RoleServer;
-use rmcp::model::{CallToolRequestParams, JsonObject, RequestId};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, JsonObject, RequestId, RequestMetaObject,
+};
 use rmcp::service::RxJsonRpcMessage;
 use serde_json::Value;
 
@@ -12,9 +14,18 @@ pub(crate) const PARSE_ERROR: i64 = -32700;
 pub(crate) const INVALID_REQUEST: i64 = -32600;
 
 /// A `tools/call` the hot path may answer: nothing in it that rmcp must
-/// interpret (metadata, task or multi-round input).
-pub(crate) fn plain(params: &CallToolRequestParams) -> bool {
-    params.meta.is_none() && params.input_responses.is_none() && params.request_state.is_none()
+/// interpret (metadata, task or multi-round input). rmcp moves the
+/// params' `_meta` (a progress token, say) into the request's extensions
+/// as it parses, so both places are looked at.
+pub(crate) fn plain(call: &CallToolRequest) -> bool {
+    let params = &call.params;
+    params.meta.is_none()
+        && call
+            .extensions
+            .get::<RequestMetaObject>()
+            .is_none_or(|m| m.is_empty())
+        && params.input_responses.is_none()
+        && params.request_state.is_none()
 }
 
 /// The frame of a plain `tools/call`, the one request the hot path

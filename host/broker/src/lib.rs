@@ -46,5 +46,5 @@ pub use bench::serve_with_limits;
 pub use broker::{AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME};
 pub use limits::BrokerLimits;
 #[cfg(feature = "bench")]
-pub use serve::InlineCalls;
+pub use serve::{InlineAnswer, InlineCalls};
 pub use services::{Inbound, Mailbox, Models, NotDelivered, TurnLimits};

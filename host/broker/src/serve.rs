@@ -32,11 +32,21 @@ use crate::frame_reader::{Frame, FrameLimits, FrameReader};
 use crate::jsonrpc::{Classified, INVALID_REQUEST, classify, plain, plain_call, trim_line};
 use crate::rmcp_bridge::Forwarded;
 
+/// How the reader's handler answered a plain `tools/call`.
+pub enum InlineAnswer {
+    /// The answer, ready to write.
+    Now(CallToolResult),
+    /// The call waits on something slow (a person's approval): the reader
+    /// runs this on a thread of its own, writes what it returns, and reads
+    /// on meanwhile, so the connection's other calls do not wait behind it.
+    Later(Box<dyn FnOnce() -> CallToolResult + Send>),
+}
+
 /// A request the reader thread answers itself, on its own thread.
 pub trait InlineCalls: Send + Sync + 'static {
-    /// Runs one `tools/call` to its end on the calling thread, which may
-    /// block (the audit record, the tool); never called on an async worker.
-    fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult;
+    /// Runs one `tools/call` on the calling thread, which may block (the
+    /// audit record, the tool); never called on an async worker.
+    fn call_tool_inline(&self, request: CallToolRequestParams) -> InlineAnswer;
 
     /// Called on the same thread once the kernel holds an inline call's
     /// whole answer, or before the reader waits for a peer that is not
@@ -51,19 +61,56 @@ pub trait InlineCalls: Send + Sync + 'static {
     fn idle(&self) {}
 }
 
-/// Runs a plain `tools/call` on this thread and writes its answer.
+/// The answer as this path writes it: the shape rmcp gives peers before
+/// 2026-07-28, the only ones this path serves.
+fn legacy_answer(
+    result: CallToolResult,
+    id: RequestId,
+) -> rmcp::service::TxJsonRpcMessage<RoleServer> {
+    let mut result = ServerResult::CallToolResult(result);
+    result.strip_result_type_for_legacy_peer();
+    result.strip_non_object_output_for_legacy_peer();
+    JsonRpcMessage::response(result, id)
+}
+
+/// Runs a plain `tools/call` on this thread and writes its answer, or
+/// hands a call that waits to a thread of its own.
 fn answer_inline<H: InlineCalls>(
-    connection: &Connection,
+    connection: &Arc<Connection>,
     handler: &H,
     id: RequestId,
     params: CallToolRequestParams,
 ) -> bool {
-    let mut result = ServerResult::CallToolResult(handler.call_tool_inline(params));
-    // The shape rmcp gives peers before 2026-07-28, the only ones this
-    // path serves.
-    result.strip_result_type_for_legacy_peer();
-    result.strip_non_object_output_for_legacy_peer();
-    connection.write_message_then(&JsonRpcMessage::response(result, id), || handler.answered())
+    let finish = match handler.call_tool_inline(params) {
+        InlineAnswer::Now(result) => {
+            return connection
+                .write_message_then(&legacy_answer(result, id), || handler.answered());
+        }
+        InlineAnswer::Later(finish) => finish,
+    };
+    // Counted like a request rmcp holds: the reader stops taking more
+    // while too many wait.
+    connection.unanswered.add();
+    let waiter = connection.clone();
+    let waiting_id = id.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("corral-ask-{}", connection.agent))
+        .spawn(move || {
+            let result = finish();
+            waiter.write_message(&legacy_answer(result, waiting_id));
+            waiter.unanswered.answer();
+        });
+    if let Err(e) = spawned {
+        tracing::error!(agent = %connection.agent, error = %e, "cannot start a thread for a call that waits for approval");
+        connection.unanswered.answer();
+        let text = format!(
+            "agent `{}`: the broker could not start a thread for a call that waits for approval ({e}); retry later",
+            connection.agent
+        );
+        let failed = CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)]);
+        return connection.write_message(&legacy_answer(failed, id));
+    }
+    true
 }
 
 /// The reader thread: frames in, hot-path answers out, the rest to rmcp.
@@ -130,7 +177,7 @@ fn read_frames<H: InlineCalls>(
                 id,
                 request: ClientRequest::CallToolRequest(call),
                 ..
-            }) if inline && plain(&call.params) => {
+            }) if inline && plain(&call) => {
                 let written = answer_inline(&connection, &handler, id, call.params);
                 if written {
                     handler.idle();

@@ -48,6 +48,10 @@ pub trait Mailbox: Send + Sync + 'static {
     /// The message `id` that `agent` is working on, if it is waiting for a
     /// reply from that agent.
     fn pending(&self, agent: &str, id: u64) -> Option<Inbound>;
+    /// The one message `agent` holds unanswered, if it holds exactly one:
+    /// whose request a tool call serves, for `@approval("sender")`. With
+    /// none or several, nobody is the sender.
+    fn working_on(&self, agent: &str) -> Option<Inbound>;
     /// Delivers the reply to message `id`, which the agent then no longer
     /// holds, and resolves once the channel has delivered it (or failed
     /// to). `last` is false for an interim update.

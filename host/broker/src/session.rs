@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use corral_audit::{Entry, Kind, Outcome};
+use corral_audit::{Entry, Kind, Outcome, Verdict};
 use corral_gate::{Caller, Refusal};
 use corral_policy::{CedarGate, Common, RequestError};
 use corral_tools::{CallContext, CallFailure, Limit, RegisteredComponent, Spare};
@@ -20,8 +20,12 @@ use serde_json::{Value, json};
 use crate::blocking::{Panicked, run_blocking};
 use crate::custom::AgentRequests;
 use crate::gate::AuditedGate;
-use crate::serve::InlineCalls;
+use crate::serve::{InlineAnswer, InlineCalls};
 use crate::state::{AgentState, Shared};
+
+mod asked;
+
+use asked::{AskingCall, Called};
 
 #[derive(Clone)]
 pub(crate) struct Session {
@@ -107,13 +111,13 @@ impl Session {
     /// tool run, with no hand-off in between. Returns the answer and, for
     /// a call that ran, its outcome record, which the caller writes. Every
     /// refusal says who, what, which policies, and what to do next.
-    pub(crate) fn call_now(&self, name: &str, arguments: Value) -> (CallToolResult, Option<Entry>) {
+    pub(crate) fn call_now(&self, name: &str, arguments: Value) -> Called {
         let agent = self.agent.id.clone();
         let arrived = Instant::now();
         let deadline = arrived + self.shared.limits.call_timeout;
 
         if let Err(wait) = self.agent.take_rate(arrived) {
-            return ran_none(refusal(
+            return Called::done(ran_none(refusal(
                 Refusal::RateLimited,
                 format!(
                     "agent `{agent}` called tool `{name}` above its rate limit of {}/s (burst {}); retry in {} ms, or raise limits.rate_per_second",
@@ -122,35 +126,38 @@ impl Session {
                     wait.as_millis().max(1)
                 ),
                 &[],
-            ));
+            )));
         }
         let Some(slot) = self.agent.running.take(self.shared.limits.call_timeout) else {
-            return ran_none(refusal(
-                Refusal::TimedOut,
-                format!(
-                    "agent `{agent}`, tool `{name}`: not started: the agent's {} other calls did not finish within {:?}; retry later or raise limits.max_in_flight",
-                    self.shared.limits.max_in_flight, self.shared.limits.call_timeout
-                ),
-                &[],
-            ));
+            return Called::done(ran_none(self.no_slot(name)));
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.decide_and_run(name, arguments, arrived, deadline)
         }));
+        // A call that waits for a person gives its slot back while it waits.
         drop(slot);
         result.unwrap_or_else(|panic| {
-            ran_none(host_bug(
+            Called::done(ran_none(host_bug(
                 &format!("agent `{agent}`, tool `{name}`"),
                 &Panicked::from_payload(&*panic),
-            ))
+            )))
         })
     }
 
-    /// A call on rmcp's path: its outcome record is written before rmcp
-    /// sends the answer.
-    fn call_and_record(&self, request: CallToolRequestParams) -> CallToolResult {
-        let arguments = Value::Object(request.arguments.unwrap_or_default());
-        let (result, outcome) = self.call_now(&request.name, arguments);
+    fn no_slot(&self, name: &str) -> CallToolResult {
+        refusal(
+            Refusal::TimedOut,
+            format!(
+                "agent `{}`, tool `{name}`: not started: the agent's {} other calls did not finish within {:?}; retry later or raise limits.max_in_flight",
+                self.agent.id, self.shared.limits.max_in_flight, self.shared.limits.call_timeout
+            ),
+            &[],
+        )
+    }
+
+    /// Writes a finished call's outcome record now: for answers that are
+    /// not on the reader's path.
+    fn record_now(&self, (result, outcome): (CallToolResult, Option<Entry>)) -> CallToolResult {
         if let Some(record) = outcome {
             self.shared.audit.append_detached(record);
         }
@@ -163,7 +170,7 @@ impl Session {
         arguments: Value,
         arrived: Instant,
         deadline: Instant,
-    ) -> (CallToolResult, Option<Entry>) {
+    ) -> Called {
         let agent = &*self.agent.id;
         let calls_in_session = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let common = Common::now(&self.id, calls_in_session);
@@ -193,6 +200,21 @@ impl Session {
             resource.clone(),
             &decision.summary(),
         );
+        // Only the ask path looks at grants or keeps a copy of the
+        // arguments; every other call pays one branch.
+        let asks = decision.approval.is_some() && registered.is_some();
+        let grant = asks
+            .then(|| self.shared.approvals.as_ref())
+            .flatten()
+            .and_then(|a| a.grant_for(agent, name, &arguments));
+        let asked_arguments = (asks && grant.is_none()).then(|| arguments.clone());
+        if let Some(grant) = grant {
+            entry.verdict = Some(Verdict::Allow);
+            entry.parent = Some(grant);
+            entry.detail = Some(format!(
+                "allowed by the approval grant in audit record {grant}"
+            ));
+        }
         entry.session = common.to_json();
         entry.tool_sha256 = registered.map(|(c, _)| c.component.sha256().to_string());
         let input = arguments.to_string();
@@ -201,17 +223,31 @@ impl Session {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(agent, tool = name, error = %e, "decision not recorded; refusing");
-                return ran_none(refusal(
+                return Called::done(ran_none(refusal(
                     Refusal::AuditUnavailable,
                     format!(
                         "agent `{agent}`, tool `{name}`: not run because its decision could not be recorded ({e}); an operator must check the audit log's disk"
                     ),
                     &[],
-                ));
+                )));
             }
         };
 
-        if !decision.allowed {
+        if let (Some(arguments), Some((component, _))) = (asked_arguments, registered) {
+            return self.ask(
+                AskingCall {
+                    name: name.to_string(),
+                    input,
+                    component: component.clone(),
+                    common,
+                    call_seq: receipt.seq,
+                    decision,
+                    arrived,
+                },
+                arguments,
+            );
+        }
+        if !decision.allowed && grant.is_none() {
             let next = match class {
                 Refusal::UnknownTool => "`tools/list` shows the tools this agent may call",
                 Refusal::InvalidInput => {
@@ -224,7 +260,7 @@ impl Session {
                     "fix the request or the failing policy; `corral policy check` shows the evaluation"
                 }
             };
-            return ran_none(refusal(
+            return Called::done(ran_none(refusal(
                 class,
                 format!(
                     "denied: agent `{agent}` may not call tool `{name}`: {} (audit record {}); next step: {next}",
@@ -232,7 +268,7 @@ impl Session {
                     receipt.seq
                 ),
                 &decision.policy_ids,
-            ));
+            )));
         }
         let Some((component, _)) = registered else {
             unreachable!("an allowed decision needs a loaded tool")
@@ -250,7 +286,7 @@ impl Session {
         record.duration_us = Some(arrived.elapsed().as_micros() as i64);
         record.tool_sha256 = Some(component.component.sha256().to_string());
         record.detail = detail;
-        (result, Some(record))
+        Called::Done(result, Some(record))
     }
 
     /// Runs an allowed call on this thread, under the audited gate.
@@ -402,14 +438,28 @@ impl ServerHandler for Session {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         // Requests the hot path leaves to rmcp (with `_meta`, say) take the
         // same path, on a thread that may block.
+        // The token is in the params' `_meta`; older clients put it in the
+        // request's.
+        let progress = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get_progress_token())
+            .or_else(|| context.meta.get_progress_token());
         let this = self.clone();
-        let result = run_blocking(move || this.call_and_record(request))
-            .await
-            .unwrap_or_else(|panic| host_bug(&format!("agent `{}`", self.agent.id), &panic));
+        let called = run_blocking(move || {
+            let arguments = Value::Object(request.arguments.unwrap_or_default());
+            this.call_now(&request.name, arguments)
+        })
+        .await;
+        let result = match called {
+            Ok(Called::Done(result, outcome)) => self.record_now((result, outcome)),
+            Ok(Called::Asks(asked)) => self.wait_with_progress(*asked, progress, &context).await,
+            Err(panic) => host_bug(&format!("agent `{}`", self.agent.id), &panic),
+        };
         // The reader runs `idle` only after the answers it writes itself;
         // here the last call's instance would otherwise be held until the
         // connection's next call.
@@ -439,9 +489,18 @@ impl ServerHandler for Session {
 }
 
 impl InlineCalls for Session {
-    fn call_tool_inline(&self, request: CallToolRequestParams) -> CallToolResult {
+    fn call_tool_inline(&self, request: CallToolRequestParams) -> InlineAnswer {
         let arguments = Value::Object(request.arguments.unwrap_or_default());
-        let (result, outcome) = self.call_now(&request.name, arguments);
+        let (result, outcome) = match self.call_now(&request.name, arguments) {
+            Called::Done(result, outcome) => (result, outcome),
+            Called::Asks(asked) => {
+                let this = self.clone();
+                return InlineAnswer::Later(Box::new(move || {
+                    let finished = this.finish_asked(*asked);
+                    this.record_now(finished)
+                }));
+            }
+        };
         if let Some(record) = outcome {
             let mut pending = self
                 .deferred
@@ -455,7 +514,7 @@ impl InlineCalls for Session {
                 self.shared.audit.append_detached(missed);
             }
         }
-        result
+        InlineAnswer::Now(result)
     }
 
     fn answered(&self) {

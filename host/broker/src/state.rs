@@ -22,6 +22,7 @@ pub(crate) struct Shared {
     pub secrets: Arc<dyn SecretStore>,
     pub limits: BrokerLimits,
     pub mailbox: Option<Arc<dyn Mailbox>>,
+    pub approvals: Option<corral_approvals::Approvals>,
     pub models: Models,
     pub live: Live,
 }

@@ -44,6 +44,10 @@ impl Mailbox for RouterMailbox {
         self.0.pending(agent, id).map(inbound)
     }
 
+    fn working_on(&self, agent: &str) -> Option<Inbound> {
+        self.0.held_only(agent).map(inbound)
+    }
+
     fn reply<'a>(
         &'a self,
         agent: &'a str,
