@@ -252,6 +252,18 @@ pub struct SlackStandIn {
 }
 
 pub const SLACK_BOT_USER: &str = "UBOT";
+
+/// A press of a button in Slack, as [`SlackStandIn::press_button`] sends
+/// it.
+pub struct ButtonPress<'a> {
+    pub envelope: &'a str,
+    pub team: &'a str,
+    pub channel: &'a str,
+    pub user: &'a str,
+    pub message_ts: &'a str,
+    pub action_id: &'a str,
+    pub value: &'a str,
+}
 pub const SLACK_TEAM: &str = "T0001";
 
 impl SlackStandIn {
@@ -298,13 +310,20 @@ impl SlackStandIn {
                     {
                         return (200, json!({"ok": false, "error": "msg_too_long"}));
                     }
-                    let ts = format!("{}.000200", 1_764_000_000 + (body.to_string().len() % 1000));
+                    let ts = SlackStandIn::ts_of(&body);
                     (
                         200,
                         json!({
                             "ok": true, "channel": body["channel"], "ts": ts,
                             "message": {"type": "message", "ts": ts, "text": body["text"], "bot_id": "BBOT", "user": SLACK_BOT_USER},
                         }),
+                    )
+                }
+                "/api/chat.update" => {
+                    let body = req.json();
+                    (
+                        200,
+                        json!({"ok": true, "channel": body["channel"], "ts": body["ts"], "text": body["text"]}),
                     )
                 }
                 other => (
@@ -435,6 +454,76 @@ impl SlackStandIn {
             },
         });
         let _ = self.events.send(event);
+    }
+
+    /// Sends a `block_actions` interaction, as Slack does when `user`
+    /// presses the button `action_id` (value `value`) on the message
+    /// `message_ts` in `channel` of workspace `team`.
+    pub fn press_button(&self, press: &ButtonPress<'_>) {
+        let event = json!({
+            "type": "interactive",
+            "envelope_id": press.envelope,
+            "accepts_response_payload": false,
+            "payload": {
+                "type": "block_actions",
+                "team": {"id": press.team, "domain": "corral-test"},
+                "user": {"id": press.user, "username": press.user, "team_id": press.team},
+                "api_app_id": "A0001",
+                "token": "unused",
+                "trigger_id": format!("trigger-{}", press.envelope),
+                "container": {"type": "message", "message_ts": press.message_ts, "channel_id": press.channel, "is_ephemeral": false},
+                "channel": {"id": press.channel, "name": "corral"},
+                "actions": [{
+                    "type": "button",
+                    "action_id": press.action_id,
+                    "block_id": "approval",
+                    "value": press.value,
+                    "text": {"type": "plain_text", "text": "pressed"},
+                    "action_ts": "1765000999.000001",
+                }],
+            },
+        });
+        let _ = self.events.send(event);
+    }
+
+    /// `chat.update` bodies sent so far.
+    pub fn updates(&self) -> Vec<Value> {
+        self.web
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/api/chat.update"))
+            .map(|r| r.json())
+            .collect()
+    }
+
+    /// Waits for a `chat.postMessage` body that satisfies `matches`, with
+    /// the `ts` the stand-in gave it.
+    pub async fn wait_post_where(
+        &self,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(p) = self.posts().into_iter().find(|p| matches(p)) {
+                return Some(p);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// The `ts` the stand-in gives a `chat.postMessage` with this body:
+    /// distinct posts get distinct ones, as in Slack, since approval
+    /// buttons are checked against the message they were posted on.
+    pub fn ts_of(body: &Value) -> String {
+        let hash = body
+            .to_string()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("1765000000.{:06}", hash % 1_000_000)
     }
 
     pub fn acked(&self) -> Vec<String> {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use corral_approvals::Approvals;
 use corral_audit::{AuditLog, Entry, Kind};
 use corral_policy::{Common, PolicyStore, RequestEntity, uid};
 use serde::{Deserialize, Serialize};
@@ -162,6 +163,7 @@ pub struct Router {
     closed: std::sync::atomic::AtomicBool,
     wake: Mutex<Option<Wake>>,
     settled: Notify,
+    approvals: std::sync::OnceLock<Approvals>,
 }
 
 impl Router {
@@ -180,7 +182,19 @@ impl Router {
             closed: Default::default(),
             wake: Mutex::new(None),
             settled: Notify::new(),
+            approvals: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets channels show and answer the calls `approvals` holds. Set
+    /// once, before channels start; a second call is ignored.
+    pub fn take_approvals(&self, approvals: Approvals) {
+        let _ = self.approvals.set(approvals);
+    }
+
+    /// The host's pending approvals, if it takes approvals at all.
+    pub fn approvals(&self) -> Option<&Approvals> {
+        self.approvals.get()
     }
 
     /// Sets what is called when a message is queued for an agent.
@@ -334,6 +348,16 @@ impl Router {
             .pending
             .get(&id)
             .map(|(m, _, _)| m.clone())
+    }
+
+    /// The message `agent` holds unanswered, if it holds exactly one.
+    pub fn held_only(&self, agent: &str) -> Option<Message> {
+        let inboxes = self.inboxes();
+        let pending = &inboxes.get(agent)?.pending;
+        match pending.len() {
+            1 => pending.values().next().map(|(m, _, _)| m.clone()),
+            _ => None,
+        }
     }
 
     /// Sends `agent`'s reply to message `id` back to its channel.

@@ -6,13 +6,16 @@
 //! `User::"slack:<user>"` in `Channel::"slack:<channel>"`, which is in
 //! `ChatWorkspace::"slack:<team>"`. Replies go into the message's thread.
 //! Refusals (no `invoke` permit, unknown agent) are posted in the thread
-//! too, so the person always hears back.
+//! too, so the person always hears back. Calls that wait for a person's
+//! approval are posted with buttons ([`approvals`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use slack_morphism::prelude::*;
 use tokio::sync::mpsc;
+
+mod approvals;
 
 use crate::{
     Channel, ChannelError, ChannelFuture, ChannelSection, ChannelStart, DeliveryError,
@@ -158,6 +161,7 @@ struct SlackState {
     team: String,
     client: Arc<SlackHyperClient>,
     bot_token: SlackApiToken,
+    approvals_posted: approvals::PostedApprovals,
 }
 
 /// A running Slack connection.
@@ -208,7 +212,9 @@ impl SlackChannel {
             team: auth.team_id.0.clone(),
             client: client.clone(),
             bot_token: bot_token.clone(),
+            approvals_posted: approvals::PostedApprovals::default(),
         });
+        approvals::follow(state.clone());
 
         let environment = Arc::new(
             SlackClientEventsListenerEnvironment::new(client.clone())
@@ -217,7 +223,8 @@ impl SlackChannel {
         );
         let callbacks = SlackSocketModeListenerCallbacks::new()
             .with_hello_events(on_hello)
-            .with_push_events(on_push);
+            .with_push_events(on_push)
+            .with_interaction_events(on_interaction);
         let socket_config = SlackClientSocketModeConfig::new()
             .with_max_connections_count(1)
             .with_reconnect_timeout_in_seconds(1);
@@ -269,6 +276,27 @@ async fn on_push(
         .cloned()
         .ok_or("slack: listener state missing")?;
     state.handle(event);
+    Ok(())
+}
+
+async fn on_interaction(
+    event: SlackInteractionEvent,
+    _client: Arc<SlackHyperClient>,
+    states: SlackClientEventsUserState,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let state = states
+        .read()
+        .await
+        .get_user_state::<Arc<SlackState>>()
+        .cloned()
+        .ok_or("slack: listener state missing")?;
+    match event {
+        SlackInteractionEvent::BlockActions(actions) => {
+            // Answered off the listener: recording an answer may fsync.
+            tokio::spawn(approvals::on_block_actions(state, actions));
+        }
+        other => tracing::debug!(?other, "slack: interaction ignored"),
+    }
     Ok(())
 }
 

@@ -9,7 +9,12 @@
 //! Protocol: one JSON object per line. The client sends
 //! `{"agent": "...", "text": "..."}`; the server answers each with
 //! `{"message": ID, "reply": "...", "last": true}` (possibly preceded by
-//! interim replies with `"last": false`) or `{"error": "..."}`.
+//! interim replies with `"last": false`) or `{"error": "..."}`. While a
+//! message is open, a call its work asks approval for shows as an interim
+//! reply. `{"approvals": "ls"}` lists pending approvals;
+//! `{"approvals": "approve", "id": N, "for": "1h"}` and
+//! `{"approvals": "deny", "id": N, "reason": "..."}` answer one
+//! ([`approvals`]).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +30,8 @@ use tokio::task::JoinHandle;
 
 use crate::{Origin, Router};
 
+mod approvals;
+
 /// The longest line a chat client may send.
 const MAX_LINE: usize = 256 * 1024;
 
@@ -33,8 +40,21 @@ const MAX_LINE: usize = 256 * 1024;
 #[derive(Deserialize)]
 #[serde(untagged, deny_unknown_fields)]
 enum Request {
-    Ask { agent: String, text: String },
-    Op { op: String, agent: String },
+    Ask {
+        agent: String,
+        text: String,
+    },
+    Op {
+        op: String,
+        agent: String,
+    },
+    Approvals {
+        approvals: String,
+        id: Option<i64>,
+        #[serde(rename = "for")]
+        period: Option<String>,
+        reason: Option<String>,
+    },
 }
 
 /// The host's answer to an operator request (`start`): what happened, or
@@ -186,6 +206,24 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
         };
         let (agent, text) = match request {
             Request::Ask { agent, text } => (agent, text),
+            Request::Approvals {
+                approvals: verb,
+                id,
+                period,
+                reason,
+            } => {
+                let request = approvals::ApprovalsRequest {
+                    verb,
+                    id,
+                    period,
+                    reason,
+                };
+                let frame = approvals::handle(&router, uid, request).await;
+                if !send(&mut write, &frame).await {
+                    return;
+                }
+                continue;
+            }
             Request::Op { op, agent } => {
                 let answer = match &ops {
                     Some(ops) => ops(op, agent).await,
@@ -208,6 +246,7 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
             chat_workspace: None,
             conversation: format!("terminal-{started}-{session}"),
         };
+        let conversation = origin.conversation.clone();
         match router.submit(&agent, text, origin, delivery.clone()) {
             Err(e) => {
                 if !send(&mut write, &json!({ "error": e.to_string() })).await {
@@ -215,6 +254,9 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
                 }
             }
             Ok(id) => {
+                let shown =
+                    approvals::show_pending(&router, &agent, id, conversation, delivery.clone());
+                let _stop_showing = AbortOnDrop(shown);
                 while let Some(mut reply) = replies.recv().await {
                     if reply.message != id {
                         continue;
@@ -236,11 +278,38 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
     }
 }
 
+/// Aborts the task when the message it serves is done, however that ends.
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
 async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, frame: &serde_json::Value) -> bool {
     write
         .write_all(format!("{frame}\n").as_bytes())
         .await
         .is_ok()
+}
+
+/// An answer to an approval, as `corral approvals` sends it.
+#[derive(Debug, Clone, Copy)]
+pub enum ApprovalAnswer<'a> {
+    /// Approve: this call only, or identical calls for the period given
+    /// (`"30m"`, `"2h"`).
+    Approve {
+        /// The period, if any.
+        period: Option<&'a str>,
+    },
+    /// Deny, saying why if the person did.
+    Deny {
+        /// The person's reason.
+        reason: Option<&'a str>,
+    },
 }
 
 /// The client side, for `corral chat` and tests.
@@ -272,6 +341,41 @@ impl ChatClient {
     /// not.
     pub async fn op(&mut self, op: &str, agent: &str) -> std::io::Result<Result<String, Refused>> {
         let frame = json!({ "op": op, "agent": agent });
+        let value = self.exchange(frame).await?;
+        Ok(match value["error"].as_str() {
+            Some(e) => Err(Refused(e.to_string())),
+            None => Ok(value["done"].as_str().unwrap_or_default().to_string()),
+        })
+    }
+
+    /// The approvals waiting on the host, as it lists them (see
+    /// `corral_approvals::PendingApproval`).
+    pub async fn pending_approvals(
+        &mut self,
+    ) -> std::io::Result<Result<Vec<serde_json::Value>, Refused>> {
+        let value = self.exchange(json!({ "approvals": "ls" })).await?;
+        Ok(match value["error"].as_str() {
+            Some(e) => Err(Refused(e.to_string())),
+            None => Ok(value["approvals"].as_array().cloned().unwrap_or_default()),
+        })
+    }
+
+    /// Answers approval `id`: approve it once, approve it and identical
+    /// calls for `period` (`"1h"`), or deny it, with an optional reason.
+    /// What the host did, or why the answer did not count.
+    pub async fn answer_approval(
+        &mut self,
+        id: i64,
+        answer: ApprovalAnswer<'_>,
+    ) -> std::io::Result<Result<String, Refused>> {
+        let frame = match answer {
+            ApprovalAnswer::Approve { period } => {
+                json!({ "approvals": "approve", "id": id, "for": period })
+            }
+            ApprovalAnswer::Deny { reason } => {
+                json!({ "approvals": "deny", "id": id, "reason": reason })
+            }
+        };
         let value = self.exchange(frame).await?;
         Ok(match value["error"].as_str() {
             Some(e) => Err(Refused(e.to_string())),
