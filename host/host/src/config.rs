@@ -14,6 +14,7 @@ use corral_channels::ChannelSection;
 use corral_channels::slack::SlackSection;
 use serde::Deserialize;
 
+pub use crate::approvals_config::ApprovalsSection;
 pub use crate::error::ConfigError;
 use crate::secrets::{Secrets, read_secrets_file};
 pub use crate::tool_config::{RegistryConfig, ToolConfig, TrustConfig};
@@ -73,6 +74,10 @@ pub struct HostConfig {
     /// `[http]`: what tools' HTTP requests may reach.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[approvals]`: how calls that `@approval` permits ask are put to
+    /// people.
+    #[serde(default)]
+    pub approvals: ApprovalsSection,
 }
 
 /// `[sandbox]`: which container engine runs the agents.
@@ -398,6 +403,7 @@ impl HostConfig {
     fn check(&self, path: &Path) -> Result<()> {
         let file = path.display();
         crate::tool_config::check_tools(&self.tools, path)?;
+        self.approvals.resolve(path)?;
         if self.agents.is_empty() {
             bail!("{file}: `agents` is empty; add an [[agents]] table with an id and a workspace");
         }

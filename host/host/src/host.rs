@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use corral_approvals::Approvals;
 use corral_audit::{AuditConfig, AuditLog};
 use corral_broker::{AgentEndpoint, AgentSpec, Broker, TurnLimits};
 use corral_channels::terminal::TerminalChannel;
@@ -45,6 +46,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// A running host.
 pub struct Host {
     router: Arc<Router>,
+    approvals: Approvals,
     broker: Broker,
     audit: AuditLog,
     endpoints: BTreeMap<String, AgentEndpoint>,
@@ -115,6 +117,12 @@ impl Host {
             .ok();
         let agent_ids: Vec<String> = config.agents.iter().map(|a| a.id.clone()).collect();
         let router = Arc::new(Router::new(store.clone(), audit.clone(), &agent_ids));
+        let approvals = Approvals::new(
+            store.clone(),
+            audit.clone(),
+            config.approvals.resolve(Path::new("corral.toml"))?,
+        );
+        router.take_approvals(approvals.clone());
 
         // Before anything is created or mounted: a workspace that holds the
         // host's state, or another agent's workspace, must never be moved
@@ -151,6 +159,7 @@ impl Host {
         .secrets(Arc::new(tool_secrets))
         .limits(crate::parts::broker_limits(&config))
         .mailbox(Arc::new(RouterMailbox(router.clone())))
+        .approvals(approvals.clone())
         .models(models)
         .build();
         // Budgets survive a restart: today's model usage is in the log.
@@ -270,6 +279,7 @@ impl Host {
         }
         Ok(Host {
             router,
+            approvals,
             broker,
             audit,
             endpoints,
@@ -306,6 +316,10 @@ impl Host {
     /// disconnects the channels, stops the containers, closes the agents'
     /// connections and flushes the audit log.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        // First, so calls waiting for a person are denied, saying why, and
+        // their agents can answer before the grace ends.
+        let approvals = self.approvals.clone();
+        tokio::task::block_in_place(|| approvals.close("the host is shutting down"));
         let mut report = ShutdownReport {
             unanswered: self.router.drain(grace).await,
             ..ShutdownReport::default()

@@ -10,6 +10,7 @@
 //! [`HostConfig::channel_sections`]; nothing else changes.
 
 mod agents;
+mod approvals_config;
 mod budgets;
 mod config;
 mod error;
@@ -24,9 +25,9 @@ mod tool_sources;
 mod tools;
 
 pub use config::{
-    AgentConfig, AgentLimits, BackendName, BrokerConfig, ConfigError, DurabilityName, HostConfig,
-    HttpConfig, ImageConfig, InternalConfig, ModelConfig, ProviderName, RegistryConfig,
-    SandboxConfig, ToolConfig, TrustConfig,
+    AgentConfig, AgentLimits, ApprovalsSection, BackendName, BrokerConfig, ConfigError,
+    DurabilityName, HostConfig, HttpConfig, ImageConfig, InternalConfig, ModelConfig, ProviderName,
+    RegistryConfig, SandboxConfig, ToolConfig, TrustConfig,
 };
 pub use error::HostError;
 pub use host::{Host, HostOptions, ShutdownReport};
