@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod agents_cmd;
+mod approvals_cmd;
 mod audit_cmd;
 mod broker_cmd;
 mod chat_cmd;
@@ -64,6 +65,10 @@ enum Command {
     Up(up::UpArgs),
     /// Talk to an agent of a running `corral up` from this terminal.
     Chat(chat_cmd::ChatArgs),
+    /// List, approve and deny the calls a running `corral up` holds for a
+    /// person's approval.
+    #[command(subcommand)]
+    Approvals(approvals_cmd::ApprovalsCmd),
 }
 
 /// mimalloc rather than glibc's malloc: the broker's hot path allocates
@@ -101,6 +106,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Mcp(cmd) => mcp_cmd::run(cmd),
         Command::Up(args) => up::run(args),
         Command::Chat(args) => chat_cmd::run(args),
+        Command::Approvals(cmd) => approvals_cmd::run(cmd),
         Command::Image(cmd) => image_cmd::run(cmd),
         Command::Agents(cmd) => agents_cmd::run(cmd),
         Command::Tool(cmd) => tool_cmd::run(cmd),

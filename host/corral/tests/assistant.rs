@@ -14,10 +14,10 @@ use corral_tests::up::{TEST_MODEL_KEY, UpConfig, UpHost, UpOptions};
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
 /// `corral-agent run` against the agent's socket, as the container runs it.
-struct AgentLoop(Child);
+pub(crate) struct AgentLoop(Child);
 
 impl AgentLoop {
-    fn start(host: &UpHost, config: &UpConfig) -> AgentLoop {
+    pub(crate) fn start(host: &UpHost, config: &UpConfig) -> AgentLoop {
         AgentLoop(
             Command::new(corral_tests::agent_binary())
                 .arg("--socket")
@@ -40,7 +40,11 @@ impl Drop for AgentLoop {
 
 /// `corral policy replay` of the run's log: its own policies against
 /// `candidate`.
-fn replay(config: &UpConfig, candidate: &std::path::Path, extra: &[&str]) -> std::process::Output {
+pub(crate) fn replay(
+    config: &UpConfig,
+    candidate: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
     Command::new(CORRAL)
         .args(["policy", "replay", "--dir"])
         .arg(config.dir.path().join("policies"))

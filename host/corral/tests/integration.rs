@@ -1,6 +1,7 @@
 //! The crate's integration tests, one module per subject, in one binary
 //! (each would otherwise link the crate and its dependencies again).
 
+mod approvals;
 mod assistant;
 mod assistant_docker;
 mod broker_cli;
