@@ -11,6 +11,7 @@
 
 mod agents;
 mod approvals_config;
+mod broker_config;
 mod budgets;
 mod config;
 mod error;
