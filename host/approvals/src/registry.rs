@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use corral_audit::{AuditLog, Entry, Kind};
-use corral_policy::{ApprovalNeeded, ApproveRequest, Common, PolicyStore, RequestEntity, uid};
+use corral_policy::{
+    ApprovalNeeded, ApproveRequest, Approvers, Common, PolicyStore, RequestEntity, uid,
+};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
@@ -16,6 +18,10 @@ use crate::types::{
     Answer, AnswerError, ApprovalsConfig, Ask, AskError, Choice, Event, NotApprover,
     PendingApproval, Resolution, Scope,
 };
+
+/// Longer waits and grants than this are cut to it, so that no
+/// configuration can overflow a clock.
+const LONGEST: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
 
 /// The host's approvals: cheap to clone, shared by the broker (which
 /// asks) and the channels (which answer).
@@ -45,16 +51,48 @@ struct Waiter {
     shown: PendingApproval,
     arguments: Value,
     needed: ApprovalNeeded,
+    policy_hash: String,
     resolve: SyncSender<Resolution>,
 }
 
-/// "Approve for a period": identical calls run until `until`.
+/// "Approve for a period": identical calls run until `until`, while the
+/// same policy set asks through the same permits and, where a permit
+/// names the sender, for the same sender.
 struct Grant {
     agent: String,
     tool: String,
     arguments: Value,
+    policy_hash: String,
+    asked_by: Vec<String>,
+    requested_by: Option<String>,
     until: Instant,
     record: i64,
+}
+
+impl Grant {
+    fn covers(&self, ask: &Ask<'_>) -> bool {
+        self.agent == ask.agent
+            && self.tool == ask.tool
+            && self.arguments == *ask.arguments
+            && self.policy_hash == ask.policy_hash
+            && self
+                .asked_by
+                .iter()
+                .eq(ask.needed.policies.iter().map(|p| &p.policy_id))
+            && self.requested_by.as_deref() == sender_scope(ask.needed, ask.requested_by)
+    }
+}
+
+/// The sender a grant is bound to: the requester, when a permit that asks
+/// names the sender (so one person's grant never covers another's
+/// request).
+fn sender_scope<'a>(needed: &ApprovalNeeded, requested_by: Option<&'a str>) -> Option<&'a str> {
+    needed
+        .policies
+        .iter()
+        .any(|p| p.approvers == Approvers::Sender)
+        .then_some(requested_by)
+        .flatten()
 }
 
 /// A call waiting for its answer.
@@ -78,11 +116,37 @@ impl Drop for Waiting {
     }
 }
 
+/// How often a waiting call checks whether its caller is still there.
+const CALLER_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Waiting {
     /// Blocks until the approval is answered or expires.
     pub fn wait(self) -> Resolution {
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        match self.receiver.recv_timeout(remaining) {
+        self.wait_unless(|| None)
+    }
+
+    /// As [`Waiting::wait`], but ends the approval as soon as `abandoned`
+    /// says why nobody needs the answer any more (the agent's connection
+    /// closed, say), so people are not asked about a call that cannot run.
+    pub fn wait_unless(self, abandoned: impl Fn() -> Option<String>) -> Resolution {
+        loop {
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            match self.receiver.recv_timeout(remaining.min(CALLER_CHECK)) {
+                Err(RecvTimeoutError::Timeout) if !remaining.is_zero() => {
+                    let Some(why) = abandoned() else { continue };
+                    self.approvals.end_pending(self.id, &why);
+                    return self
+                        .receiver
+                        .recv()
+                        .unwrap_or(Resolution::Expired { record: None, why });
+                }
+                other => return self.finish(other),
+            }
+        }
+    }
+
+    fn finish(&self, received: Result<Resolution, RecvTimeoutError>) -> Resolution {
+        match received {
             Ok(resolution) => resolution,
             Err(RecvTimeoutError::Timeout) => {
                 let why = format!(
@@ -150,17 +214,29 @@ impl Approvals {
             .map(|w| w.shown.clone())
     }
 
-    /// The record of a live grant that covers `agent` calling `tool` with
-    /// exactly `arguments`. Expired grants are dropped here.
-    pub fn grant_for(&self, agent: &str, tool: &str, arguments: &Value) -> Option<i64> {
+    /// The record of a live grant that covers `ask`: the same agent, tool
+    /// and arguments, decided by the same policy set through the same
+    /// asking permits, and for the same sender where a permit names the
+    /// sender. Expired grants are dropped here.
+    pub fn grant_for(&self, ask: &Ask<'_>) -> Option<i64> {
         let now = Instant::now();
         let mut state = lock(&self.inner.state);
         state.grants.retain(|g| g.until > now);
         state
             .grants
             .iter()
-            .find(|g| g.agent == agent && g.tool == tool && g.arguments == *arguments)
+            .find(|g| g.covers(ask))
             .map(|g| g.record)
+    }
+
+    /// The arguments of approval `id` as the agent sent them, unredacted:
+    /// for an approver at the host's own control socket, who must be able
+    /// to see what a long or secret-looking value hides before saying yes.
+    pub fn arguments(&self, id: i64) -> Option<Value> {
+        lock(&self.inner.state)
+            .pending
+            .get(&id)
+            .map(|w| w.arguments.clone())
     }
 
     /// Records `approval_requested` for the call and puts it to people.
@@ -174,6 +250,22 @@ impl Approvals {
         if state.closed {
             return Err(AskError::Closed { agent, tool });
         }
+        let only_sender = ask
+            .needed
+            .policies
+            .iter()
+            .all(|p| p.approvers == Approvers::Sender);
+        if only_sender && ask.requested_by.is_none() {
+            drop(state);
+            let mut entry = Entry::new(Kind::ApprovalRefused, &agent, &tool, tool_uid(&tool));
+            entry.parent = Some(ask.call_seq);
+            entry.policy_hash = ask.policy_hash.to_string();
+            entry.detail = Some(
+                "not put to people: only the sender may approve, and the agent is working on no single person's message".into(),
+            );
+            let _ = inner.audit.append_blocking(entry);
+            return Err(AskError::NoApprover { agent, tool });
+        }
         let max = inner.config.max_pending_per_agent;
         let waiting = state
             .pending
@@ -181,6 +273,7 @@ impl Approvals {
             .filter(|w| w.shown.agent == agent)
             .count();
         if waiting >= max {
+            drop(state);
             let mut entry = Entry::new(Kind::ApprovalRefused, &agent, &tool, tool_uid(&tool));
             entry.parent = Some(ask.call_seq);
             entry.policy_hash = ask.policy_hash.to_string();
@@ -223,11 +316,13 @@ impl Approvals {
                 tool: tool.clone(),
                 message: e.to_string(),
             })?;
+        let (shown_arguments, hidden_arguments) = inner.audit.redactor().redact(ask.arguments);
         let shown = PendingApproval {
             id: receipt.seq,
             agent,
             tool,
-            arguments: inner.audit.redactor().redact(ask.arguments).0,
+            arguments: shown_arguments,
+            hidden: hidden_arguments,
             call_seq: ask.call_seq,
             asked_by,
             approvers,
@@ -243,6 +338,7 @@ impl Approvals {
                 shown: shown.clone(),
                 arguments: ask.arguments.clone(),
                 needed: ask.needed.clone(),
+                policy_hash: ask.policy_hash.to_string(),
                 resolve,
             },
         );
@@ -252,7 +348,7 @@ impl Approvals {
             id: receipt.seq,
             approvers: ask.needed.describe(),
             receiver,
-            deadline: Instant::now() + inner.config.timeout,
+            deadline: Instant::now() + inner.config.timeout.min(LONGEST),
             approvals: self.clone(),
         })
     }
@@ -388,7 +484,11 @@ impl Approvals {
                 agent: shown.agent.clone(),
                 tool: shown.tool.clone(),
                 arguments: waiter.arguments.clone(),
-                until: Instant::now() + period,
+                policy_hash: waiter.policy_hash.clone(),
+                asked_by: shown.asked_by.clone(),
+                requested_by: sender_scope(&waiter.needed, shown.requested_by.as_deref())
+                    .map(str::to_string),
+                until: Instant::now() + period.min(LONGEST),
                 record,
             });
         }

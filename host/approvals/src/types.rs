@@ -83,6 +83,10 @@ pub struct PendingApproval {
     pub tool: String,
     /// The arguments, redacted as the audit log redacts them.
     pub arguments: Value,
+    /// Whether redaction hid anything (a long value, a secret-looking
+    /// key): an approver must then see them whole
+    /// ([`crate::Approvals::arguments`], `corral approvals show`) first.
+    pub hidden: bool,
     /// The call's audit record.
     pub call_seq: i64,
     /// The `@approval` permits that asked.
@@ -109,8 +113,16 @@ impl PendingApproval {
             .zip(&self.approvers)
             .map(|(p, a)| format!("{p} ({a})"))
             .collect();
+        let hidden = if self.hidden {
+            format!(
+                " (values hidden: see them whole with `corral approvals show {}`)",
+                self.id
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "approval {}: agent `{}` calls tool `{}` with {}; asked by {}",
+            "approval {}: agent `{}` calls tool `{}` with {}{hidden}; asked by {}",
             self.id,
             self.agent,
             self.tool,
@@ -223,6 +235,16 @@ pub enum AskError {
         tool: String,
         /// The cap.
         max: usize,
+    },
+    /// Only the sender may approve, and there is no single sender.
+    #[error(
+        "agent `{agent}`, tool `{tool}`: only the sender of the message being worked on may approve this call, and the agent is working on no single person's message; make the call while answering one message"
+    )]
+    NoApprover {
+        /// The calling agent.
+        agent: String,
+        /// The tool it called.
+        tool: String,
     },
     /// The host is shutting down.
     #[error(

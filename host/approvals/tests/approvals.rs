@@ -92,6 +92,27 @@ impl Fixture {
         })
     }
 
+    /// The grant that covers `agent`'s call with `arguments`, as the
+    /// broker looks for one.
+    fn grant(&self, agent: &str, arguments: &Value) -> Option<i64> {
+        let decision = self
+            .store
+            .current()
+            .decide_tool_call("a1", "files_write", arguments, &Common::now("s", 1))
+            .unwrap();
+        let needed = decision.approval.expect("the call asks");
+        self.approvals.grant_for(&Ask {
+            agent,
+            tool: "files_write",
+            arguments,
+            call_seq: 0,
+            needed: &needed,
+            requested_by: None,
+            origin: None,
+            policy_hash: &decision.policy_set_hash,
+        })
+    }
+
     fn answer(&self, id: i64, user: &str, choice: Choice) -> Result<Resolution, AnswerError> {
         self.approvals.answer(&Answer {
             id,
@@ -157,11 +178,7 @@ fn an_approver_grants_once_and_the_answer_is_recorded_first() {
     assert_eq!(scope, Scope::Once);
     assert!(f.approvals.pending().is_empty());
     assert_eq!(
-        f.approvals.grant_for(
-            "a1",
-            "files_write",
-            &json!({"path": "a", "token": "hunter2"})
-        ),
+        f.grant("a1", &json!({"path": "a", "token": "hunter2"})),
         None,
         "once is this call only"
     );
@@ -246,22 +263,11 @@ fn a_period_grant_covers_identical_calls_only_until_it_ends() {
         panic!("granted")
     };
     assert!(matches!(scope, Scope::Until { .. }));
-    assert_eq!(
-        f.approvals.grant_for("a1", "files_write", &args),
-        Some(record)
-    );
-    assert_eq!(
-        f.approvals
-            .grant_for("a1", "files_write", &json!({"path": "b"})),
-        None
-    );
-    assert_eq!(f.approvals.grant_for("a2", "files_write", &args), None);
+    assert_eq!(f.grant("a1", &args), Some(record));
+    assert_eq!(f.grant("a1", &json!({"path": "b"})), None);
+    assert_eq!(f.grant("a2", &args), None);
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(
-        f.approvals.grant_for("a1", "files_write", &args),
-        None,
-        "expired grants are gone"
-    );
+    assert_eq!(f.grant("a1", &args), None, "expired grants are gone");
 
     let too_long = f.ask(args, None).unwrap();
     let e = f
@@ -306,6 +312,25 @@ fn no_answer_in_time_and_shutdown_deny_and_are_recorded() {
         Err(AskError::Closed { .. })
     ));
     assert_eq!(f.records(Kind::ApprovalExpired).len(), 1);
+}
+
+#[test]
+fn a_call_whose_caller_left_stops_asking() {
+    let f = fixture(ApprovalsConfig::default());
+    let waiting = f.ask(json!({"path": "a"}), None).unwrap();
+    let id = waiting.id;
+    let Resolution::Expired { why, record } =
+        waiting.wait_unless(|| Some("the agent's connection closed".into()))
+    else {
+        panic!("expired")
+    };
+    assert_eq!(why, "the agent's connection closed");
+    assert!(record.is_some(), "on the record");
+    assert!(f.approvals.pending().is_empty());
+    assert!(matches!(
+        f.answer(id, "slack:UOPS", Choice::Once),
+        Err(AnswerError::NotPending { .. })
+    ));
 }
 
 #[test]
