@@ -203,10 +203,10 @@ impl Session {
         // Only the ask path looks at grants or keeps a copy of the
         // arguments; every other call pays one branch.
         let asks = decision.approval.is_some() && registered.is_some();
-        let grant = asks
-            .then(|| self.shared.approvals.as_ref())
-            .flatten()
-            .and_then(|a| a.grant_for(agent, name, &arguments));
+        let (grant, held) = match asks {
+            true => self.grant_for(name, &arguments, &decision),
+            false => (None, None),
+        };
         let asked_arguments = (asks && grant.is_none()).then(|| arguments.clone());
         if let Some(grant) = grant {
             entry.verdict = Some(Verdict::Allow);
@@ -245,6 +245,7 @@ impl Session {
                     arrived,
                 },
                 arguments,
+                held,
             );
         }
         if !decision.allowed && grant.is_none() {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use corral_approvals::{Ask, Origin, Resolution, Waiting};
-use corral_audit::Entry;
+use corral_audit::{Entry, Outcome};
 use corral_gate::Refusal;
 use corral_policy::{Common, Decision};
 use corral_tools::RegisteredComponent;
@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use super::{Session, host_bug, ran_none, refusal};
 use crate::blocking::Panicked;
+use crate::services::Inbound;
 
 /// Where a call stands once the broker has decided it.
 #[expect(
@@ -58,7 +59,36 @@ pub(super) struct AskingCall {
 impl Session {
     /// Puts a call that only `@approval` permits allow to people, or
     /// denies it when it cannot be asked. Its call record is written.
-    pub(super) fn ask(&self, call: AskingCall, arguments: Value) -> Called {
+    /// The live grant that covers this call, if any, and the one message
+    /// the agent is working on (whose sender a grant may be bound to).
+    pub(super) fn grant_for(
+        &self,
+        name: &str,
+        arguments: &Value,
+        decision: &Decision,
+    ) -> (Option<i64>, Option<Inbound>) {
+        let held = self
+            .shared
+            .mailbox
+            .as_ref()
+            .and_then(|m| m.working_on(&self.agent.id));
+        let grant = match (&self.shared.approvals, &decision.approval) {
+            (Some(approvals), Some(needed)) => approvals.grant_for(&Ask {
+                agent: &self.agent.id,
+                tool: name,
+                arguments,
+                call_seq: 0,
+                needed,
+                requested_by: held.as_ref().map(|m| m.user.as_str()),
+                origin: None,
+                policy_hash: &decision.policy_set_hash,
+            }),
+            _ => None,
+        };
+        (grant, held)
+    }
+
+    pub(super) fn ask(&self, call: AskingCall, arguments: Value, held: Option<Inbound>) -> Called {
         let agent = &*self.agent.id;
         let name = &call.name;
         let Some(needed) = call.decision.approval.as_ref() else {
@@ -78,11 +108,6 @@ impl Session {
         // The person whose message the agent is working on, when there is
         // exactly one: `@approval("sender")` names them, and the ask is
         // shown where their message came from.
-        let held = self
-            .shared
-            .mailbox
-            .as_ref()
-            .and_then(|m| m.working_on(agent));
         let origin = held.as_ref().map(|m| Origin {
             channel: m.channel.clone(),
             conversation: m.conversation.clone(),
@@ -117,7 +142,12 @@ impl Session {
         let id = waiting.id;
         let approvers = waiting.approvers.clone();
         let ids = &call.decision.policy_ids;
-        let (record, by) = match waiting.wait() {
+        let gone = self.gone.clone();
+        let abandoned = move || {
+            gone.is_gone()
+                .then(|| "the agent's connection closed while it waited".to_string())
+        };
+        let (record, by) = match waiting.wait_unless(abandoned) {
             Resolution::Granted { record, by, .. } => (record, by),
             Resolution::Denied { record, by, reason } => {
                 let reason = reason.map(|r| format!(": \"{r}\"")).unwrap_or_default();
@@ -142,6 +172,28 @@ impl Session {
                 ));
             }
         };
+        // The policies may have changed while the call waited: a grant
+        // only turns an ask into an allow, so what now denies still wins.
+        if let Some(now) = self.decide_again(&call) {
+            let mut outcome = Entry::outcome_of(
+                call.call_seq,
+                agent,
+                name,
+                corral_policy::uid("Tool", name).to_string(),
+                now.policy_set_hash.clone(),
+                Outcome::Error,
+            );
+            let text = format!(
+                "denied: agent `{agent}`'s call of tool `{name}` was approved by {by} (audit record {record}), but the policies changed while it waited and now deny it: {} ({}); not run; next step: ask a policy author",
+                now.explain(),
+                now.policy_ids.join(", ")
+            );
+            outcome.detail = Some(text.clone());
+            return (
+                refusal(Refusal::Denied, text, &now.policy_ids),
+                Some(outcome),
+            );
+        }
         if self.gone.is_gone() {
             // Nobody is left to take the answer; its effects would be
             // nobody's.
@@ -192,6 +244,21 @@ impl Session {
             None => format!("approved by {by} (audit record {record})"),
         });
         (result, Some(outcome))
+    }
+}
+
+impl Session {
+    /// The decision of the current policies when they now deny the call an
+    /// approval was given for; `None` when they still allow or ask.
+    fn decide_again(&self, call: &AskingCall) -> Option<Decision> {
+        let engine = self.shared.policies.current();
+        let arguments: Value = serde_json::from_str(&call.input).unwrap_or(Value::Null);
+        let now =
+            match engine.decide_tool_call(&self.agent.id, &call.name, &arguments, &call.common) {
+                Ok(now) => now,
+                Err(e) => engine.refuse(e.to_string()),
+            };
+        (!now.allowed && now.approval.is_none()).then_some(now)
     }
 }
 
