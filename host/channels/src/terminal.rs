@@ -13,8 +13,10 @@
 //! message is open, a call its work asks approval for shows as an interim
 //! reply. `{"approvals": "ls"}` lists pending approvals;
 //! `{"approvals": "approve", "id": N, "for": "1h"}` and
-//! `{"approvals": "deny", "id": N, "reason": "..."}` answer one
-//! ([`approvals`]).
+//! `{"approvals": "deny", "id": N, "reason": "..."}` answer one, and
+//! `{"approvals": "show", "id": N}` gives its arguments whole
+//! ([`approvals`]). Approval notices during a chat are frames of their own
+//! (`"approval"` or `"approval_ended"` beside `"text"`), never replies.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -254,10 +256,22 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
                 }
             }
             Ok(id) => {
-                let shown =
-                    approvals::show_pending(&router, &agent, id, conversation, delivery.clone());
+                let (notices_tx, mut notices) = mpsc::unbounded_channel();
+                let shown = approvals::show_pending(&router, id, conversation, notices_tx);
                 let _stop_showing = AbortOnDrop(shown);
-                while let Some(mut reply) = replies.recv().await {
+                loop {
+                    let mut reply = tokio::select! {
+                        reply = replies.recv() => match reply {
+                            Some(reply) => reply,
+                            None => break,
+                        },
+                        Some(notice) = notices.recv() => {
+                            if !send(&mut write, &notice).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
                     if reply.message != id {
                         continue;
                     }
@@ -294,6 +308,25 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, frame: &serde_json::
         .write_all(format!("{frame}\n").as_bytes())
         .await
         .is_ok()
+}
+
+/// What a chat hears before its final reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interim<'a> {
+    /// An interim reply the agent wrote.
+    Reply(&'a str),
+    /// From the host, not the agent: a call the work asks approval for,
+    /// or how that approval ended.
+    Approval(&'a str),
+}
+
+impl Interim<'_> {
+    /// The text, whoever wrote it.
+    pub fn text(&self) -> &str {
+        match self {
+            Interim::Reply(t) | Interim::Approval(t) => t,
+        }
+    }
 }
 
 /// An answer to an approval, as `corral approvals` sends it.
@@ -360,6 +393,21 @@ impl ChatClient {
         })
     }
 
+    /// The arguments of pending approval `id`, whole (what redaction hides
+    /// in `pending_approvals` included).
+    pub async fn approval_arguments(
+        &mut self,
+        id: i64,
+    ) -> std::io::Result<Result<serde_json::Value, Refused>> {
+        let value = self
+            .exchange(json!({ "approvals": "show", "id": id }))
+            .await?;
+        Ok(match value["error"].as_str() {
+            Some(e) => Err(Refused(e.to_string())),
+            None => Ok(value["arguments"].clone()),
+        })
+    }
+
     /// Answers approval `id`: approve it once, approve it and identical
     /// calls for `period` (`"1h"`), or deny it, with an optional reason.
     /// What the host did, or why the answer did not count.
@@ -389,7 +437,7 @@ impl ChatClient {
         &mut self,
         agent: &str,
         text: &str,
-        mut interim: impl FnMut(&str),
+        mut interim: impl FnMut(Interim<'_>),
     ) -> std::io::Result<Result<String, Refused>> {
         let mut value = self
             .exchange(json!({ "agent": agent, "text": text }))
@@ -398,11 +446,18 @@ impl ChatClient {
             if let Some(error) = value["error"].as_str() {
                 return Ok(Err(Refused(error.to_string())));
             }
+            if value.get("approval").is_some() || value.get("approval_ended").is_some() {
+                interim(Interim::Approval(
+                    value["text"].as_str().unwrap_or_default(),
+                ));
+                value = self.read_frame().await?;
+                continue;
+            }
             let text = value["reply"].as_str().unwrap_or_default();
             if value["last"] != json!(false) {
                 return Ok(Ok(text.to_string()));
             }
-            interim(text);
+            interim(Interim::Reply(text));
             value = self.read_frame().await?;
         }
     }

@@ -24,6 +24,9 @@ const APPROVE_ONCE: &str = "corral_approve_once";
 const APPROVE_PERIOD: &str = "corral_approve_period";
 const DENY: &str = "corral_deny";
 
+/// Said when Slack shows less than all of the arguments.
+const NOT_WHOLE: &str = ":warning: Not all of the arguments are shown here.";
+
 /// An approval's message in Slack.
 #[derive(Debug, Clone)]
 pub(super) struct Posted {
@@ -98,11 +101,17 @@ fn where_to_post(
 /// Slack's own escaping, so that text an agent chose (its arguments)
 /// cannot mention `@channel`, link, or leave the code block.
 fn escape(text: &str) -> String {
+    // A zero-width space after every backtick: no run of them can close
+    // the code block, however long.
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-        .replace("```", "`\u{200b}``")
+        .replace('`', "`\u{200b}")
 }
+
+/// The most of the arguments a Slack message shows: a section's text may
+/// not exceed 3,000 characters, and a longer one would not be posted.
+const SHOWN_ARGUMENTS: usize = 2_000;
 
 fn summary(pending: &PendingApproval) -> String {
     let policies: Vec<String> = pending
@@ -111,15 +120,30 @@ fn summary(pending: &PendingApproval) -> String {
         .zip(&pending.approvers)
         .map(|(p, a)| format!("`{}` (approvers: {})", escape(p), escape(a)))
         .collect();
-    let arguments =
+    let mut arguments =
         serde_json::to_string_pretty(&pending.arguments).unwrap_or_else(|_| "{}".into());
+    let mut cut = String::new();
+    if arguments.len() > SHOWN_ARGUMENTS || pending.hidden {
+        if arguments.len() > SHOWN_ARGUMENTS {
+            let end = (0..=SHOWN_ARGUMENTS)
+                .rev()
+                .find(|&i| arguments.is_char_boundary(i))
+                .unwrap_or(0);
+            arguments.truncate(end);
+            arguments.push('…');
+        }
+        cut = format!(
+            "\n{NOT_WHOLE} Read them whole with `corral approvals show {}` before approving; only *Deny* is offered in Slack.",
+            pending.id
+        );
+    }
     let requested = pending
         .requested_by
         .as_deref()
         .map(|u| format!(", working on a message from {}", escape(u)))
         .unwrap_or_default();
     format!(
-        "*Approval {id}*: agent `{agent}` wants to call tool `{tool}`{requested}\n```{arguments}```\nAsked by {policies}; denied if nobody answers by {expires}.",
+        "*Approval {id}*: agent `{agent}` wants to call tool `{tool}`{requested}\n```{arguments}```{cut}\nAsked by {policies}; denied if nobody answers by {expires}.",
         id = pending.id,
         agent = escape(&pending.agent),
         tool = escape(&pending.tool),
@@ -149,19 +173,30 @@ async fn post(
         b.style = style;
         SlackActionBlockElement::Button(b)
     };
+    // Nobody approves in Slack what Slack cannot show them whole.
+    let mut buttons = Vec::new();
+    if !text.contains(NOT_WHOLE) {
+        buttons.push(button(
+            APPROVE_ONCE,
+            "Approve once".into(),
+            Some(SlackBlockButtonStyle::Primary),
+        ));
+        buttons.push(button(
+            APPROVE_PERIOD,
+            format!("Approve for {period}"),
+            None,
+        ));
+    }
+    buttons.push(button(
+        DENY,
+        "Deny".into(),
+        Some(SlackBlockButtonStyle::Danger),
+    ));
     let blocks: Vec<SlackBlock> = vec![
         SlackSectionBlock::new().with_text(md!(text.clone())).into(),
-        SlackActionsBlock::new(vec![
-            button(
-                APPROVE_ONCE,
-                "Approve once".into(),
-                Some(SlackBlockButtonStyle::Primary),
-            ),
-            button(APPROVE_PERIOD, format!("Approve for {period}"), None),
-            button(DENY, "Deny".into(), Some(SlackBlockButtonStyle::Danger)),
-        ])
-        .with_block_id(SlackBlockId(format!("corral-approval-{}", pending.id)))
-        .into(),
+        SlackActionsBlock::new(buttons)
+            .with_block_id(SlackBlockId(format!("corral-approval-{}", pending.id)))
+            .into(),
     ];
     let mut request = SlackApiChatPostMessageRequest::new(
         SlackChannelId(channel.clone()),
@@ -273,6 +308,15 @@ pub(super) async fn on_block_actions(
         let Some(approvals) = state.router.approvals().cloned() else {
             return;
         };
+        if posted.text.contains(NOT_WHOLE) && !matches!(choice, Choice::Deny { .. }) {
+            let thread = posted.thread.clone().unwrap_or(posted.ts.clone());
+            state.post(
+                posted.channel.clone(),
+                thread,
+                format!("<@{user}>: approval {id} cannot be approved in Slack, which does not show all of its arguments; use `corral approvals show {id}` and `corral approvals approve {id}`"),
+            );
+            continue;
+        }
         let person = format!("slack:{user}");
         // The answer is recorded (and may fsync) before it counts.
         let answered = tokio::task::spawn_blocking(move || {
@@ -305,9 +349,9 @@ mod tests {
 
     #[test]
     fn agent_text_cannot_mention_link_or_leave_the_code_block() {
-        let e = escape("<!channel> <https://x|y> ``` & done");
+        let e = escape("<!channel> <https://x|y> ```` & done");
         assert!(
-            !e.contains('<') && !e.contains('>') && !e.contains("```"),
+            !e.contains('<') && !e.contains('>') && !e.contains("``"),
             "{e}"
         );
         assert!(e.contains("&lt;!channel&gt;") && e.contains("&amp;"), "{e}");

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use corral_approvals::{Answer, Choice, Event, Resolution, Scope, parse_duration};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{Delivery, Reply, Router};
+use crate::Router;
 
 /// One `{"approvals": VERB, …}` request from the control socket.
 pub(super) struct ApprovalsRequest {
@@ -54,6 +55,15 @@ async fn decide(
     };
     let choice = match verb.as_str() {
         "ls" => return Ok(json!({ "approvals": approvals.pending() })),
+        "show" => {
+            let id = need_id()?;
+            return match approvals.arguments(id) {
+                Some(arguments) => Ok(json!({ "arguments": arguments })),
+                None => Err(format!(
+                    "approval {id} is not waiting for an answer; `corral approvals ls` lists those that are"
+                )),
+            };
+        }
         "approve" if reason.is_some() => {
             return Err("a reason goes with `deny`, not `approve`".into());
         }
@@ -67,11 +77,22 @@ async fn decide(
         "deny" => Choice::Deny { reason },
         other => {
             return Err(format!(
-                "unknown approvals request `{other}`; use `ls`, `approve` or `deny`"
+                "unknown approvals request `{other}`; use `ls`, `show`, `approve` or `deny`"
             ));
         }
     };
     let id = need_id()?;
+    // Said back with the answer, so that the person sees what they
+    // answered, whatever told them the id.
+    let what = approvals
+        .get(id)
+        .map(|p| {
+            format!(
+                ": agent `{}` calling tool `{}` with {}",
+                p.agent, p.tool, p.arguments
+            )
+        })
+        .unwrap_or_default();
     let approvals = approvals.clone();
     let user = format!("local:{uid}");
     // An answer is recorded (and may fsync) before it counts.
@@ -91,63 +112,59 @@ async fn decide(
             record,
             scope: Scope::Once,
             ..
-        } => format!("approved approval {id} for this call only (audit record {record})"),
+        } => format!("approved approval {id}{what}, for this call only (audit record {record})"),
         Resolution::Granted {
             record,
             scope: Scope::Until { expires_at_us },
             ..
         } => format!(
-            "approved approval {id} and identical calls until {} (audit record {record})",
+            "approved approval {id}{what}, and identical calls until {} (audit record {record})",
             corral_audit::format_micros(expires_at_us)
         ),
         Resolution::Denied { record, .. } => {
-            format!("denied approval {id} (audit record {record})")
+            format!("denied approval {id}{what} (audit record {record})")
         }
         Resolution::Expired { why, .. } => format!("approval {id} ended: {why}"),
     };
     Ok(json!({ "done": done }))
 }
 
-/// While message `message` is open, shows the approvals its work asks for
-/// in `conversation` as interim replies, and how each ended. Abort the
-/// handle when the message is answered.
+/// While message `message` is open, sends `notices` a frame for each
+/// approval its work asks for in `conversation`, and for how each ended.
+/// The frames carry `approval` (or `approval_ended`), which an agent's
+/// replies never do, so a client can tell them from text the agent wrote.
+/// Abort the handle when the message is answered.
 pub(super) fn show_pending(
     router: &Arc<Router>,
-    agent: &str,
     message: u64,
     conversation: String,
-    delivery: Delivery,
+    notices: mpsc::UnboundedSender<Value>,
 ) -> Option<JoinHandle<()>> {
     let mut events = router.approvals()?.subscribe();
-    let agent = agent.to_string();
     Some(tokio::spawn(async move {
         let mut shown = Vec::new();
         loop {
-            let text = match events.recv().await {
+            let frame = match events.recv().await {
                 Ok(Event::Asked(p))
                     if p.origin
                         .as_ref()
                         .is_some_and(|o| o.conversation == conversation) =>
                 {
                     shown.push(p.id);
-                    format!(
+                    let text = format!(
                         "{}; waiting for an answer: `corral approvals approve {id}` (add `--for 1h` for a period) or `corral approvals deny {id}`",
                         p.describe(),
                         id = p.id
-                    )
+                    );
+                    json!({ "message": message, "approval": p, "text": text, "last": false })
                 }
-                Ok(Event::Ended { id, text }) if shown.contains(&id) => text,
+                Ok(Event::Ended { id, text }) if shown.contains(&id) => {
+                    json!({ "message": message, "approval_ended": id, "text": text, "last": false })
+                }
                 Ok(_) | Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             };
-            let reply = Reply {
-                message,
-                agent: agent.clone(),
-                text,
-                last: false,
-                delivered: None,
-            };
-            if delivery.send(reply).is_err() {
+            if notices.send(frame).is_err() {
                 return;
             }
         }
