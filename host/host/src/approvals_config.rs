@@ -10,6 +10,11 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 
+/// The longest a call may wait for a person: a day.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// The longest grant: thirty days.
+const LONGEST_GRANT: Duration = Duration::from_secs(30 * 86_400);
+
 /// `[approvals]`, as written. Periods are `90s`, `30m`, `2h` or `1d`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +57,19 @@ impl ApprovalsSection {
             slack_grant: period("slack_grant", &self.slack_grant, defaults.slack_grant)?,
             slack_channel: self.slack_channel.clone(),
         };
+        for (key, value, longest) in [
+            ("timeout", config.timeout, LONGEST_TIMEOUT),
+            ("max_grant", config.max_grant, LONGEST_GRANT),
+        ] {
+            if value > longest {
+                return Err(ConfigError(format!(
+                    "{}: approvals.{key} = {}: at most {} is allowed",
+                    file.display(),
+                    format_duration(value),
+                    format_duration(longest)
+                )));
+            }
+        }
         if config.max_pending_per_agent == 0 {
             return Err(ConfigError(format!(
                 "{}: approvals.max_pending_per_agent = 0 would deny every call that asks; use 1 or more, or remove the @approval permits",
@@ -103,6 +121,8 @@ mod tests {
             ("max_pending_per_agent = 0", "max_pending_per_agent = 0"),
             ("slack_grant = \"2d\"", "approvals.slack_grant (2d)"),
             ("slack_channel = \"#ops\"", "channel's id"),
+            ("timeout = \"2d\"", "at most 1d"),
+            ("max_grant = \"31d\"", "at most 30d"),
         ];
         for (toml, want) in cases {
             let e = section(toml)
