@@ -31,6 +31,14 @@ pub enum ApprovalsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a waiting call's arguments whole, including what `ls`, Slack
+    /// and the audit log hide (long values, secret-looking keys).
+    Show {
+        /// The approval's id (`corral approvals ls`).
+        id: i64,
+        #[command(flatten)]
+        host: HostSocket,
+    },
     /// Approve a waiting call: this call only, or with `--for`, the same
     /// agent's identical calls of the same tool for that long.
     Approve {
@@ -74,6 +82,19 @@ pub fn run(cmd: ApprovalsCmd) -> Result<u8> {
     rt.block_on(async {
         let (host, answer) = match &cmd {
             ApprovalsCmd::Ls { host, json } => return list(host, *json).await,
+            ApprovalsCmd::Show { id, host } => {
+                let mut client = ChatClient::connect(&host.path()?).await?;
+                return match client.approval_arguments(*id).await? {
+                    Ok(arguments) => {
+                        println!("{}", serde_json::to_string_pretty(&arguments)?);
+                        Ok(corral_agent::exit::OK)
+                    }
+                    Err(refused) => {
+                        eprintln!("error: {refused}");
+                        Ok(corral_agent::exit::FAILED)
+                    }
+                };
+            }
             ApprovalsCmd::Approve { id, period, host } => (
                 host,
                 (
@@ -135,11 +156,16 @@ async fn list(host: &HostSocket, json: bool) -> Result<u8> {
             .filter_map(|a| a.as_str())
             .collect();
         println!(
-            "{id:<6} agent {agent} tool {tool} {args}  approvers: {approvers}  expires {expires}{from}",
+            "{id:<6} agent {agent} tool {tool} {args}{hidden}  approvers: {approvers}  expires {expires}{from}",
             id = p["id"],
             agent = p["agent"].as_str().unwrap_or("?"),
             tool = p["tool"].as_str().unwrap_or("?"),
             args = p["arguments"],
+            hidden = if p["hidden"] == true {
+                "  (values hidden: `corral approvals show ID` prints them whole)"
+            } else {
+                ""
+            },
             approvers = approvers.join(", "),
             from = p["requested_by"]
                 .as_str()

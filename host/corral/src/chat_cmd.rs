@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use corral_channels::terminal::ChatClient;
+use corral_channels::terminal::{ChatClient, Interim};
 
 use corral_host::HostConfig as Config;
 
@@ -38,7 +38,7 @@ pub fn run(args: ChatArgs) -> Result<u8> {
         let agent = args.agent;
         if let Some(text) = args.message {
             return Ok(
-                match client.ask(&agent, &text, |t| println!("{t}")).await? {
+                match client.ask(&agent, &text, |i| show(&agent, i)).await? {
                     Ok(reply) => {
                         println!("{reply}");
                         0
@@ -63,13 +63,19 @@ pub fn run(args: ChatArgs) -> Result<u8> {
             if text.is_empty() {
                 continue;
             }
-            match client
-                .ask(&agent, text, |t| println!("{agent}… {t}"))
-                .await?
-            {
+            match client.ask(&agent, text, |i| show(&agent, i)).await? {
                 Ok(reply) => println!("{agent}> {reply}"),
                 Err(refusal) => println!("corral> {refusal}"),
             }
         }
     })
+}
+
+/// Prints what a chat hears before its reply: the agent's interim text on
+/// stdout, the host's approval notices on stderr, marked as the host's.
+fn show(agent: &str, interim: Interim<'_>) {
+    match interim {
+        Interim::Reply(t) => println!("{agent}… {t}"),
+        Interim::Approval(t) => eprintln!("[corral, not {agent}] {t}"),
+    }
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use corral_channels::terminal::{ApprovalAnswer, ChatClient};
+use corral_channels::terminal::{ApprovalAnswer, ChatClient, Interim};
 use corral_tests::mcp::{McpClient, is_error, result_text};
 use corral_tests::standins::{ButtonPress, SLACK_TEAM, SlackStandIn};
 use corral_tests::up::{UpConfig, UpHost, UpOptions};
@@ -73,20 +73,23 @@ fn write_call(path: &str, content: &str) -> String {
 
 /// A chat's final reply, or its refusal.
 type Chat = tokio::task::JoinHandle<Result<String, String>>;
-/// The interim lines a chat showed.
-type Interim = Arc<Mutex<Vec<String>>>;
+/// The approval notices a chat showed.
+type Notices = Arc<Mutex<Vec<String>>>;
 
 /// Sends `text` to the assistant from its own control connection; the
 /// reply (or refusal) and the interim lines come back through the handle.
-fn chat_in_background(control: std::path::PathBuf, text: String) -> (Chat, Interim) {
+fn chat_in_background(control: std::path::PathBuf, text: String) -> (Chat, Notices) {
     let interim = Arc::new(Mutex::new(Vec::new()));
     let seen = interim.clone();
     let task = tokio::spawn(async move {
         let mut chat = ChatClient::connect(&control).await.unwrap();
         tokio::time::timeout(
             Duration::from_secs(60),
-            chat.ask("assistant", &text, |t| {
-                seen.lock().unwrap().push(t.to_string())
+            // Only the host's approval frames, never the agent's text.
+            chat.ask("assistant", &text, |i| {
+                if let Interim::Approval(t) = i {
+                    seen.lock().unwrap().push(t.to_string())
+                }
             }),
         )
         .await
@@ -170,8 +173,14 @@ fn the_sender_approves_at_the_terminal_once_for_a_period_or_not_at_all() {
             !drafts.join("a.txt").exists(),
             "nothing runs before the answer"
         );
+        assert_eq!(shown[0]["hidden"], false);
+        let whole = operator.approval_arguments(id).await.unwrap().unwrap();
+        assert_eq!(whole, json!({"path": "drafts/a.txt", "content": "one"}));
         let done = answer(&mut operator, id, once()).await.unwrap();
-        assert!(done.contains(&format!("approved approval {id}")), "{done}");
+        assert!(
+            done.contains(&format!("approved approval {id}")) && done.contains("drafts/a.txt"),
+            "the answer says what was approved: {done}"
+        );
         let text = reply.await.unwrap().unwrap();
         assert!(!text.contains("denied"), "{text}");
         assert_eq!(
@@ -291,6 +300,16 @@ fn the_sender_approves_at_the_terminal_once_for_a_period_or_not_at_all() {
         result_text(&capped).contains("max_pending_per_agent"),
         "{capped}"
     );
+    // A call only its sender may approve, made while the agent answers
+    // nobody's message, is refused at once: nobody could approve it.
+    let orphan = direct.call_tool(
+        "files_write",
+        json!({"path": "drafts/orphan.txt", "content": "x"}),
+    );
+    assert!(
+        is_error(&orphan) && result_text(&orphan).contains("no single person's message"),
+        "{orphan}"
+    );
     for method in ["corral/approve", "approvals/approve", "corral/approvals"] {
         let answered = direct.request(method, json!({"id": first_id + 1, "approve": true}));
         assert!(answered.get("error").is_some(), "{method}: {answered}");
@@ -304,6 +323,27 @@ fn the_sender_approves_at_the_terminal_once_for_a_period_or_not_at_all() {
     );
     assert!(!config.workspace().join("src/0.txt").exists());
     drop(direct);
+
+    // A forbid that arrives while a call waits wins over its approval.
+    rt.block_on(async {
+        let mut operator = ChatClient::connect(&control).await.unwrap();
+        let (reply, _) = chat_in_background(control.clone(), write_call("drafts/d.txt", "late"));
+        let id = pending(&mut operator, 1).await[0]["id"].as_i64().unwrap();
+        std::fs::write(
+            config.dir.path().join("policies/late.cedar"),
+            "@id(\"late-forbid\")\nforbid (principal, action == Action::\"files_write\", resource)\nwhen { context.input.path == \"drafts/d.txt\" };\n",
+        )
+        .unwrap();
+        // The host reloads policies on change; give it time to.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        answer(&mut operator, id, once()).await.unwrap();
+        let text = reply.await.unwrap().unwrap();
+        assert!(
+            text.contains("policies changed while it waited") && text.contains("late-forbid"),
+            "{text}"
+        );
+        assert!(!drafts.join("d.txt").exists());
+    });
 
     // A host that stops with a call waiting denies it, saying why, and a
     // restart does not bring the approval back.
@@ -349,8 +389,8 @@ fn the_sender_approves_at_the_terminal_once_for_a_period_or_not_at_all() {
             assert_eq!(call["action"], "files_write");
         }
     }
-    assert_eq!(of_kind(&records, "approval_requested").len(), 6);
-    assert_eq!(of_kind(&records, "approval_granted").len(), 2);
+    assert_eq!(of_kind(&records, "approval_requested").len(), 7);
+    assert_eq!(of_kind(&records, "approval_granted").len(), 3);
     assert_eq!(of_kind(&records, "approval_denied").len(), 1);
     let expired = of_kind(&records, "approval_expired");
     assert_eq!(
@@ -425,7 +465,7 @@ fn the_sender_approves_at_the_terminal_once_for_a_period_or_not_at_all() {
         "{}",
         String::from_utf8_lossy(&query.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&query.stdout).lines().count(), 2);
+    assert_eq!(String::from_utf8_lossy(&query.stdout).lines().count(), 3);
 }
 
 #[test]
@@ -628,6 +668,51 @@ fn slack_buttons_answer_only_for_approvers_on_the_message_posted() {
                 .iter()
                 .all(|p| !(p["thread_ts"] == t4 && p["blocks"].is_array()))
         );
+
+        // Arguments Slack cannot show whole cannot be approved there.
+        let t5 = "1764000500.000100";
+        let long = "z".repeat(1500);
+        slack.mention("m5", "C0001", "U0042", &write_call("src/z.txt", &long), t5);
+        let asked = slack
+            .wait_post_where(Duration::from_secs(30), |p| {
+                p["thread_ts"] == t5 && p["blocks"].is_array()
+            })
+            .await
+            .unwrap();
+        assert!(
+            asked["text"]
+                .as_str()
+                .unwrap()
+                .contains("corral approvals show"),
+            "{asked}"
+        );
+        let only = asked["blocks"][1]["elements"].as_array().unwrap().clone();
+        assert_eq!(only.len(), 1, "only Deny: {only:?}");
+        let long_ts = SlackStandIn::ts_of(&asked);
+        let long_id = only[0]["value"].as_str().unwrap();
+        let press_long = |envelope: &str, action: &str| {
+            slack.press_button(&ButtonPress {
+                envelope,
+                team: SLACK_TEAM,
+                channel: "C0001",
+                user: "U0099",
+                message_ts: &long_ts,
+                action_id: action,
+                value: long_id,
+            });
+        };
+        press_long("b8", &approve_once);
+        assert!(
+            told("U0099", "cannot be approved in Slack").await.is_some(),
+            "{:?}",
+            slack.posts()
+        );
+        press_long("b9", only[0]["action_id"].as_str().unwrap());
+        let refused = slack
+            .wait_post(t5, Duration::from_secs(20), |t| t.contains("refused by"))
+            .await;
+        assert!(refused.is_some(), "{:?}", slack.posts());
+        assert!(!src.join("z.txt").exists());
     });
     assert_eq!(host.stop(), Some(0));
     config.verify_audit(CORRAL.as_ref());
@@ -647,6 +732,7 @@ fn slack_buttons_answer_only_for_approvers_on_the_message_posted() {
     );
     let granted = of_kind(&records, "approval_granted");
     assert_eq!(granted.len(), 2, "{granted:?}");
+    assert_eq!(of_kind(&records, "approval_denied").len(), 1);
     assert!(
         granted
             .iter()
