@@ -99,6 +99,7 @@ fn the_dependency_graph_is_the_architecture() {
         ("corral-audit", "wasmtime"),
         ("corral-audit", "cedar-policy"),
         ("corral-channels", "wasmtime"),
+        ("corral-approvals", "wasmtime"),
         ("corral-models", "wasmtime"),
         ("corral-models", "cedar-policy"),
         ("corral-gate", "cedar-policy"),
