@@ -464,7 +464,12 @@ fn run_test_file(engine: &PolicyEngine, src: &Sources, file: &Path) -> Result<(u
                     .filter(|r| !d.policy_ids.contains(r))
                     .collect();
                 if got != expected {
-                    Err(format!("expected {expected}, got {got} ({})", d.explain()))
+                    Err(format!(
+                        "expected {}, got {} ({})",
+                        titled(expected),
+                        titled(got),
+                        d.explain()
+                    ))
                 } else if !missing.is_empty() {
                     Err(format!(
                         "expected deciding policies {missing:?} among {:?}",
@@ -499,4 +504,14 @@ fn run_test_file(engine: &PolicyEngine, src: &Sources, file: &Path) -> Result<(u
         }
     }
     Ok((passed, failed))
+}
+
+/// A verdict as test results have always printed it: `Allow`, `Deny`,
+/// `Ask`.
+fn titled(verdict: &str) -> String {
+    let mut chars = verdict.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }

@@ -333,7 +333,9 @@ fn replay_lists_exactly_the_decisions_an_edit_flips() {
     );
     let summary = text(&out.stderr);
     assert!(
-        summary.contains("would flip (1 allow→deny, 1 deny→allow)"),
+        summary.contains(
+            "would flip (1 allow→deny, 1 deny→allow, 0 would now need approval, 0 would no longer need it)"
+        ),
         "{summary}"
     );
     assert!(summary.contains("2 would flip"), "{summary}");
