@@ -488,10 +488,15 @@ impl SlackStandIn {
 
     /// `chat.update` bodies sent so far.
     pub fn updates(&self) -> Vec<Value> {
+        self.bodies("/api/chat.update")
+    }
+
+    /// The JSON bodies of the Web API calls to `path` so far.
+    fn bodies(&self, path: &str) -> Vec<Value> {
         self.web
             .requests()
             .into_iter()
-            .filter(|r| r.path.starts_with("/api/chat.update"))
+            .filter(|r| r.path.starts_with(path))
             .map(|r| r.json())
             .collect()
     }
@@ -532,12 +537,7 @@ impl SlackStandIn {
 
     /// `chat.postMessage` bodies posted so far.
     pub fn posts(&self) -> Vec<Value> {
-        self.web
-            .requests()
-            .into_iter()
-            .filter(|r| r.path.starts_with("/api/chat.postMessage"))
-            .map(|r| r.json())
-            .collect()
+        self.bodies("/api/chat.postMessage")
     }
 
     /// Waits for a post in `thread` whose text satisfies `matches`.
@@ -547,17 +547,9 @@ impl SlackStandIn {
         timeout: Duration,
         matches: impl Fn(&str) -> bool,
     ) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(p) = self
-                .posts()
-                .into_iter()
-                .find(|p| p["thread_ts"] == thread && p["text"].as_str().is_some_and(&matches))
-            {
-                return Some(p);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
+        self.wait_post_where(timeout, |p| {
+            p["thread_ts"] == thread && p["text"].as_str().is_some_and(&matches)
+        })
+        .await
     }
 }

@@ -250,6 +250,8 @@ impl Approvals {
         if state.closed {
             return Err(AskError::Closed { agent, tool });
         }
+        // A call only its sender may approve, made with no single sender,
+        // could never be answered.
         let only_sender = ask
             .needed
             .policies
@@ -257,13 +259,10 @@ impl Approvals {
             .all(|p| p.approvers == Approvers::Sender);
         if only_sender && ask.requested_by.is_none() {
             drop(state);
-            let mut entry = Entry::new(Kind::ApprovalRefused, &agent, &tool, tool_uid(&tool));
-            entry.parent = Some(ask.call_seq);
-            entry.policy_hash = ask.policy_hash.to_string();
-            entry.detail = Some(
+            self.record_refused_ask(
+                &ask,
                 "not put to people: only the sender may approve, and the agent is working on no single person's message".into(),
             );
-            let _ = inner.audit.append_blocking(entry);
             return Err(AskError::NoApprover { agent, tool });
         }
         let max = inner.config.max_pending_per_agent;
@@ -274,13 +273,12 @@ impl Approvals {
             .count();
         if waiting >= max {
             drop(state);
-            let mut entry = Entry::new(Kind::ApprovalRefused, &agent, &tool, tool_uid(&tool));
-            entry.parent = Some(ask.call_seq);
-            entry.policy_hash = ask.policy_hash.to_string();
-            entry.detail = Some(format!(
-                "not put to people: {waiting} approvals of this agent already wait (approvals.max_pending_per_agent = {max})"
-            ));
-            let _ = inner.audit.append_blocking(entry);
+            self.record_refused_ask(
+                &ask,
+                format!(
+                    "not put to people: {waiting} approvals of this agent already wait (approvals.max_pending_per_agent = {max})"
+                ),
+            );
             return Err(AskError::TooMany { agent, tool, max });
         }
         let approvers: Vec<String> = ask
@@ -351,6 +349,21 @@ impl Approvals {
             deadline: Instant::now() + inner.config.timeout.min(LONGEST),
             approvals: self.clone(),
         })
+    }
+
+    /// Records that `ask` was not put to people, and why. Best effort: the
+    /// call is denied either way, and its own record is already written.
+    fn record_refused_ask(&self, ask: &Ask<'_>, detail: String) {
+        let mut entry = Entry::new(
+            Kind::ApprovalRefused,
+            ask.agent,
+            ask.tool,
+            tool_uid(ask.tool),
+        );
+        entry.parent = Some(ask.call_seq);
+        entry.policy_hash = ask.policy_hash.to_string();
+        entry.detail = Some(detail);
+        let _ = self.inner.audit.append_blocking(entry);
     }
 
     /// Takes a person's answer. Blocks for its record's write. The answer

@@ -264,18 +264,24 @@ fn on_error(
     HttpStatusCode::OK
 }
 
+/// The channel's state, which every Socket Mode callback is handed.
+async fn listener_state(
+    states: &SlackClientEventsUserState,
+) -> Result<Arc<SlackState>, &'static str> {
+    states
+        .read()
+        .await
+        .get_user_state::<Arc<SlackState>>()
+        .cloned()
+        .ok_or("slack: listener state missing")
+}
+
 async fn on_push(
     event: SlackPushEventCallback,
     _client: Arc<SlackHyperClient>,
     states: SlackClientEventsUserState,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let state = states
-        .read()
-        .await
-        .get_user_state::<Arc<SlackState>>()
-        .cloned()
-        .ok_or("slack: listener state missing")?;
-    state.handle(event);
+    listener_state(&states).await?.handle(event);
     Ok(())
 }
 
@@ -284,12 +290,7 @@ async fn on_interaction(
     _client: Arc<SlackHyperClient>,
     states: SlackClientEventsUserState,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let state = states
-        .read()
-        .await
-        .get_user_state::<Arc<SlackState>>()
-        .cloned()
-        .ok_or("slack: listener state missing")?;
+    let state = listener_state(&states).await?;
     match event {
         SlackInteractionEvent::BlockActions(actions) => {
             // Answered off the listener: recording an answer may fsync.
