@@ -13,9 +13,8 @@ use serde_json::{Value, json};
 use crate::approval::{ApprovalNeeded, Approvers, AskingPolicy};
 use crate::decision::{Decision, PolicyError, RequestError};
 use crate::index::{IndexError, PolicyIndex, Scoped};
-use crate::load::{
-    CombinedSchema, LoadErrors, LoadedPolicies, Problem, load_policies, read_policy_dir,
-};
+use crate::load::{CombinedSchema, LoadErrors, Problem};
+use crate::loaded::{LoadedPolicies, PolicyIds, load_policies_with, read_policy_dir};
 use crate::request::{Common, RequestEntity, uid};
 use crate::schema::ToolAction;
 
@@ -84,11 +83,18 @@ impl PolicyEngine {
     /// Builds an engine; every problem in the schema, the policies or the
     /// entities is reported with its location.
     pub fn load(sources: &EngineSources) -> Result<Self, LoadErrors> {
+        Self::load_with(sources, PolicyIds::Required)
+    }
+
+    /// [`Self::load`], naming policies as `ids` says: `Positional` only for
+    /// sets written for plain Cedar, in `corral policy test`.
+    pub fn load_with(sources: &EngineSources, ids: PolicyIds) -> Result<Self, LoadErrors> {
         let schema = CombinedSchema::build(&sources.schema_file, &sources.tools)?;
         let files = read_policy_dir(&sources.policy_dir)?;
-        Self::from_parts(
+        let policies = load_policies_with(&files, &schema.schema, ids)?;
+        Self::from_loaded(
             schema,
-            &files,
+            policies,
             sources.tools.clone(),
             sources.entities.clone(),
         )
@@ -101,7 +107,17 @@ impl PolicyEngine {
         tools: Vec<ToolAction>,
         entities: Value,
     ) -> Result<Self, LoadErrors> {
-        let policies = load_policies(files, &schema.schema)?;
+        let policies = load_policies_with(files, &schema.schema, PolicyIds::Required)?;
+        Self::from_loaded(schema, policies, tools, entities)
+    }
+
+    /// An engine from policies already loaded.
+    fn from_loaded(
+        schema: CombinedSchema,
+        policies: LoadedPolicies,
+        tools: Vec<ToolAction>,
+        entities: Value,
+    ) -> Result<Self, LoadErrors> {
         let entities = crate::provenance::with_tool_provenance(
             entities,
             tools

@@ -2,8 +2,9 @@
 //!
 //! - [`schema`]: the JSON Schema → Cedar mapping that gives each tool a
 //!   typed action.
-//! - [`load`]: a directory of `.cedar` files, `@id` on every policy, strict
-//!   validation; errors with file:line:column.
+//! - [`load`]: the schema, and errors with file:line:column.
+//! - [`loaded`]: a directory (or file) of `.cedar` policies, `@id` on every
+//!   one, `@approval` and `@shadow` sorted out, strict validation.
 //! - [`index`]: evaluating only the policies whose scope can match, with
 //!   results identical to Cedar's full scan.
 //! - [`engine`]: fail-closed decisions ([`decision`]) that name their
@@ -24,6 +25,7 @@ mod engine;
 mod gate;
 mod index;
 mod load;
+mod loaded;
 pub mod provenance;
 mod request;
 mod schema;
@@ -35,6 +37,7 @@ pub use engine::{ApproveRequest, EngineSources, PolicyEngine};
 pub use gate::{CapabilityDecision, CedarGate};
 pub use index::{IndexError, PolicyIndex};
 pub use load::{CombinedSchema, LoadErrors, Location, Problem, read_entities};
+pub use loaded::{LoadedPolicies, PolicyIds, load_policies, load_policies_with, read_policy_dir};
 pub use request::{Common, RequestEntity, uid};
 pub use schema::{CedarType, SchemaError, ToolAction};
 pub use store::{PolicyStore, WatchGuard};

@@ -2,15 +2,12 @@
 //! `@id`, strict validation against the combined schema; every error names
 //! file, line and column.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use cedar_policy::{PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode, Validator};
+use cedar_policy::{Schema, SchemaFragment};
 use miette::Diagnostic;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::schema::ToolAction;
 
@@ -87,6 +84,10 @@ pub struct Origin {
 }
 
 impl Origin {
+    pub(crate) fn new(file: PathBuf, offset: usize, text: std::sync::Arc<str>) -> Origin {
+        Origin { file, offset, text }
+    }
+
     fn location(&self, offset_in_statement: usize) -> Location {
         let at = (self.offset + offset_in_statement).min(self.text.len());
         let before = &self.text[..at];
@@ -138,10 +139,32 @@ impl CombinedSchema {
             offset: 0,
             text: base.into(),
         };
-        let (base_fragment, _) = SchemaFragment::from_cedarschema_str(base)
-            .map_err(|e| LoadErrors(vec![diagnostic_problem(&e, &origin, None)]))?;
+        // Cedar's JSON schema form is accepted as the Cedar CLI accepts it;
+        // `corral policy schema` prints it back in the text form.
+        let json_form = base_file.extension().is_some_and(|x| x == "json")
+            || base.trim_start().starts_with('{');
+        let (base_fragment, base_text) = if json_form {
+            let fragment = SchemaFragment::from_json_str(base)
+                .map_err(|e| LoadErrors(vec![diagnostic_problem(&e, &origin, None)]))?;
+            let text = fragment.to_cedarschema().map_err(|e| {
+                LoadErrors(vec![Problem {
+                    location: None,
+                    policy_id: None,
+                    message: format!(
+                        "{}: cannot print as Cedar schema text: {e}",
+                        base_file.display()
+                    ),
+                    help: None,
+                }])
+            })?;
+            (fragment, text)
+        } else {
+            let (fragment, _) = SchemaFragment::from_cedarschema_str(base)
+                .map_err(|e| LoadErrors(vec![diagnostic_problem(&e, &origin, None)]))?;
+            (fragment, base.to_string())
+        };
         let mut fragments = vec![base_fragment];
-        let mut text = base.trim_end().to_string();
+        let mut text = base_text.trim_end().to_string();
         text.push_str("\n\n// ---- generated from the registered tools ----\n");
         for tool in tools {
             let fragment_text = tool.cedarschema();
@@ -162,189 +185,7 @@ impl CombinedSchema {
     }
 }
 
-/// A validated policy set with where each policy came from.
-#[derive(Debug, Clone)]
-pub struct LoadedPolicies {
-    pub set: PolicySet,
-    pub origins: BTreeMap<String, Origin>,
-    /// Each `@approval` permit's approvers, by policy id.
-    pub approvals: BTreeMap<String, crate::approval::Approvers>,
-    /// sha256 over the files' names and contents, in name order: the
-    /// identity of this policy set in every decision.
-    pub hash: String,
-}
-
-/// Reads every `.cedar` file in `dir` (not recursive), in name order.
-pub fn read_policy_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, LoadErrors> {
-    let err = |message: String| {
-        LoadErrors(vec![Problem {
-            location: None,
-            policy_id: None,
-            message,
-            help: None,
-        }])
-    };
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        err(format!(
-            "cannot read policy directory {}: {e}",
-            dir.display()
-        ))
-    })?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|e| err(format!("{}: {e}", dir.display())))?
-            .path();
-        if path.extension().is_some_and(|x| x == "cedar") && path.is_file() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-            files.push((path, text));
-        }
-    }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(files)
-}
-
-/// Parses, re-keys by `@id`, and validates (strict) `files` against `schema`.
-pub fn load_policies(
-    files: &[(PathBuf, String)],
-    schema: &Schema,
-) -> Result<LoadedPolicies, LoadErrors> {
-    let mut problems = Vec::new();
-    let mut set = PolicySet::new();
-    let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
-    let mut approvals = BTreeMap::new();
-    let mut hasher = Sha256::new();
-    for (file, text) in files {
-        hasher.update(
-            file.file_name()
-                .map(|n| n.as_encoded_bytes())
-                .unwrap_or_default(),
-        );
-        hasher.update([0]);
-        hasher.update(text.as_bytes());
-        hasher.update([0]);
-        let shared: std::sync::Arc<str> = text.as_str().into();
-        for (offset, statement) in split_statements(text) {
-            let origin = Origin {
-                file: file.clone(),
-                offset,
-                text: shared.clone(),
-            };
-            let parsed = match PolicySet::from_str(statement) {
-                Ok(p) => p,
-                Err(e) => {
-                    problems.push(diagnostic_problem(&e, &origin, None));
-                    continue;
-                }
-            };
-            let static_policies: Vec<_> = parsed.policies().cloned().collect();
-            let templates: Vec<_> = parsed.templates().cloned().collect();
-            let annotation = static_policies
-                .first()
-                .and_then(|p| p.annotation("id").map(str::to_string))
-                .or_else(|| {
-                    templates
-                        .first()
-                        .and_then(|t| t.annotation("id").map(str::to_string))
-                });
-            let Some(id) = annotation.filter(|id| !id.trim().is_empty()) else {
-                problems.push(Problem {
-                    location: Some(origin.start()),
-                    policy_id: None,
-                    message: "policy has no @id annotation".into(),
-                    help: Some("every policy starts with @id(\"a-unique-name\"); the id is what decisions and audit records cite".into()),
-                });
-                continue;
-            };
-            if let Some(first) = origins.get(&id) {
-                problems.push(Problem {
-                    location: Some(origin.start()),
-                    policy_id: Some(id.clone()),
-                    message: format!("duplicate @id; first used at {}", first.start()),
-                    help: Some("policy ids must be unique across the directory".into()),
-                });
-                continue;
-            }
-            let approval = static_policies
-                .first()
-                .map(|p| (p.annotation("approval"), p.effect()))
-                .or_else(|| {
-                    templates
-                        .first()
-                        .map(|t| (t.annotation("approval"), t.effect()))
-                });
-            if let Some((Some(text), effect)) = approval {
-                let parsed = match effect {
-                    cedar_policy::Effect::Forbid => Err(
-                        "@approval on a forbid: a forbid always wins and can never be approved away".to_string(),
-                    ),
-                    cedar_policy::Effect::Permit => crate::approval::Approvers::parse(text),
-                };
-                match parsed {
-                    Ok(approvers) => {
-                        approvals.insert(id.clone(), approvers);
-                    }
-                    Err(message) => {
-                        let help = (effect == cedar_policy::Effect::Forbid).then(|| {
-                            "remove @approval from the forbid; to ask before allowing, write a permit with @approval".to_string()
-                        });
-                        problems.push(Problem {
-                            location: Some(origin.start()),
-                            policy_id: Some(id.clone()),
-                            message,
-                            help,
-                        });
-                        continue;
-                    }
-                }
-            }
-            let pid = PolicyId::new(&id);
-            let added = match (static_policies.first(), templates.first()) {
-                (Some(p), None) => set.add(p.new_id(pid)).map_err(|e| e.to_string()),
-                (None, Some(t)) => set.add_template(t.new_id(pid)).map_err(|e| e.to_string()),
-                _ => Err("expected exactly one policy or template".to_string()),
-            };
-            if let Err(message) = added {
-                problems.push(Problem {
-                    location: Some(origin.start()),
-                    policy_id: Some(id.clone()),
-                    message,
-                    help: None,
-                });
-                continue;
-            }
-            origins.insert(id, origin);
-        }
-    }
-    if problems.is_empty() {
-        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
-        for e in result.validation_errors() {
-            let id = e.policy_id().to_string();
-            let problem = match origins.get(&id) {
-                Some(origin) => diagnostic_problem(e, origin, Some(id)),
-                None => Problem {
-                    location: None,
-                    policy_id: Some(id),
-                    message: e.to_string(),
-                    help: None,
-                },
-            };
-            problems.push(problem);
-        }
-    }
-    if !problems.is_empty() {
-        return Err(LoadErrors(problems));
-    }
-    Ok(LoadedPolicies {
-        set,
-        origins,
-        approvals,
-        hash: hex::encode(&hasher.finalize()[..16]),
-    })
-}
-
-fn diagnostic_problem(
+pub(crate) fn diagnostic_problem(
     e: &(dyn Diagnostic + Send + Sync + 'static),
     origin: &Origin,
     policy_id: Option<String>,
