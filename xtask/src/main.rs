@@ -53,7 +53,8 @@ const RUST_TARGETS: &[&str] = &["wasm32-wasip2", "x86_64-unknown-linux-musl"];
 /// static agent binary, e2fsprogs and mount (`mkfs.ext4`, `mount`,
 /// `losetup`) for each agent's own disk, docker-registry (the CNCF
 /// distribution registry) and apache2-utils (`htpasswd`) for the tests of
-/// tool distribution against a real registry.
+/// tool distribution against a real registry, and cvc5, the SMT solver
+/// `corral policy prove` and `policy diff` run Cedar's symbolic compiler on.
 const DEBIAN_PACKAGES: &[&str] = &[
     "sqlite3",
     "musl-tools",
@@ -61,6 +62,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "mount",
     "docker-registry",
     "apache2-utils",
+    "cvc5",
 ];
 /// The guest crates whose components land in target/tools/.
 const TOOL_CRATES: &[&str] = &[
@@ -683,6 +685,11 @@ fn ci() -> Result<()> {
     run(Command::new(&corral)
         .current_dir(&root)
         .args(["policy", "fmt", "--check"]))?;
+    // The starter properties hold for every request the schema admits.
+    run(Command::new(&corral)
+        .current_dir(&root)
+        .args(["policy", "prove"])
+        .args(&tools))?;
     let mut test_files: Vec<PathBuf> = std::fs::read_dir(root.join("policies/tests"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))

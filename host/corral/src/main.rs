@@ -12,6 +12,7 @@ mod broker_cmd;
 mod chat_cmd;
 mod image_cmd;
 mod mcp_cmd;
+mod policy_assure;
 mod policy_cmd;
 mod replay;
 mod tool_build;

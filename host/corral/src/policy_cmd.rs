@@ -76,6 +76,30 @@ pub enum PolicyCmd {
         #[command(flatten)]
         src: Sources,
     },
+    /// Prove the @never/@always properties for every request the schema
+    /// admits (cvc5); a failure prints a counterexample as a test case.
+    Prove {
+        /// The properties directory [default: DIR/properties].
+        #[arg(long)]
+        properties: Option<PathBuf>,
+        /// Prove as if the @shadow policies were enforced.
+        #[arg(long)]
+        with_shadow: bool,
+        #[command(flatten)]
+        src: Sources,
+    },
+    /// Compare two policy directories for every request the schema admits:
+    /// equivalent, or the new one allows more, less, or both. Exits 1 when
+    /// it allows more.
+    Diff {
+        /// The policy directory (or file) as it is.
+        old: PathBuf,
+        /// The policy directory (or file) as proposed; its schema is used
+        /// unless --schema says otherwise.
+        new: PathBuf,
+        #[command(flatten)]
+        src: Sources,
+    },
     /// Print the combined schema: the base file plus every tool's action.
     Schema {
         #[command(flatten)]
@@ -85,9 +109,9 @@ pub enum PolicyCmd {
 
 #[derive(Args, Clone)]
 pub struct Sources {
-    /// The policy directory.
+    /// The policy directory, or one policies file.
     #[arg(long, default_value = "policies")]
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// The base schema [default: DIR/schema.cedarschema].
     #[arg(long)]
     schema: Option<PathBuf>,
@@ -100,13 +124,38 @@ pub struct Sources {
 }
 
 impl Sources {
-    fn schema_file(&self) -> PathBuf {
-        self.schema
-            .clone()
-            .unwrap_or_else(|| self.dir.join("schema.cedarschema"))
+    /// The directory the defaults are looked up in: `--dir`, or the
+    /// directory of a policies file.
+    fn home(&self) -> PathBuf {
+        if self.dir.is_file() {
+            self.dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        } else {
+            self.dir.clone()
+        }
     }
 
-    fn tool_actions(&self) -> Result<Vec<ToolAction>> {
+    pub(crate) fn schema_file(&self) -> PathBuf {
+        if let Some(s) = &self.schema {
+            return s.clone();
+        }
+        let home = self.home();
+        // The text form first, then Cedar's JSON form under the names the
+        // Cedar CLI's examples use.
+        [
+            "schema.cedarschema",
+            "schema.cedarschema.json",
+            "schema.json",
+        ]
+        .iter()
+        .map(|n| home.join(n))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| home.join("schema.cedarschema"))
+    }
+
+    pub(crate) fn tool_actions(&self) -> Result<Vec<ToolAction>> {
         if self.tools.is_empty() {
             return Ok(Vec::new());
         }
@@ -133,11 +182,11 @@ impl Sources {
         Ok(actions)
     }
 
-    fn engine_sources(&self) -> Result<EngineSources> {
+    pub(crate) fn engine_sources(&self) -> Result<EngineSources> {
         let entities_file = self
             .entities
             .clone()
-            .unwrap_or_else(|| self.dir.join("entities.json"));
+            .unwrap_or_else(|| self.home().join("entities.json"));
         Ok(EngineSources {
             schema_file: self.schema_file(),
             policy_dir: self.dir.clone(),
@@ -146,7 +195,7 @@ impl Sources {
         })
     }
 
-    fn engine(&self) -> Result<PolicyEngine> {
+    pub(crate) fn engine(&self) -> Result<PolicyEngine> {
         let sources = self.engine_sources()?;
         PolicyEngine::load(&sources).map_err(|e| {
             anyhow::anyhow!(
@@ -177,6 +226,12 @@ pub fn run(cmd: PolicyCmd) -> Result<u8> {
             Ok(0)
         }
         PolicyCmd::Fmt { check, src } => fmt(&src.dir, check),
+        PolicyCmd::Prove {
+            properties,
+            with_shadow,
+            src,
+        } => crate::policy_assure::prove(&src, properties.as_deref(), with_shadow),
+        PolicyCmd::Diff { old, new, src } => crate::policy_assure::diff(&old, &new, &src),
         PolicyCmd::Replay {
             candidate,
             since,
