@@ -28,6 +28,9 @@ pub struct Filter {
     pub after_seq: Option<i64>,
     /// At most this many records.
     pub limit: Option<usize>,
+    /// Only decisions that enforcing the `@shadow` policies would have
+    /// changed.
+    pub shadow_differs: bool,
 }
 
 /// What `verify` found.
@@ -61,19 +64,14 @@ impl VerifyReport {
 pub struct AuditReader {
     conn: Connection,
     path: PathBuf,
-    /// [`COLUMNS`], or [`COLUMNS_BEFORE_USAGE`] for an older log.
-    columns: &'static str,
+    /// The columns a record is read from: [`COLUMNS`], with `NULL` for
+    /// those an older log does not have yet.
+    columns: String,
 }
 
 const COLUMNS: &str = "seq, time_us, kind, agent, action, resource, arguments, redacted, session,
     decision, policy_ids, errors, policy_hash, tool_sha256, duration_us, outcome, parent, detail,
-    prev_hash, hash, input_tokens, output_tokens";
-
-/// [`COLUMNS`] for a log no writer has opened since the usage columns were
-/// added: its records have no usage.
-const COLUMNS_BEFORE_USAGE: &str = "seq, time_us, kind, agent, action, resource, arguments,
-    redacted, session, decision, policy_ids, errors, policy_hash, tool_sha256, duration_us,
-    outcome, parent, detail, prev_hash, hash, NULL, NULL";
+    prev_hash, hash";
 
 impl AuditReader {
     /// Opens the log read-only; refuses a path where no log exists.
@@ -93,16 +91,21 @@ impl AuditReader {
             source,
         })?;
         let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-        let columns = match crate::store::has_usage_columns(&conn) {
-            Ok(true) => COLUMNS,
-            Ok(false) => COLUMNS_BEFORE_USAGE,
-            Err(source) => {
-                return Err(AuditError::Sqlite {
-                    path: path.display().to_string(),
-                    source,
-                });
-            }
+        // A log no writer has opened since a column was added lacks it;
+        // its records have none of it.
+        let has = |column: &str| {
+            crate::store::has_column(&conn, column).map_err(|source| AuditError::Sqlite {
+                path: path.display().to_string(),
+                source,
+            })
         };
+        let usage = if has("input_tokens")? {
+            "input_tokens, output_tokens"
+        } else {
+            "NULL, NULL"
+        };
+        let shadow = if has("shadow")? { "shadow" } else { "NULL" };
+        let columns = format!("{COLUMNS}, {usage}, {shadow}");
         Ok(AuditReader {
             conn,
             path: path.to_path_buf(),
@@ -144,6 +147,14 @@ impl AuditReader {
         if let Some(since) = filter.since_us {
             sql.push_str(" AND time_us >= ?");
             args.push(Box::new(since));
+        }
+        if filter.shadow_differs {
+            // A log without the column has no such records.
+            sql.push_str(if self.columns.ends_with("NULL") {
+                " AND 0"
+            } else {
+                " AND shadow IS NOT NULL"
+            });
         }
         if let Some(after) = filter.after_seq {
             sql.push_str(" AND seq > ?");
@@ -326,5 +337,6 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<Record, AuditError>> {
         prev_hash: row.get(18)?,
         hash: row.get(19)?,
         usage: usage(row.get(20)?, row.get(21)?),
+        shadow: row.get(22)?,
     }))
 }

@@ -197,6 +197,9 @@ pub struct Entry {
     pub detail: Option<String>,
     /// For a model call's outcome: the tokens it used.
     pub usage: Option<TokenUsage>,
+    /// For a decision: what enforcing the `@shadow` policies would have
+    /// decided, when that differs.
+    pub shadow: Option<String>,
 }
 
 impl Entry {
@@ -220,6 +223,7 @@ impl Entry {
             parent: None,
             detail: None,
             usage: None,
+            shadow: None,
         }
     }
 
@@ -244,6 +248,7 @@ impl Entry {
         if !decision.allowed {
             entry.detail = Some(decision.explanation.clone());
         }
+        entry.shadow = decision.shadow.clone();
         entry
     }
 
@@ -307,6 +312,10 @@ pub struct Record {
     /// added keep their canonical form, and their hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
+    /// For a decision, what enforcing the `@shadow` policies would have
+    /// decided, when that differs. Written only when present, like `usage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
     /// The previous record's hash (`GENESIS_HASH` for the first).
     pub prev_hash: String,
     /// This record's hash.
@@ -349,6 +358,8 @@ struct CanonicalTail<'a> {
     detail: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<TokenUsage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<&'a str>,
 }
 
 /// A record's canonical JSON after `{"seq":N,`: everything the hash covers
@@ -387,6 +398,7 @@ impl Unsealed {
             // Sealed as SQLite (signed) will hold it, so the stored record
             // still hashes to its chain entry whatever a provider reports.
             usage: entry.usage.map(TokenUsage::storable),
+            shadow: entry.shadow,
             prev_hash: String::new(),
             hash: String::new(),
         })
@@ -494,6 +506,7 @@ impl Record {
             parent: self.parent,
             detail: self.detail.as_deref(),
             usage: self.usage,
+            shadow: self.shadow.as_deref(),
         }
     }
 
@@ -580,6 +593,7 @@ mod tests {
                 input_tokens: n,
                 output_tokens: u64::MAX - n,
             }),
+            shadow: None,
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -636,6 +650,7 @@ mod tests {
             parent: Some(i64::MAX - 1),
             detail: None,
             usage: None,
+            shadow: None,
             prev_hash: "ef".repeat(32),
             hash: String::new(),
         };
@@ -684,6 +699,7 @@ mod usage_tests {
             parent: Some(3),
             detail: detail.map(str::to_string),
             usage,
+            shadow: None,
             prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
         }

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash   TEXT NOT NULL,
     hash        TEXT NOT NULL,
     input_tokens  INTEGER,
-    output_tokens INTEGER
+    output_tokens INTEGER,
+    shadow      TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_agent_time ON audit (agent, time_us);
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time_us);
@@ -88,20 +89,35 @@ fn open_writer(path: &Path) -> Result<Connection, AuditError> {
         .map_err(&err)?;
     conn.execute_batch(SCHEMA).map_err(&err)?;
     add_usage_columns(&conn).map_err(&err)?;
+    add_shadow_column(&conn).map_err(&err)?;
     Ok(conn)
 }
 
 /// Whether the table has the token usage columns (logs created before
 /// they were added do not, until a writer opens them).
 pub(crate) fn has_usage_columns(conn: &Connection) -> rusqlite::Result<bool> {
+    has_column(conn, "input_tokens")
+}
+
+/// Whether the table has column `wanted`.
+pub(crate) fn has_column(conn: &Connection, wanted: &str) -> rusqlite::Result<bool> {
     let mut columns = conn.prepare("SELECT name FROM pragma_table_info('audit')")?;
     let names = columns.query_map([], |r| r.get::<_, String>(0))?;
     for name in names {
-        if name? == "input_tokens" {
+        if name? == wanted {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Adds the `shadow` column to a log created before it existed; the
+/// records already there keep NULL, which is what they hashed.
+fn add_shadow_column(conn: &Connection) -> rusqlite::Result<()> {
+    if has_column(conn, "shadow")? {
+        return Ok(());
+    }
+    conn.execute_batch("ALTER TABLE audit ADD COLUMN shadow TEXT;")
 }
 
 /// Adds the token usage columns to a log created before they existed.
@@ -252,9 +268,9 @@ impl Store {
                     "INSERT INTO audit (seq, time_us, kind, agent, action, resource, arguments,
                      redacted, session, decision, policy_ids, errors, policy_hash, tool_sha256,
                      duration_us, outcome, parent, detail, prev_hash, hash, input_tokens,
-                     output_tokens)
+                     output_tokens, shadow)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                     ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                     ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
                 )
                 .map_err(&err)?;
             for (i, record) in records.iter().enumerate() {
@@ -288,6 +304,7 @@ impl Store {
                         record.hash,
                         record.usage.map(|u| u.storable().input_tokens as i64),
                         record.usage.map(|u| u.storable().output_tokens as i64),
+                        record.shadow,
                     ])
                     .map_err(&err)?;
             }
@@ -416,6 +433,7 @@ mod tests {
                 input_tokens: 3,
                 output_tokens: u64::MAX,
             }),
+            shadow: None,
             prev_hash: "x".into(),
             hash: format!("h{seq}"),
         };

@@ -311,6 +311,7 @@ fn sealed(head: (i64, String), count: i64) -> Vec<Record> {
             parent: None,
             detail: None,
             usage: None,
+            shadow: None,
             prev_hash: prev.clone(),
             hash: String::new(),
         };

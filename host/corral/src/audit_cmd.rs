@@ -56,6 +56,10 @@ pub enum AuditCmd {
         /// Only records younger than this: 90s, 15m, 1h, 7d.
         #[arg(long)]
         since: Option<String>,
+        /// Only decisions that enforcing the @shadow policies would have
+        /// changed.
+        #[arg(long)]
+        shadow_differs: bool,
         #[arg(long)]
         limit: Option<usize>,
         /// One JSON object per line.
@@ -182,12 +186,14 @@ pub fn run(cmd: AuditCmd) -> Result<u8> {
             kind,
             parent,
             since,
+            shadow_differs,
             limit,
             json,
             log,
         } => {
             let reader = AuditReader::open(&log.path)?;
             let filter = Filter {
+                shadow_differs,
                 agent,
                 action: tool,
                 verdict: decision.map(|d| match d {
@@ -266,7 +272,7 @@ fn print_record(r: &Record, json: bool) -> Result<()> {
         )?,
         kind => writeln!(
             out,
-            "#{} {time} {:<10} {} {} {} {} [{}] {}{}",
+            "#{} {time} {:<10} {} {} {} {} [{}] {}{}{}{}",
             r.seq,
             kind.as_str(),
             r.agent,
@@ -277,6 +283,15 @@ fn print_record(r: &Record, json: bool) -> Result<()> {
             r.arguments,
             r.parent
                 .map(|p| format!(" (call #{p})"))
+                .unwrap_or_default(),
+            // A denial's reason, down to the condition that decided it.
+            r.detail
+                .as_deref()
+                .map(|d| format!("\n    why: {d}"))
+                .unwrap_or_default(),
+            r.shadow
+                .as_deref()
+                .map(|s| format!("\n    shadow differs: {s}"))
                 .unwrap_or_default(),
         )?,
     }

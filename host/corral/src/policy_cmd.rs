@@ -52,6 +52,10 @@ pub enum PolicyCmd {
         /// The context as JSON; `common` is filled in when missing.
         #[arg(long, default_value = "{}")]
         context: String,
+        /// For a denial, show each policy's condition that decided it and
+        /// the values it compared.
+        #[arg(long)]
+        explain: bool,
         #[command(flatten)]
         src: Sources,
     },
@@ -252,10 +256,17 @@ pub fn run(cmd: PolicyCmd) -> Result<u8> {
             action,
             resource,
             context,
+            explain,
             src,
         } => {
             let engine = src.engine()?;
-            check(&engine, &agent, &action, resource.as_deref(), &context)
+            let request = CheckRequest {
+                agent: &agent,
+                action: &action,
+                resource: resource.as_deref(),
+                context: &context,
+            };
+            check(&engine, &request, explain)
         }
         PolicyCmd::Test { files, src } => {
             let engine = src.engine()?;
@@ -333,13 +344,21 @@ fn with_common(mut context: Value) -> Result<Value> {
     Ok(context)
 }
 
-fn check(
-    engine: &PolicyEngine,
-    agent: &str,
-    action: &str,
-    resource: Option<&str>,
-    context: &str,
-) -> Result<u8> {
+/// The request `corral policy check` decides.
+struct CheckRequest<'a> {
+    agent: &'a str,
+    action: &'a str,
+    resource: Option<&'a str>,
+    context: &'a str,
+}
+
+fn check(engine: &PolicyEngine, request: &CheckRequest<'_>, explain: bool) -> Result<u8> {
+    let CheckRequest {
+        agent,
+        action,
+        resource,
+        context,
+    } = *request;
     let context: Value = serde_json::from_str(context).context("--context is not valid JSON")?;
     let context = with_common(context)?;
     let resource = match resource {
@@ -408,6 +427,20 @@ fn check(
                 .map(|l| format!(" ({l})"))
                 .unwrap_or_default();
             println!("    {id}{at}");
+        }
+    }
+    if decision.verdict() == "deny" {
+        if explain {
+            println!("  why, condition by condition:");
+            for f in &decision.findings {
+                let at = engine
+                    .policy_location(&f.policy_id)
+                    .map(|l| format!("\n      at {l}"))
+                    .unwrap_or_default();
+                println!("    {f}{at}");
+            }
+        } else if !decision.findings.is_empty() {
+            println!("  (--explain shows the condition of each policy that decided it)");
         }
     }
     println!("  policy set: {}", decision.policy_set_hash);

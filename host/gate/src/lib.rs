@@ -228,6 +228,9 @@ pub struct DecisionSummary {
     pub policy_set_hash: String,
     /// One line a person can read, for the record of a denial.
     pub explanation: String,
+    /// Set when enforcing the `@shadow` policies would have decided
+    /// otherwise: what they would have decided, and by which policies.
+    pub shadow: Option<String>,
 }
 
 /// The gate's answer.

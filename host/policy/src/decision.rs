@@ -3,6 +3,11 @@
 //! be put to the policies at all.
 
 use crate::approval::ApprovalNeeded;
+use crate::explain::Finding;
+
+/// How many findings the one-line explanation (the agent's denial text,
+/// the record's detail) shows.
+const MAX_FINDINGS_SHOWN: usize = 5;
 
 /// An evaluation error in one policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +46,32 @@ pub struct Decision {
     pub errors: Vec<PolicyError>,
     /// Identity of the policy set that decided.
     pub policy_set_hash: String,
+    /// For a denial, why, in the terms of the policy text; empty for
+    /// anything else (computed only when a request is denied).
+    pub findings: Vec<Finding>,
+    /// Set when enforcing the `@shadow` policies would have decided
+    /// otherwise.
+    pub shadow: Option<ShadowVerdict>,
+}
+
+/// What the policy set with its `@shadow` policies enforced would have
+/// decided, when that differs from the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowVerdict {
+    /// `allow`, `deny` or `ask`.
+    pub verdict: &'static str,
+    /// The policies that would have decided.
+    pub policy_ids: Vec<String>,
+}
+
+impl std::fmt::Display for ShadowVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "with shadow policies enforced: {}", self.verdict)?;
+        if !self.policy_ids.is_empty() {
+            write!(f, " by {}", self.policy_ids.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 impl Decision {
@@ -68,15 +99,33 @@ impl Decision {
             } else {
                 self.explain()
             },
+            shadow: self.shadow.as_ref().map(ShadowVerdict::to_string),
         }
     }
 
-    /// One line a person can read.
+    /// One line a person can read: for a denial, down to the condition.
     pub fn explain(&self) -> String {
+        let why = if self.findings.is_empty() {
+            String::new()
+        } else {
+            let mut list: Vec<String> = self
+                .findings
+                .iter()
+                .take(MAX_FINDINGS_SHOWN)
+                .map(Finding::to_string)
+                .collect();
+            if self.findings.len() > MAX_FINDINGS_SHOWN {
+                list.push(format!(
+                    "{} more (`corral policy check --explain` lists them)",
+                    self.findings.len() - MAX_FINDINGS_SHOWN
+                ));
+            }
+            format!(" — {}", list.join("; "))
+        };
         if !self.errors.is_empty() {
             let list: Vec<String> = self.errors.iter().map(PolicyError::to_string).collect();
             return format!(
-                "denied because evaluating a policy failed (fail closed): {}",
+                "denied because evaluating a policy failed (fail closed): {}{why}",
                 list.join("; ")
             );
         }
@@ -85,8 +134,8 @@ impl Decision {
         }
         match (self.allowed, self.policy_ids.is_empty()) {
             (true, _) => format!("allowed by {}", self.policy_ids.join(", ")),
-            (false, true) => "denied: no permit matched".to_string(),
-            (false, false) => format!("denied by {}", self.policy_ids.join(", ")),
+            (false, true) => format!("denied: no permit matched{why}"),
+            (false, false) => format!("denied by {}{why}", self.policy_ids.join(", ")),
         }
     }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Request, Response,
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicySet, Request,
+    Response,
 };
 use serde_json::{Value, json};
 
@@ -45,6 +46,9 @@ pub struct PolicyEngine {
     entities: Entities,
     tools: BTreeMap<String, ToolAction>,
     authorizer: Authorizer,
+    /// The set with its `@shadow` policies enforced; `None` when there are
+    /// none, so that a set without them pays nothing.
+    with_shadow: Option<PolicySet>,
     /// agent → tool → its call's candidates, context-free ones decided:
     /// built on an agent's first call of a tool, valid for this engine's
     /// life (a reload builds a new engine).
@@ -133,7 +137,9 @@ impl PolicyEngine {
             }])
         })?;
         let index = PolicyIndex::new(&policies.set);
+        let with_shadow = (!policies.shadow.is_empty()).then(|| policies.with_shadow());
         Ok(PolicyEngine {
+            with_shadow,
             schema,
             index,
             policies,
@@ -295,17 +301,30 @@ impl PolicyEngine {
                 return Ok(refusal);
             }
         };
-        let response = if scoped.needs_context() {
+        let (response, request) = if scoped.needs_context() {
             let request = self.tool_request(agent, tool, input, common)?;
-            scoped.decide(Some(&request), &self.authorizer, &self.entities)
+            let response = scoped.decide(Some(&request), &self.authorizer, &self.entities);
+            (response, Some(request))
         } else {
             action.input.check(input, "input").map_err(invalid)?;
-            scoped.decide(None, &self.authorizer, &self.entities)
+            let response = scoped.decide(None, &self.authorizer, &self.entities);
+            (response, None)
         };
-        Ok(match response {
+        let decision = match response {
             Ok(r) => self.decision(&r),
-            Err(e) => self.refuse(e.to_string()),
-        })
+            Err(e) => return Ok(self.refuse(e.to_string())),
+        };
+        if decision.verdict() != "deny" && self.with_shadow.is_none() {
+            return Ok(decision);
+        }
+        // A denial, or a set with shadow policies: now, and only now, the
+        // request is built if the fast path did without it.
+        let request = match request {
+            Some(r) => r,
+            None => self.tool_request(agent, tool, input, common)?,
+        };
+        let decision = self.shadowed(decision, &request, &self.entities);
+        Ok(self.explained(decision, &request, &self.entities))
     }
 
     /// `tool_calls`' entry for `agent` and `tool`, built if missing; a
@@ -489,9 +508,60 @@ impl PolicyEngine {
             return self.refuse(format!("unknown principal {p}"));
         }
         match self.evaluate(request, entities) {
-            Ok(response) => self.decision(&response),
+            Ok(response) => {
+                let decision = self.shadowed(self.decision(&response), request, entities);
+                self.explained(decision, request, entities)
+            }
             Err(e) => self.refuse(e.to_string()),
         }
+    }
+
+    /// `decision` with what the set would have decided with its `@shadow`
+    /// policies enforced, when that differs. Only a set with shadow
+    /// policies evaluates anything more.
+    fn shadowed(&self, mut decision: Decision, request: &Request, entities: &Entities) -> Decision {
+        let Some(with_shadow) = &self.with_shadow else {
+            return decision;
+        };
+        let response = self
+            .authorizer
+            .is_authorized(request, with_shadow, entities);
+        let would = self.decision(&response);
+        if would.verdict() != decision.verdict() {
+            decision.shadow = Some(crate::decision::ShadowVerdict {
+                verdict: would.verdict(),
+                policy_ids: would.policy_ids,
+            });
+        }
+        decision
+    }
+
+    /// `decision` with its findings when it is a denial the policies made
+    /// (a refusal before them has its reason already): the only place the
+    /// explanation is computed, so allowed calls never pay for it.
+    fn explained(
+        &self,
+        mut decision: Decision,
+        request: &Request,
+        entities: &Entities,
+    ) -> Decision {
+        if decision.verdict() != "deny" {
+            return decision;
+        }
+        let (Some(p), Some(a), Some(r)) =
+            (request.principal(), request.action(), request.resource())
+        else {
+            return decision;
+        };
+        let candidates = self.index.candidates(p, a, r, entities);
+        decision.findings = crate::explain::explain_denial(
+            request,
+            entities,
+            candidates.iter().filter_map(|i| self.index.policy(*i)),
+            self.policies.set.policies(),
+            &decision.policy_ids,
+        );
+        decision
     }
 
     /// A deny that no policy made: the request could not be put to Cedar,
@@ -507,6 +577,8 @@ impl PolicyEngine {
                 message: message.into(),
             }],
             policy_set_hash: self.policies.hash.clone(),
+            findings: Vec::new(),
+            shadow: None,
         }
     }
 
@@ -569,6 +641,8 @@ impl PolicyEngine {
                 approval: None,
                 errors,
                 policy_set_hash: self.policies.hash.clone(),
+                findings: Vec::new(),
+                shadow: None,
             };
         }
         if cedar_allowed && !plain_permit {
@@ -587,6 +661,8 @@ impl PolicyEngine {
                 approval: Some(ApprovalNeeded { policies }),
                 errors: Vec::new(),
                 policy_set_hash: self.policies.hash.clone(),
+                findings: Vec::new(),
+                shadow: None,
             };
         }
         if plain_permit {
@@ -599,6 +675,8 @@ impl PolicyEngine {
             approval: None,
             errors: Vec::new(),
             policy_set_hash: self.policies.hash.clone(),
+            findings: Vec::new(),
+            shadow: None,
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct CapabilityDecision {
     pub errors: Vec<String>,
     /// The hash of the set that decided.
     pub policy_set_hash: String,
+    /// What enforcing the `@shadow` policies would have decided, when that
+    /// differs.
+    pub shadow: Option<String>,
 }
 
 impl CapabilityDecision {
@@ -58,6 +61,7 @@ impl CapabilityDecision {
                 GateDecision::Deny(d) => d.reason.clone(),
                 GateDecision::Allow => String::new(),
             },
+            shadow: self.shadow.clone(),
         }
     }
 }
@@ -77,6 +81,7 @@ impl CedarGate {
             policy_ids: Vec::new(),
             errors: Vec::new(),
             policy_set_hash: engine.policy_set_hash().to_string(),
+            shadow: None,
         }
     }
 
@@ -98,6 +103,7 @@ impl CedarGate {
             policy_ids: Vec::new(),
             errors: Vec::new(),
             policy_set_hash: engine.policy_set_hash().to_string(),
+            shadow: None,
         };
         let request = match engine.request(
             uid("Agent", &caller.agent),
@@ -127,6 +133,7 @@ impl CedarGate {
                 policy_ids: decision.policy_ids.clone(),
             });
         }
+        out.shadow = decision.shadow.as_ref().map(ToString::to_string);
         out.policy_ids = decision.policy_ids;
         out
     }

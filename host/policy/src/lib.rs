@@ -10,6 +10,7 @@
 //! - [`engine`]: fail-closed decisions ([`decision`]) that name their
 //!   deciding policies and the policy-set hash, over requests built from
 //!   [`request`]'s parts.
+//! - [`explain`]: a denial explained down to the condition that failed.
 //! - [`approval`]: `@approval` permits, which make a request an ask.
 //! - [`provenance`]: each tool's publisher, digest and source as the
 //!   attributes of its `Tool` and `Plugin` entities.
@@ -22,6 +23,7 @@
 pub mod approval;
 mod decision;
 mod engine;
+pub mod explain;
 mod gate;
 mod index;
 mod load;
@@ -32,7 +34,7 @@ mod schema;
 mod store;
 
 pub use approval::{ApprovalNeeded, Approvers, AskingPolicy};
-pub use decision::{Decision, PolicyError, RequestError};
+pub use decision::{Decision, PolicyError, RequestError, ShadowVerdict};
 pub use engine::{ApproveRequest, EngineSources, PolicyEngine};
 pub use gate::{CapabilityDecision, CedarGate};
 pub use index::{IndexError, PolicyIndex};

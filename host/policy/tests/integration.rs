@@ -4,3 +4,4 @@
 mod approval;
 mod differential;
 mod engine;
+mod explain;
