@@ -7,10 +7,9 @@ use anyhow::{Context, Result, bail};
 use cedar_policy::EntityUid;
 use clap::{Args, Subcommand};
 use corral_policy::{
-    CombinedSchema, Common, EngineSources, PolicyEngine, ToolAction, read_entities,
+    CombinedSchema, Common, EngineSources, PolicyEngine, PolicyIds, ToolAction, read_entities,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::exit;
 
@@ -125,6 +124,11 @@ pub struct Sources {
     /// A tool component whose tools become typed actions (repeatable).
     #[arg(long = "tool", value_name = "FILE.wasm")]
     tools: Vec<PathBuf>,
+    /// Name a policy without @id by its position (policy0, policy1, …) as
+    /// the Cedar CLI does, for a set written for plain Cedar. `policy
+    /// test` always does; `corral up` never does.
+    #[arg(long)]
+    cedar_ids: bool,
 }
 
 impl Sources {
@@ -200,14 +204,34 @@ impl Sources {
     }
 
     pub(crate) fn engine(&self) -> Result<PolicyEngine> {
+        self.engine_with(if self.cedar_ids {
+            PolicyIds::Positional
+        } else {
+            PolicyIds::Required
+        })
+    }
+
+    /// The engine, naming policies as `ids` says; warns when any policy
+    /// was named by position.
+    pub(crate) fn engine_with(&self, ids: PolicyIds) -> Result<PolicyEngine> {
         let sources = self.engine_sources()?;
-        PolicyEngine::load(&sources).map_err(|e| {
+        let engine = PolicyEngine::load_with(&sources, ids).map_err(|e| {
             anyhow::anyhow!(
                 "{e}\n{} problem(s) in {}; fix them and run `corral policy validate` again",
                 e.0.len(),
                 self.dir.display()
             )
-        })
+        })?;
+        let unnamed = &engine.policies().unnamed;
+        if !unnamed.is_empty() {
+            eprintln!(
+                "warning: {} of the policies in {} have no @id and are named by position ({}), as the Cedar CLI names them; `corral up` refuses such a set: give each policy an @id before using it",
+                unnamed.len(),
+                self.dir.display(),
+                unnamed.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(engine)
     }
 }
 
@@ -269,11 +293,11 @@ pub fn run(cmd: PolicyCmd) -> Result<u8> {
             check(&engine, &request, explain)
         }
         PolicyCmd::Test { files, src } => {
-            let engine = src.engine()?;
+            let engine = src.engine_with(PolicyIds::Positional)?;
             let mut failed = 0;
             let mut passed = 0;
             for file in &files {
-                let (p, f) = run_test_file(&engine, &src, file)?;
+                let (p, f) = crate::policy_test_cmd::run_test_file(&engine, &src, file)?;
                 passed += p;
                 failed += f;
             }
@@ -328,7 +352,7 @@ fn fmt(dir: &Path, check: bool) -> Result<u8> {
     Ok(0)
 }
 
-fn parse_uid(text: &str, what: &str) -> Result<EntityUid> {
+pub(crate) fn parse_uid(text: &str, what: &str) -> Result<EntityUid> {
     EntityUid::from_str(text).map_err(|e| {
         anyhow::anyhow!("{what} `{text}` is not a Cedar entity uid like Type::\"id\": {e}")
     })
@@ -449,157 +473,4 @@ fn check(engine: &PolicyEngine, request: &CheckRequest<'_>, explain: bool) -> Re
         "ask" => exit::ASKS,
         _ => exit::DENIED,
     })
-}
-
-/// One case of the Cedar CLI's `run-tests` format.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TestCase {
-    name: String,
-    request: TestRequest,
-    /// Entities for this case; Corral's entities file when omitted.
-    #[serde(default)]
-    entities: Option<Value>,
-    decision: TestDecision,
-    /// Corral's extension: the request is allowed only by `@approval`
-    /// permits, so Corral asks a person. Cedar's own `decision` for it is
-    /// `allow` (the approval permits are permits).
-    #[serde(default)]
-    ask: bool,
-    /// Expected deciding policies: each must be among the actual ones.
-    #[serde(default)]
-    reason: Vec<String>,
-    num_errors: usize,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TestRequest {
-    principal: String,
-    action: String,
-    resource: String,
-    #[serde(default)]
-    context: Value,
-}
-
-#[derive(Deserialize, PartialEq, Eq, Clone, Copy, Debug)]
-#[serde(rename_all = "lowercase")]
-enum TestDecision {
-    Allow,
-    Deny,
-}
-
-fn run_test_file(engine: &PolicyEngine, src: &Sources, file: &Path) -> Result<(usize, usize)> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let cases: Vec<TestCase> = serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{}:{}:{}: not a run-tests file: {e}",
-            file.display(),
-            e.line(),
-            e.column()
-        )
-    })?;
-    println!("{}", file.display());
-    let (mut passed, mut failed) = (0, 0);
-    for case in cases {
-        let own;
-        let engine = match &case.entities {
-            None => engine,
-            Some(entities) => {
-                let mut sources = src.engine_sources()?;
-                sources.entities = entities.clone();
-                own = PolicyEngine::load(&sources).map_err(|e| {
-                    anyhow::anyhow!("{}: case `{}`: {e}", file.display(), case.name)
-                })?;
-                &own
-            }
-        };
-        let result = (|| -> Result<corral_policy::Decision> {
-            let req = engine
-                .request(
-                    parse_uid(&case.request.principal, "principal")?,
-                    parse_uid(&case.request.action, "action")?,
-                    parse_uid(&case.request.resource, "resource")?,
-                    if case.request.context.is_null() {
-                        json!({})
-                    } else {
-                        case.request.context.clone()
-                    },
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(engine.authorize(&req))
-        })();
-        let verdict = match result {
-            Err(e) => Err(format!("request is invalid: {e}")),
-            Ok(d) => {
-                let got = d.verdict();
-                let expected = match (case.decision, case.ask) {
-                    (TestDecision::Allow, false) => "allow",
-                    (TestDecision::Deny, false) => "deny",
-                    (TestDecision::Allow, true) => "ask",
-                    (TestDecision::Deny, true) => {
-                        anyhow::bail!(
-                            "{}: case `{}`: \"ask\": true needs \"decision\": \"allow\" (Cedar allows a request that Corral asks about)",
-                            file.display(),
-                            case.name
-                        )
-                    }
-                };
-                let missing: Vec<&String> = case
-                    .reason
-                    .iter()
-                    .filter(|r| !d.policy_ids.contains(r))
-                    .collect();
-                if got != expected {
-                    Err(format!(
-                        "expected {}, got {} ({})",
-                        titled(expected),
-                        titled(got),
-                        d.explain()
-                    ))
-                } else if !missing.is_empty() {
-                    Err(format!(
-                        "expected deciding policies {missing:?} among {:?}",
-                        d.policy_ids
-                    ))
-                } else if d.errors.len() != case.num_errors {
-                    Err(format!(
-                        "expected {} errors, got {}: {:?}",
-                        case.num_errors,
-                        d.errors.len(),
-                        d.errors
-                    ))
-                } else {
-                    Ok(d.policy_ids)
-                }
-            }
-        };
-        match verdict {
-            Ok(ids) => {
-                passed += 1;
-                let by = if ids.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", ids.join(", "))
-                };
-                println!("  PASS {}{by}", case.name);
-            }
-            Err(why) => {
-                failed += 1;
-                println!("  FAIL {}: {why}", case.name);
-            }
-        }
-    }
-    Ok((passed, failed))
-}
-
-/// A verdict as test results have always printed it: `Allow`, `Deny`,
-/// `Ask`.
-fn titled(verdict: &str) -> String {
-    let mut chars = verdict.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }

@@ -4,6 +4,7 @@
 mod approvals;
 mod assistant;
 mod assistant_docker;
+mod assurance;
 mod broker_cli;
 mod cli;
 mod hardening;

@@ -5,19 +5,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicySet, Request,
-    Response,
-};
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request, Response};
 use serde_json::{Value, json};
 
-use crate::approval::{ApprovalNeeded, Approvers, AskingPolicy};
-use crate::decision::{Decision, PolicyError, RequestError};
+use crate::approval::Approvers;
+use crate::decision::{Decision, RequestError};
 use crate::index::{IndexError, PolicyIndex, Scoped};
 use crate::load::{CombinedSchema, LoadErrors, Problem};
 use crate::loaded::{LoadedPolicies, PolicyIds, load_policies_with, read_policy_dir};
 use crate::request::{Common, RequestEntity, uid};
 use crate::schema::ToolAction;
+
+mod outcome;
 
 /// The `approve` action's request: a person answering an agent's call.
 #[derive(Debug, Clone)]
@@ -516,72 +515,6 @@ impl PolicyEngine {
         }
     }
 
-    /// `decision` with what the set would have decided with its `@shadow`
-    /// policies enforced, when that differs. Only a set with shadow
-    /// policies evaluates anything more.
-    fn shadowed(&self, mut decision: Decision, request: &Request, entities: &Entities) -> Decision {
-        let Some(with_shadow) = &self.with_shadow else {
-            return decision;
-        };
-        let response = self
-            .authorizer
-            .is_authorized(request, with_shadow, entities);
-        let would = self.decision(&response);
-        if would.verdict() != decision.verdict() {
-            decision.shadow = Some(crate::decision::ShadowVerdict {
-                verdict: would.verdict(),
-                policy_ids: would.policy_ids,
-            });
-        }
-        decision
-    }
-
-    /// `decision` with its findings when it is a denial the policies made
-    /// (a refusal before them has its reason already): the only place the
-    /// explanation is computed, so allowed calls never pay for it.
-    fn explained(
-        &self,
-        mut decision: Decision,
-        request: &Request,
-        entities: &Entities,
-    ) -> Decision {
-        if decision.verdict() != "deny" {
-            return decision;
-        }
-        let (Some(p), Some(a), Some(r)) =
-            (request.principal(), request.action(), request.resource())
-        else {
-            return decision;
-        };
-        let candidates = self.index.candidates(p, a, r, entities);
-        decision.findings = crate::explain::explain_denial(
-            request,
-            entities,
-            candidates.iter().filter_map(|i| self.index.policy(*i)),
-            self.policies.set.policies(),
-            &decision.policy_ids,
-        );
-        decision
-    }
-
-    /// A deny that no policy made: the request could not be put to Cedar,
-    /// or failed before it. `message` is the reason; the current set's hash
-    /// is recorded as for any decision.
-    pub fn refuse(&self, message: impl Into<String>) -> Decision {
-        Decision {
-            allowed: false,
-            policy_ids: Vec::new(),
-            approval: None,
-            errors: vec![PolicyError {
-                policy_id: String::new(),
-                message: message.into(),
-            }],
-            policy_set_hash: self.policies.hash.clone(),
-            findings: Vec::new(),
-            shadow: None,
-        }
-    }
-
     /// Cedar's own response over the indexed subset: identical to
     /// `is_authorized` over the whole set (see `tests/differential.rs`).
     pub fn authorize_raw(&self, request: &Request) -> Result<Response, IndexError> {
@@ -599,84 +532,5 @@ impl PolicyEngine {
         let candidates = self.index.candidates(p, a, r, entities);
         let subset = self.index.subset(&candidates)?;
         Ok(self.authorizer.is_authorized(request, &subset, entities))
-    }
-
-    fn decision(&self, response: &Response) -> Decision {
-        let mut errors: Vec<PolicyError> = response
-            .diagnostics()
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => PolicyError {
-                    policy_id: pe.policy_id().to_string(),
-                    message: pe.inner().to_string(),
-                },
-            })
-            .collect();
-        // Cedar's order of errors follows its set's internal order; sorted,
-        // the same decision always reads the same.
-        errors.sort_by(|a, b| (&a.policy_id, &a.message).cmp(&(&b.policy_id, &b.message)));
-        let mut reasons: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(|id| id.to_string())
-            .collect();
-        reasons.sort();
-        reasons.dedup();
-        let cedar_allowed = response.decision() == CedarDecision::Allow;
-        let approvals = &self.policies.approvals;
-        // Reasons of an allow are the satisfied permits.
-        let plain_permit = cedar_allowed && reasons.iter().any(|id| !approvals.contains_key(id));
-        // An error in an approval permit does not matter when a plain
-        // permit allows (step 1 leaves approval permits out); any other
-        // error denies.
-        let errors_ignored =
-            plain_permit && errors.iter().all(|e| approvals.contains_key(&e.policy_id));
-        let errors_matter = !errors.is_empty() && !errors_ignored;
-        if errors_matter {
-            let mut policy_ids: Vec<String> = errors.iter().map(|e| e.policy_id.clone()).collect();
-            policy_ids.dedup();
-            return Decision {
-                allowed: false,
-                policy_ids,
-                approval: None,
-                errors,
-                policy_set_hash: self.policies.hash.clone(),
-                findings: Vec::new(),
-                shadow: None,
-            };
-        }
-        if cedar_allowed && !plain_permit {
-            let policies = reasons
-                .iter()
-                .filter_map(|id| {
-                    approvals.get(id).map(|approvers| AskingPolicy {
-                        policy_id: id.clone(),
-                        approvers: approvers.clone(),
-                    })
-                })
-                .collect();
-            return Decision {
-                allowed: false,
-                policy_ids: reasons,
-                approval: Some(ApprovalNeeded { policies }),
-                errors: Vec::new(),
-                policy_set_hash: self.policies.hash.clone(),
-                findings: Vec::new(),
-                shadow: None,
-            };
-        }
-        if plain_permit {
-            // Only the permits that allow without asking decided.
-            reasons.retain(|id| !approvals.contains_key(id));
-        }
-        Decision {
-            allowed: cedar_allowed,
-            policy_ids: reasons,
-            approval: None,
-            errors: Vec::new(),
-            policy_set_hash: self.policies.hash.clone(),
-            findings: Vec::new(),
-            shadow: None,
-        }
     }
 }

@@ -200,7 +200,7 @@ pub fn load_policies_with(
                         location: Some(origin.start()),
                         policy_id: None,
                         message: "policy has no @id annotation".into(),
-                        help: Some("every policy starts with @id(\"a-unique-name\"); the id is what decisions and audit records cite".into()),
+                        help: Some("every policy starts with @id(\"a-unique-name\"); the id is what decisions and audit records cite (a set written for plain Cedar runs in `corral policy test`, or with --cedar-ids, named by position)".into()),
                     });
                     continue;
                 }
