@@ -100,6 +100,8 @@ fn the_dependency_graph_is_the_architecture() {
         ("corral-audit", "cedar-policy"),
         ("corral-channels", "wasmtime"),
         ("corral-approvals", "wasmtime"),
+        ("corral-assurance", "wasmtime"),
+        ("corral-policy", "cedar-policy-symcc"),
         ("corral-models", "wasmtime"),
         ("corral-models", "cedar-policy"),
         ("corral-gate", "cedar-policy"),

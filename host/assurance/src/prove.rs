@@ -111,7 +111,7 @@ pub fn prove(prover: &mut Prover, subject: &Subject, property: &Property) -> Pro
         for c in subject
             .compiled
             .iter()
-            .filter(|c| applies.iter().any(|e| *e == c.env))
+            .filter(|c| applies.contains(&c.env))
         {
             request_types += 1;
             // Only the requests the broker can make: see `broker_invariant`.

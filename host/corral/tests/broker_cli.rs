@@ -248,6 +248,78 @@ fn audit_commands_show_and_verify_what_the_broker_recorded() {
 }
 
 #[test]
+fn denials_are_explained_and_shadow_policies_only_recorded() {
+    let env = Env::new();
+    // A shadow forbid on the reporter's echo: tried, watched, never
+    // enforced.
+    std::fs::write(
+        env.path("policies/shadow.cedar"),
+        "@id(\"shadow-no-echo-for-batch\")\n@shadow\nforbid (principal in Team::\"batch\", action == Action::\"echo\", resource);\n",
+    )
+    .unwrap();
+    let broker = env.broker(&[]);
+    let mut r = McpClient::ready(broker.socket("reporter"));
+    let mut a = McpClient::ready(broker.socket("assistant"));
+    assert!(
+        !is_error(&r.call_tool("echo", json!({"message": "still allowed"}))),
+        "a shadow policy does not decide"
+    );
+    assert!(!is_error(
+        &a.call_tool("echo", json!({"message": "same either way"}))
+    ));
+    let denied = a.call_tool("files_write", json!({"path": "docs/a.md", "content": "x"}));
+    assert!(is_error(&denied));
+    let said = denied.to_string();
+    assert!(
+        said.contains("files-write-notes-only: `context.input.path like \\\"notes/*\\\"` is false (context.input.path is \\\"docs/a.md\\\")"),
+        "the agent is told which condition failed: {said}"
+    );
+    drop((a, r));
+    broker.stop();
+
+    let out = env.corral(&[
+        "audit",
+        "query",
+        "--audit",
+        &env.audit(),
+        "--shadow-differs",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "only the reporter's echo differs: {rows:?}");
+    assert_eq!(rows[0]["agent"], "reporter");
+    assert_eq!(rows[0]["decision"], "allow");
+    assert_eq!(
+        rows[0]["shadow"],
+        "with shadow policies enforced: deny by shadow-no-echo-for-batch"
+    );
+
+    let out = env.corral(&[
+        "audit",
+        "query",
+        "--audit",
+        &env.audit(),
+        "--decision",
+        "deny",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("why: denied: no permit matched — files-write-notes-only: `context.input.path like \"notes/*\"` is false"),
+        "{stdout}"
+    );
+    let out = env.corral(&["audit", "verify", "--audit", &env.audit()]);
+    assert!(
+        out.status.success(),
+        "records with a shadow verdict chain like any: {}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn replay_lists_exactly_the_decisions_an_edit_flips() {
     let env = Env::new();
     let broker = env.broker(&[]);

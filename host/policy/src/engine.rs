@@ -297,7 +297,7 @@ impl PolicyEngine {
             Ok(s) => s,
             Err(refusal) => {
                 action.input.check(input, "input").map_err(invalid)?;
-                return Ok(refusal);
+                return Ok(*refusal);
             }
         };
         let (response, request) = if scoped.needs_context() {
@@ -328,7 +328,7 @@ impl PolicyEngine {
 
     /// `tool_calls`' entry for `agent` and `tool`, built if missing; a
     /// refusal for an unknown agent, as [`Self::authorize`] gives.
-    fn scoped_tool_call(&self, agent: &str, tool: &str) -> Result<Arc<Scoped>, Decision> {
+    fn scoped_tool_call(&self, agent: &str, tool: &str) -> Result<Arc<Scoped>, Box<Decision>> {
         if let Ok(cache) = self.tool_calls.read()
             && let Some(s) = cache.get(agent).and_then(|by_tool| by_tool.get(tool))
         {
@@ -336,7 +336,7 @@ impl PolicyEngine {
         }
         let principal = uid("Agent", agent);
         if self.entities.ancestors(&principal).is_none() {
-            return Err(self.refuse(format!("unknown principal {principal}")));
+            return Err(Box::new(self.refuse(format!("unknown principal {principal}"))));
         }
         let scoped = self
             .index
@@ -348,7 +348,7 @@ impl PolicyEngine {
                 &self.authorizer,
             )
             .map(Arc::new)
-            .map_err(|e| self.refuse(e.to_string()))?;
+            .map_err(|e| Box::new(self.refuse(e.to_string())))?;
         if let Ok(mut cache) = self.tool_calls.write() {
             if cache.values().map(HashMap::len).sum::<usize>() >= MAX_SCOPED_TOOL_CALLS {
                 cache.clear();
