@@ -365,12 +365,18 @@ impl LoadClient {
 
     /// One `tools/call` of echo; panics unless it succeeded.
     fn echo(&mut self) {
+        self.call(r#"{"name":"echo","arguments":{"message":"hello"}}"#, false);
+    }
+
+    /// One `tools/call` with `params`; panics unless it failed exactly when
+    /// `denied` says it must.
+    fn call(&mut self, params: &str, denied: bool) {
         use std::io::BufRead;
         self.next_id += 1;
         self.request.clear();
         writeln!(
             self.request,
-            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"message\":\"hello\"}}}}}}",
+            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{params}}}",
             self.next_id
         )
         .unwrap();
@@ -380,12 +386,34 @@ impl LoadClient {
         let answer: Answer = serde_json::from_str(&self.line)
             .unwrap_or_else(|e| panic!("not an answer ({e}): {}", self.line));
         assert!(
-            answer.id == self.next_id && answer.result.is_some_and(|r| !r.is_error),
-            "call {} failed: {}",
+            answer.id == self.next_id && answer.result.is_some_and(|r| r.is_error == denied),
+            "call {} did not end as expected (denied: {denied}): {}",
             self.next_id,
             self.line
         );
     }
+}
+
+/// Sequential denied calls: `files_write` outside notes/ (a permit in scope
+/// whose condition is false) and `http_get` by a batch agent (no permit in
+/// scope, so every permit of the action is looked at), alternately.
+fn sequential_denied(socket: &Path) -> Latency {
+    let mut c = LoadClient::ready(socket);
+    let calls = [
+        r#"{"name":"files_write","arguments":{"path":"docs/a.md","content":"x"}}"#,
+        r#"{"name":"http_get","arguments":{"url":"https://api.github.com/"}}"#,
+    ];
+    for n in 0..scale(2_000) {
+        c.call(calls[n % 2], true);
+    }
+    let samples = (0..scale(10_000))
+        .map(|n| {
+            let t = Instant::now();
+            c.call(calls[n % 2], true);
+            t.elapsed()
+        })
+        .collect();
+    latency(samples)
 }
 
 fn sequential(socket: &Path) -> Latency {
@@ -516,21 +544,56 @@ fn append_latency(dir: &Path, durability: Durability) -> Latency {
 /// (`decide_tool_call`: the starter policy for echo reads no context, so
 /// it is decided once per agent and tool), and through a Cedar request and
 /// the indexed authorizer, as every call was decided before.
-fn decision_latency(b: &TestBroker, broker_path: bool) -> Latency {
-    let args = json!({"message": "hello"});
+/// How a decision is measured in [`decision_latency`].
+#[derive(Clone, Copy, PartialEq)]
+enum DecisionPath {
+    /// `decide_tool_call` of an allowed echo, as the broker decides.
+    Broker,
+    /// The same as a full Cedar request and `authorize`.
+    Request,
+    /// `decide_tool_call` of a denied `files_write`: the decision and its
+    /// explanation, as the broker decides a denial now.
+    DeniedExplained,
+    /// The same denial as Cedar's response alone, no explanation: what a
+    /// denial cost before explanations.
+    DeniedCedarOnly,
+}
+
+fn decision_latency(b: &TestBroker, path: DecisionPath) -> Latency {
+    let echo = json!({"message": "hello"});
+    let outside = json!({"path": "docs/a.md", "content": "x"});
     let once = || {
         let t = Instant::now();
         let engine = b.policies.current();
         let common = corral_policy::Common::now("bench-session", 1);
-        let d = if broker_path {
-            engine.decide_tool_call("agent-0", "echo", &args, &common)
-        } else {
-            engine
-                .tool_request("agent-0", "echo", &args, &common)
-                .map(|r| engine.authorize(&r))
+        let allowed = match path {
+            DecisionPath::Broker => engine
+                .decide_tool_call("agent-0", "echo", &echo, &common)
+                .map(|d| d.allowed),
+            DecisionPath::Request => engine
+                .tool_request("agent-0", "echo", &echo, &common)
+                .map(|r| engine.authorize(&r).allowed),
+            DecisionPath::DeniedExplained => engine
+                .decide_tool_call("agent-0", "files_write", &outside, &common)
+                .map(|d| {
+                    assert!(!d.findings.is_empty());
+                    d.allowed
+                }),
+            DecisionPath::DeniedCedarOnly => engine
+                .tool_request("agent-0", "files_write", &outside, &common)
+                // No forbid applies here, so a satisfied policy means allow.
+                .map(|r| {
+                    engine
+                        .authorize_raw(&r)
+                        .is_ok_and(|resp| resp.diagnostics().reason().next().is_some())
+                }),
         };
         let e = t.elapsed();
-        assert!(d.is_ok_and(|d| d.allowed));
+        let denied = matches!(
+            path,
+            DecisionPath::DeniedExplained | DecisionPath::DeniedCedarOnly
+        );
+        assert_eq!(allowed.ok(), Some(!denied));
         e
     };
     for _ in 0..scale(3_000) {
@@ -663,17 +726,30 @@ fn main() {
         }
         let b = broker(durability);
         if name == "batched" {
-            let d = decision_latency(&b, true);
+            for (path, what) in [
+                (DecisionPath::Broker, "policy decision alone:           "),
+                (DecisionPath::Request, "  as a Cedar request + authorize:"),
+                (
+                    DecisionPath::DeniedCedarOnly,
+                    "a denial, Cedar's response only:",
+                ),
+                (
+                    DecisionPath::DeniedExplained,
+                    "  the same, explained:           ",
+                ),
+            ] {
+                let d = decision_latency(&b, path);
+                println!("{what} p50 {:.1} µs, p99 {:.1} µs", us(d.p50), us(d.p99));
+            }
+            let allowed = sequential(&b.socket("agent-0"));
+            let denied = sequential_denied(&b.socket("agent-0"));
             println!(
-                "policy decision alone:           p50 {:.1} µs, p99 {:.1} µs",
-                us(d.p50),
-                us(d.p99)
-            );
-            let d = decision_latency(&b, false);
-            println!(
-                "  as a Cedar request + authorize: p50 {:.1} µs, p99 {:.1} µs",
-                us(d.p50),
-                us(d.p99)
+                "broker, batched, allowed echo:   p50 {:.1} µs, p99 {:.1} µs; denied calls (explained): p50 {:.1} µs ({:.2}× allowed), p99 {:.1} µs",
+                us(allowed.p50),
+                us(allowed.p99),
+                us(denied.p50),
+                us(denied.p50) / us(allowed.p50),
+                us(denied.p99)
             );
         }
         let a = append_latency(dir.path(), durability);

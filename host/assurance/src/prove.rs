@@ -108,11 +108,7 @@ pub fn prove(prover: &mut Prover, subject: &Subject, property: &Property) -> Pro
             .policy
             .get_valid_request_envs(&subject.schema)
             .collect();
-        for c in subject
-            .compiled
-            .iter()
-            .filter(|c| applies.contains(&c.env))
-        {
+        for c in subject.compiled.iter().filter(|c| applies.contains(&c.env)) {
             request_types += 1;
             // Only the requests the broker can make: see `broker_invariant`.
             let own = crate::with_invariant(&described_set, &c.env);

@@ -367,10 +367,11 @@ pub(crate) fn json_list(items: &[String]) -> String {
 mod tests {
     use super::*;
 
-    /// The schema as it was before token usage had columns of its own.
+    /// The schema as it was before token usage and the shadow verdict had
+    /// columns of their own.
     fn schema_before_usage() -> String {
         SCHEMA.replace(
-            "hash        TEXT NOT NULL,\n    input_tokens  INTEGER,\n    output_tokens INTEGER\n",
+            "hash        TEXT NOT NULL,\n    input_tokens  INTEGER,\n    output_tokens INTEGER,\n    shadow      TEXT\n",
             "hash        TEXT NOT NULL\n",
         )
     }
@@ -391,6 +392,17 @@ mod tests {
         )
         .unwrap();
         drop(old);
+        // A reader of the old log sees the record, with no shadow verdict,
+        // and a shadow query finds nothing rather than failing.
+        let reader = crate::AuditReader::open(&path).unwrap();
+        let all = reader.query(&crate::Filter::default()).unwrap();
+        assert_eq!((all.len(), all[0].shadow.as_deref()), (1, None));
+        let shadowed = crate::Filter {
+            shadow_differs: true,
+            ..crate::Filter::default()
+        };
+        assert!(reader.query(&shadowed).unwrap().is_empty());
+        drop(reader);
         let (store, seq, hash) = Store::open(&path).unwrap();
         assert_eq!((seq, hash.as_str()), (1, "h"));
         assert!(has_usage_columns(&store.conn).unwrap());
@@ -401,6 +413,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(usage, None);
+        assert!(has_column(&store.conn, "shadow").unwrap());
         drop(store);
         // Opening again finds the columns and adds nothing.
         Store::open(&path).unwrap();

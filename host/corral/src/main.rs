@@ -14,6 +14,7 @@ mod image_cmd;
 mod mcp_cmd;
 mod policy_assure;
 mod policy_cmd;
+mod policy_sources;
 mod policy_test_cmd;
 mod replay;
 mod tool_build;

@@ -8,7 +8,7 @@ use corral_assurance::{Change, Counterexample, ProofResult, PropertyKind, Prover
 use corral_policy::{LoadedPolicies, load_policies, read_policy_dir};
 
 use crate::exit;
-use crate::policy_cmd::Sources;
+use crate::policy_sources::Sources;
 
 fn prover() -> Result<Prover> {
     Prover::start().map_err(|e| anyhow!("{e}"))

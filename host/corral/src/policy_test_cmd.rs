@@ -9,7 +9,7 @@ use corral_policy::{PolicyEngine, PolicyIds, read_entities};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::policy_cmd::{Sources, parse_uid};
+use crate::policy_sources::{Sources, parse_uid};
 
 /// One case of the Cedar CLI's `run-tests` format.
 #[derive(Deserialize)]

@@ -336,7 +336,9 @@ impl PolicyEngine {
         }
         let principal = uid("Agent", agent);
         if self.entities.ancestors(&principal).is_none() {
-            return Err(Box::new(self.refuse(format!("unknown principal {principal}"))));
+            return Err(Box::new(
+                self.refuse(format!("unknown principal {principal}")),
+            ));
         }
         let scoped = self
             .index
