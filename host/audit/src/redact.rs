@@ -24,20 +24,10 @@ pub struct Redactor {
 impl Default for Redactor {
     fn default() -> Self {
         Redactor {
-            key_patterns: [
-                "password",
-                "passwd",
-                "secret",
-                "token",
-                "api_key",
-                "apikey",
-                "authorization",
-                "cookie",
-                "private_key",
-            ]
-            .map(String::from)
-            .to_vec(),
-            max_string_bytes: 1024,
+            key_patterns: corral_gate::redaction::SECRET_KEY_PATTERNS
+                .map(String::from)
+                .to_vec(),
+            max_string_bytes: corral_gate::redaction::MAX_STRING_BYTES,
         }
     }
 }
@@ -108,14 +98,7 @@ impl Redactor {
     /// Whether `key` contains a pattern, ignoring ASCII case (patterns
     /// are lower-case; a pattern with other letters matches as it is).
     fn is_sensitive_key(&self, key: &str) -> bool {
-        let key = key.as_bytes();
-        self.key_patterns.iter().any(|p| {
-            let p = p.as_bytes();
-            p.is_empty()
-                || key
-                    .windows(p.len())
-                    .any(|w| w.iter().zip(p).all(|(k, p)| k.to_ascii_lowercase() == *p))
-        })
+        corral_gate::redaction::matches_any(key, &self.key_patterns)
     }
 }
 

@@ -15,6 +15,44 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+/// What the audit log never keeps, shared by the log's redaction and by
+/// anything else that writes an agent's values into a record (a denial's
+/// explanation).
+pub mod redaction {
+    /// Lower-case substrings: a key containing any of them holds a secret.
+    pub const SECRET_KEY_PATTERNS: [&str; 9] = [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "cookie",
+        "private_key",
+    ];
+
+    /// A string longer than this is kept only as its length and digest.
+    pub const MAX_STRING_BYTES: usize = 1024;
+
+    /// Whether `key` contains one of `patterns`, ignoring ASCII case.
+    pub fn matches_any(key: &str, patterns: &[impl AsRef<str>]) -> bool {
+        let key = key.as_bytes();
+        patterns.iter().any(|p| {
+            let p = p.as_ref().as_bytes();
+            p.is_empty()
+                || key
+                    .windows(p.len())
+                    .any(|w| w.iter().zip(p).all(|(k, p)| k.to_ascii_lowercase() == *p))
+        })
+    }
+
+    /// Whether `key` names a secret under the default patterns.
+    pub fn is_secret_key(key: &str) -> bool {
+        matches_any(key, &SECRET_KEY_PATTERNS)
+    }
+}
+
 /// What a workspace operation does, for the gate's purposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileOp {

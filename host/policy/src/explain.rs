@@ -91,6 +91,34 @@ fn operands<'a>(expr: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
+/// Whether an attribute path (`context.input.api_token`) passes through a
+/// key the audit log would redact.
+fn reads_secret_key(operand: &Value) -> bool {
+    let mut at = operand;
+    while let Some(access) = at.get(".") {
+        if access["attr"]
+            .as_str()
+            .is_some_and(corral_gate::redaction::is_secret_key)
+        {
+            return true;
+        }
+        at = &access["left"];
+    }
+    false
+}
+
+/// The secret-looking attribute paths `part` reads, as Cedar text, if any.
+fn secret_paths(part: &Value) -> Option<String> {
+    let mut found = Vec::new();
+    operands(part, &mut found);
+    let secret: Vec<String> = found
+        .into_iter()
+        .filter(|o| reads_secret_key(o))
+        .filter_map(text_of)
+        .collect();
+    (!secret.is_empty()).then(|| secret.join(", "))
+}
+
 /// Where one part of a condition evaluated to.
 enum Outcome {
     Value(bool),
@@ -125,6 +153,16 @@ impl Evaluator<'_> {
                 continue;
             };
             let shown = match self.eval(&text) {
+                // The explanation lands in the record's detail, which the
+                // log's redaction of arguments does not reach: a value read
+                // through a secret-looking attribute, or too long to log,
+                // is not shown.
+                Ok(_) if reads_secret_key(operand) => format!("{text} is [redacted]"),
+                Ok(cedar_policy::EvalResult::String(s))
+                    if s.len() > corral_gate::redaction::MAX_STRING_BYTES =>
+                {
+                    format!("{text} is [{} bytes]", s.len())
+                }
                 Ok(v) => {
                     let mut v = v.to_string();
                     if v.chars().count() > MAX_VALUE_CHARS {
@@ -191,7 +229,14 @@ impl Evaluator<'_> {
             );
             for part in parts {
                 let Some(text) = text_of(part) else { continue };
-                let decisive = match (self.outcome(&text), when, applied) {
+                let outcome = self.outcome(&text);
+                // A condition on a secret-looking attribute may hold the
+                // secret it expects: it is named, never quoted.
+                let text = match secret_paths(part) {
+                    Some(paths) => format!("a condition on {paths}"),
+                    None => text,
+                };
+                let decisive = match (outcome, when, applied) {
                     (Outcome::Error(e), _, _) => Some(format!("evaluating `{text}` failed: {e}")),
                     (Outcome::Value(false), true, false) => Some(format!("`{text}` is false")),
                     (Outcome::Value(true), false, false) => {

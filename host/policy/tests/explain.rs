@@ -16,7 +16,7 @@ fn engine(policies: &str) -> PolicyEngine {
         tools: vec![
             ToolAction::new(
                 "files_write",
-                &json!({"type": "object", "properties": {"path": {"type": "string"}, "count": {"type": "integer"}}, "required": ["path"]}),
+                &json!({"type": "object", "properties": {"path": {"type": "string"}, "count": {"type": "integer"}, "api_token": {"type": "string"}}, "required": ["path"]}),
             )
             .unwrap(),
         ],
@@ -209,4 +209,33 @@ fn shadow_is_refused_where_it_cannot_mean_anything() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("@approval on a @shadow policy"), "{err}");
+}
+
+#[test]
+fn an_explanation_never_shows_what_the_log_would_redact() {
+    let e = engine(
+        r#"
+@id("known-token")
+permit (principal, action == Action::"files_write", resource)
+when { context.input has api_token && context.input.api_token == "letmein" && context.input.path like "notes/*" };
+"#,
+    );
+    let d = write(
+        &e,
+        json!({"path": "notes/a", "api_token": "hunter2-secret"}),
+    );
+    let line = d.explain();
+    assert!(
+        line.contains("context.input.api_token is [redacted]"),
+        "{line}"
+    );
+    assert!(!line.contains("hunter2"), "{line}");
+    let long = format!("docs/{}", "x".repeat(2000));
+    let d = write(&e, json!({"path": long, "api_token": "letmein"}));
+    let line = d.explain();
+    assert!(
+        line.contains("context.input.path is [2005 bytes]"),
+        "{line}"
+    );
+    assert!(!line.contains("xxxxxxxxxx"), "{line}");
 }
