@@ -37,7 +37,7 @@ pub fn prove(src: &Sources, properties: Option<&Path>, with_shadow: bool) -> Res
     let schema = &engine.schema().schema;
     let dir = properties
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| src.dir.join("properties"));
+        .unwrap_or_else(|| src.home().join("properties"));
     let props = corral_assurance::load_properties(&dir, schema).map_err(|e| {
         anyhow!(
             "{e}\n{} problem(s) in {}; fix them and run `corral policy prove` again",

@@ -183,17 +183,21 @@ pub fn run(cmd: PolicyCmd) -> Result<u8> {
 fn fmt(dir: &Path, check: bool) -> Result<u8> {
     let config = cedar_policy_formatter::Config::default();
     let mut changed = Vec::new();
-    // The policies, and the properties beside them.
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .chain(
-            std::fs::read_dir(dir.join("properties"))
-                .into_iter()
-                .flatten(),
-        )
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
-        .collect();
+    // The policies, and the properties beside them; or one policies file.
+    let mut entries: Vec<PathBuf> = if dir.is_file() {
+        vec![dir.to_path_buf()]
+    } else {
+        std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .chain(
+                std::fs::read_dir(dir.join("properties"))
+                    .into_iter()
+                    .flatten(),
+            )
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+            .collect()
+    };
     entries.sort();
     for path in entries {
         let text = std::fs::read_to_string(&path)

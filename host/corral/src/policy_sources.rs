@@ -34,7 +34,7 @@ pub struct Sources {
 impl Sources {
     /// The directory the defaults are looked up in: `--dir`, or the
     /// directory of a policies file.
-    fn home(&self) -> PathBuf {
+    pub(crate) fn home(&self) -> PathBuf {
         if self.dir.is_file() {
             self.dir
                 .parent()
