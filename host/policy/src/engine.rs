@@ -48,6 +48,8 @@ pub struct PolicyEngine {
     /// The set with its `@shadow` policies enforced; `None` when there are
     /// none, so that a set without them pays nothing.
     with_shadow: Option<PolicySet>,
+    /// The policies prepared to explain denials, on the first one.
+    explainer: std::sync::OnceLock<crate::explain::Explainer>,
     /// agent → tool → its call's candidates, context-free ones decided:
     /// built on an agent's first call of a tool, valid for this engine's
     /// life (a reload builds a new engine).
@@ -139,6 +141,7 @@ impl PolicyEngine {
         let with_shadow = (!policies.shadow.is_empty()).then(|| policies.with_shadow());
         Ok(PolicyEngine {
             with_shadow,
+            explainer: std::sync::OnceLock::new(),
             schema,
             index,
             policies,

@@ -8,13 +8,16 @@
 //! Conditions are taken from Cedar's JSON form of each policy: a `when`
 //! body is split at its top-level `&&`, an `unless` or a forbid's body at
 //! its top-level `||`, and each part is printed back as Cedar text and
-//! evaluated on its own.
+//! evaluated on its own. That preparation is done once per policy set
+//! ([`Explainer::new`], on its first denial), so a denial costs only the
+//! evaluations.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Decision as CedarDecision, Effect, Entities, Expression, Policy, PolicySet,
-    Request, eval_expression,
+    Authorizer, Decision as CedarDecision, Effect, Entities, EvalResult, Expression, Policy,
+    PolicySet, Request, eval_expression,
 };
 use serde_json::{Value, json};
 
@@ -119,152 +122,6 @@ fn secret_paths(part: &Value) -> Option<String> {
     (!secret.is_empty()).then(|| secret.join(", "))
 }
 
-/// Where one part of a condition evaluated to.
-enum Outcome {
-    Value(bool),
-    Error(String),
-}
-
-struct Evaluator<'a> {
-    request: &'a Request,
-    entities: &'a Entities,
-}
-
-impl Evaluator<'_> {
-    fn eval(&self, text: &str) -> Result<cedar_policy::EvalResult, String> {
-        let expr = Expression::from_str(text).map_err(|e| e.to_string())?;
-        eval_expression(self.request, self.entities, &expr).map_err(|e| e.to_string())
-    }
-
-    fn outcome(&self, text: &str) -> Outcome {
-        match self.eval(text) {
-            Ok(cedar_policy::EvalResult::Bool(b)) => Outcome::Value(b),
-            Ok(other) => Outcome::Error(format!("evaluates to {other}, not a boolean")),
-            Err(e) => Outcome::Error(e),
-        }
-    }
-
-    fn values(&self, expr: &Value) -> Vec<String> {
-        let mut found = Vec::new();
-        operands(expr, &mut found);
-        let mut out: Vec<String> = Vec::new();
-        for operand in found {
-            let Some(text) = text_of(operand) else {
-                continue;
-            };
-            let shown = match self.eval(&text) {
-                // The explanation lands in the record's detail, which the
-                // log's redaction of arguments does not reach: a value read
-                // through a secret-looking attribute, or too long to log,
-                // is not shown.
-                Ok(_) if reads_secret_key(operand) => format!("{text} is [redacted]"),
-                Ok(cedar_policy::EvalResult::String(s))
-                    if s.len() > corral_gate::redaction::MAX_STRING_BYTES =>
-                {
-                    format!("{text} is [{} bytes]", s.len())
-                }
-                Ok(v) => {
-                    let mut v = v.to_string();
-                    if v.chars().count() > MAX_VALUE_CHARS {
-                        v = v.chars().take(MAX_VALUE_CHARS).collect::<String>() + "…";
-                    }
-                    format!("{text} is {v}")
-                }
-                Err(_) => format!("{text} is missing"),
-            };
-            if !out.contains(&shown) {
-                out.push(shown);
-            }
-            if out.len() == MAX_VALUES {
-                break;
-            }
-        }
-        out
-    }
-
-    /// Whether `policy`'s scope (principal, action, resource) matches.
-    fn scope_matches(&self, policy: &Policy) -> bool {
-        self.scope_matches_but(policy, &[])
-    }
-
-    /// Whether `policy`'s scope matches with the parts named in `ignored`
-    /// (`principal`, `resource`) taken as unconstrained.
-    fn scope_matches_but(&self, policy: &Policy, ignored: &[&str]) -> bool {
-        let Ok(mut est) = policy.to_json() else {
-            return false;
-        };
-        est["conditions"] = json!([]);
-        est["effect"] = json!("permit");
-        for part in ignored {
-            est[*part] = json!({ "op": "All" });
-        }
-        let Ok(scope) = Policy::from_json(None, est) else {
-            return false;
-        };
-        let Ok(set) = PolicySet::from_policies([scope]) else {
-            return false;
-        };
-        Authorizer::new()
-            .is_authorized(self.request, &set, self.entities)
-            .decision()
-            == CedarDecision::Allow
-    }
-
-    /// The first part of `policy`'s conditions that decides it: for a
-    /// policy that did not apply, the false `when` part or true `unless`
-    /// part; for one that applied, the `when` part that held.
-    fn finding(&self, policy: &Policy, applied: bool) -> Option<Finding> {
-        let est = policy.to_json().ok()?;
-        let conditions = est["conditions"].as_array().cloned().unwrap_or_default();
-        for condition in &conditions {
-            let when = condition["kind"] == "when";
-            let mut parts = Vec::new();
-            // Not applying: a `when` fails at its first false conjunct, an
-            // `unless` at its first true disjunct. Applying: a `when`
-            // holds through its first true disjunct.
-            split(
-                &condition["body"],
-                if when && !applied { "&&" } else { "||" },
-                &mut parts,
-            );
-            for part in parts {
-                let Some(text) = text_of(part) else { continue };
-                let outcome = self.outcome(&text);
-                // A condition on a secret-looking attribute may hold the
-                // secret it expects: it is named, never quoted.
-                let text = match secret_paths(part) {
-                    Some(paths) => format!("a condition on {paths}"),
-                    None => text,
-                };
-                let decisive = match (outcome, when, applied) {
-                    (Outcome::Error(e), _, _) => Some(format!("evaluating `{text}` failed: {e}")),
-                    (Outcome::Value(false), true, false) => Some(format!("`{text}` is false")),
-                    (Outcome::Value(true), false, false) => {
-                        Some(format!("`unless {{ {text} }}` holds"))
-                    }
-                    (Outcome::Value(true), true, true) => Some(format!("`{text}` holds")),
-                    (Outcome::Value(false), false, true) => {
-                        Some(format!("`unless {{ {text} }}` is false"))
-                    }
-                    _ => None,
-                };
-                if let Some(condition) = decisive {
-                    return Some(Finding {
-                        policy_id: policy.id().to_string(),
-                        condition,
-                        values: self.values(part),
-                    });
-                }
-            }
-        }
-        applied.then(|| Finding {
-            policy_id: policy.id().to_string(),
-            condition: "its scope matches and it has no conditions".into(),
-            values: Vec::new(),
-        })
-    }
-}
-
 /// A scope constraint as Cedar writes it: `principal in Team::"a"`.
 fn scope_text(var: &str, constraint: &Value) -> String {
     let uid = |e: &Value| {
@@ -288,80 +145,334 @@ fn scope_text(var: &str, constraint: &Value) -> String {
     }
 }
 
-/// For a request no permit's scope covers: the permits for its action
-/// whose principal or resource constraint is what left it out.
-fn near_misses<'a>(
-    evaluator: &Evaluator<'_>,
-    all: impl Iterator<Item = &'a Policy>,
-) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for policy in all.filter(|p| p.effect() == Effect::Permit) {
-        if !evaluator.scope_matches_but(policy, &["principal", "resource"])
-            || evaluator.scope_matches(policy)
-        {
+/// One part of a condition, ready to evaluate.
+struct Part {
+    /// As the finding shows it: its Cedar text, or for a part that reads a
+    /// secret-looking attribute, which attributes it reads.
+    shown: String,
+    expr: Expression,
+    operands: Vec<Operand>,
+}
+
+/// An attribute path or variable a part compares.
+struct Operand {
+    text: String,
+    expr: Expression,
+    /// Read through a secret-looking key: its value is never shown.
+    secret: bool,
+}
+
+/// A `when` or `unless` condition, split both ways.
+struct Condition {
+    when: bool,
+    /// Split at `&&`: where a `when` that did not hold failed.
+    conjuncts: Vec<Part>,
+    /// Split at `||`: where an `unless` held, or a forbid's `when` did.
+    disjuncts: Vec<Part>,
+}
+
+/// What [`Explainer`] keeps of one policy.
+struct Prepared {
+    effect: Effect,
+    /// The scope alone as a permit: with nothing left out, without the
+    /// principal constraint, without the resource constraint, without
+    /// both.
+    scopes: [PolicySet; 4],
+    principal: String,
+    resource: String,
+    conditions: Vec<Condition>,
+}
+
+fn part(expr: &Value) -> Option<Part> {
+    let text = text_of(expr)?;
+    let mut found = Vec::new();
+    operands(expr, &mut found);
+    let mut operands_out: Vec<Operand> = Vec::new();
+    for o in found {
+        let Some(text) = text_of(o) else { continue };
+        if operands_out.iter().any(|x| x.text == text) {
             continue;
         }
-        let Ok(est) = policy.to_json() else { continue };
-        let culprits: &[&str] = if evaluator.scope_matches_but(policy, &["principal"]) {
-            &["principal"]
-        } else if evaluator.scope_matches_but(policy, &["resource"]) {
-            &["resource"]
-        } else {
-            &["principal", "resource"]
+        let Ok(parsed) = Expression::from_str(&text) else {
+            continue;
         };
-        let conditions: Vec<String> = culprits
+        operands_out.push(Operand {
+            secret: reads_secret_key(o),
+            text,
+            expr: parsed,
+        });
+    }
+    Some(Part {
+        // A condition on a secret-looking attribute may hold the secret
+        // it expects: it is named, never quoted.
+        shown: secret_paths(expr)
+            .map(|paths| format!("a condition on {paths}"))
+            .unwrap_or_else(|| text.clone()),
+        expr: Expression::from_str(&text).ok()?,
+        operands: operands_out,
+    })
+}
+
+fn parts(body: &Value, op: &str) -> Vec<Part> {
+    let mut split_parts = Vec::new();
+    split(body, op, &mut split_parts);
+    split_parts.into_iter().filter_map(part).collect()
+}
+
+impl Prepared {
+    fn new(policy: &Policy) -> Option<Prepared> {
+        let est = policy.to_json().ok()?;
+        let scope = |ignored: &[&str]| -> Option<PolicySet> {
+            let mut est = est.clone();
+            est["conditions"] = json!([]);
+            est["effect"] = json!("permit");
+            for part in ignored {
+                est[*part] = json!({ "op": "All" });
+            }
+            PolicySet::from_policies([Policy::from_json(None, est).ok()?]).ok()
+        };
+        let conditions = est["conditions"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|c| Condition {
+                        when: c["kind"] == "when",
+                        conjuncts: parts(&c["body"], "&&"),
+                        disjuncts: parts(&c["body"], "||"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Prepared {
+            effect: policy.effect(),
+            scopes: [
+                scope(&[])?,
+                scope(&["principal"])?,
+                scope(&["resource"])?,
+                scope(&["principal", "resource"])?,
+            ],
+            principal: scope_text("principal", &est["principal"]),
+            resource: scope_text("resource", &est["resource"]),
+            conditions,
+        })
+    }
+}
+
+/// Where one part of a condition evaluated to.
+enum Outcome {
+    Value(bool),
+    Error(String),
+}
+
+/// Every policy of a set, prepared to explain denials.
+pub struct Explainer {
+    policies: HashMap<String, Prepared>,
+    /// Policy ids in the set's order, for the near misses.
+    order: Vec<String>,
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for Explainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Explainer")
+            .field("policies", &self.order.len())
+            .finish()
+    }
+}
+
+/// One denial being explained.
+struct Denial<'a> {
+    request: &'a Request,
+    entities: &'a Entities,
+    authorizer: &'a Authorizer,
+}
+
+impl Denial<'_> {
+    fn eval(&self, expr: &Expression) -> Result<EvalResult, String> {
+        eval_expression(self.request, self.entities, expr).map_err(|e| e.to_string())
+    }
+
+    fn outcome(&self, expr: &Expression) -> Outcome {
+        match self.eval(expr) {
+            Ok(EvalResult::Bool(b)) => Outcome::Value(b),
+            Ok(other) => Outcome::Error(format!("evaluates to {other}, not a boolean")),
+            Err(e) => Outcome::Error(e),
+        }
+    }
+
+    fn values(&self, part: &Part) -> Vec<String> {
+        part.operands
             .iter()
-            .map(|var| format!("`{}`", scope_text(var, &est[*var])))
-            .collect();
-        out.push(Finding {
-            policy_id: policy.id().to_string(),
+            .take(MAX_VALUES)
+            .map(|o| match self.eval(&o.expr) {
+                // The explanation lands in the record's detail, which the
+                // log's redaction of arguments does not reach: a value
+                // read through a secret-looking attribute, or too long to
+                // log, is not shown.
+                Ok(_) if o.secret => format!("{} is [redacted]", o.text),
+                Ok(EvalResult::String(s)) if s.len() > corral_gate::redaction::MAX_STRING_BYTES => {
+                    format!("{} is [{} bytes]", o.text, s.len())
+                }
+                Ok(v) => {
+                    let mut v = v.to_string();
+                    if v.chars().count() > MAX_VALUE_CHARS {
+                        v = v.chars().take(MAX_VALUE_CHARS).collect::<String>() + "…";
+                    }
+                    format!("{} is {v}", o.text)
+                }
+                Err(_) => format!("{} is missing", o.text),
+            })
+            .collect()
+    }
+
+    /// Whether `p`'s scope matches, with `ignoring` its principal (1), its
+    /// resource (2) or both (3) constraints left out.
+    fn in_scope(&self, p: &Prepared, ignoring: usize) -> bool {
+        self.authorizer
+            .is_authorized(self.request, &p.scopes[ignoring], self.entities)
+            .decision()
+            == CedarDecision::Allow
+    }
+
+    /// The first part of `p`'s conditions that decides it: for a policy
+    /// that did not apply, the false `when` part or true `unless` part; for
+    /// one that applied, the `when` part that held.
+    fn finding(&self, id: &str, p: &Prepared, applied: bool) -> Option<Finding> {
+        for condition in &p.conditions {
+            let when = condition.when;
+            // Not applying: a `when` fails at its first false conjunct, an
+            // `unless` at its first true disjunct. Applying: a `when`
+            // holds through its first true disjunct.
+            let candidates = if when && !applied {
+                &condition.conjuncts
+            } else {
+                &condition.disjuncts
+            };
+            for part in candidates {
+                let text = &part.shown;
+                let decisive = match (self.outcome(&part.expr), when, applied) {
+                    (Outcome::Error(e), _, _) => Some(format!("evaluating `{text}` failed: {e}")),
+                    (Outcome::Value(false), true, false) => Some(format!("`{text}` is false")),
+                    (Outcome::Value(true), false, false) => {
+                        Some(format!("`unless {{ {text} }}` holds"))
+                    }
+                    (Outcome::Value(true), true, true) => Some(format!("`{text}` holds")),
+                    (Outcome::Value(false), false, true) => {
+                        Some(format!("`unless {{ {text} }}` is false"))
+                    }
+                    _ => None,
+                };
+                if let Some(condition) = decisive {
+                    return Some(Finding {
+                        policy_id: id.to_string(),
+                        condition,
+                        values: self.values(part),
+                    });
+                }
+            }
+        }
+        applied.then(|| Finding {
+            policy_id: id.to_string(),
+            condition: "its scope matches and it has no conditions".into(),
+            values: Vec::new(),
+        })
+    }
+
+    /// For a permit whose action matches but whose principal or resource
+    /// constraint left the request out: which one.
+    fn near_miss(&self, id: &str, p: &Prepared) -> Option<Finding> {
+        if p.effect != Effect::Permit || !self.in_scope(p, 3) || self.in_scope(p, 0) {
+            return None;
+        }
+        let culprits: &[(&str, &str)] = if self.in_scope(p, 1) {
+            &[("principal", &p.principal)]
+        } else if self.in_scope(p, 2) {
+            &[("resource", &p.resource)]
+        } else {
+            &[("principal", &p.principal), ("resource", &p.resource)]
+        };
+        let conditions: Vec<String> = culprits.iter().map(|(_, t)| format!("`{t}`")).collect();
+        Some(Finding {
+            policy_id: id.to_string(),
             condition: format!("{} does not hold", conditions.join(" and ")),
             values: culprits
                 .iter()
-                .filter_map(|var| evaluator.eval(var).ok().map(|v| format!("{var} is {v}")))
+                .filter_map(|(var, _)| {
+                    let expr = Expression::from_str(var).ok()?;
+                    self.eval(&expr).ok().map(|v| format!("{var} is {v}"))
+                })
                 .collect(),
-        });
+        })
     }
-    out
 }
 
-/// The findings for a denied request. `candidates` are the policies that
-/// might apply (the index's candidates), `all` every enforced policy (for
-/// a request no permit's scope covers); `deciding` the
-/// decision's policies (the forbids that applied, or those that erred).
-pub fn explain_denial<'a>(
-    request: &Request,
-    entities: &Entities,
-    candidates: impl Iterator<Item = &'a Policy>,
-    all: impl Iterator<Item = &'a Policy>,
-    deciding: &[String],
-) -> Vec<Finding> {
-    let evaluator = Evaluator { request, entities };
-    let mut out = Vec::new();
-    let mut permits_in_scope = 0;
-    for policy in candidates {
-        let id = policy.id().to_string();
-        let decided = deciding.contains(&id);
-        let finding = match policy.effect() {
-            // A forbid (or a policy whose error denied): why it applied.
-            _ if decided => evaluator.finding(policy, policy.effect() == Effect::Forbid),
-            Effect::Permit if deciding.is_empty() && evaluator.scope_matches(policy) => {
-                permits_in_scope += 1;
-                evaluator.finding(policy, false)
+impl Explainer {
+    /// Prepares every policy of `set`.
+    pub fn new(set: &PolicySet) -> Explainer {
+        let mut policies = HashMap::new();
+        let mut order = Vec::new();
+        for policy in set.policies() {
+            let id = policy.id().to_string();
+            if let Some(p) = Prepared::new(policy) {
+                policies.insert(id.clone(), p);
+                order.push(id);
             }
-            _ => None,
+        }
+        Explainer {
+            policies,
+            order,
+            authorizer: Authorizer::new(),
+        }
+    }
+
+    /// The findings for a denied request. `candidates` are the ids of the
+    /// policies that might apply (the index's candidates); `deciding` the
+    /// decision's policies (the forbids that applied, or those that erred).
+    pub fn explain_denial<'a>(
+        &self,
+        request: &Request,
+        entities: &Entities,
+        candidates: impl Iterator<Item = &'a str>,
+        deciding: &[String],
+    ) -> Vec<Finding> {
+        let denial = Denial {
+            request,
+            entities,
+            authorizer: &self.authorizer,
         };
-        out.extend(finding);
+        let mut out = Vec::new();
+        let mut permits_in_scope = 0;
+        for id in candidates {
+            let Some(p) = self.policies.get(id) else {
+                continue;
+            };
+            let decided = deciding.iter().any(|d| d == id);
+            let finding = if decided {
+                // A forbid that applied, or a policy whose error denied.
+                denial.finding(id, p, p.effect == Effect::Forbid)
+            } else if p.effect == Effect::Permit && deciding.is_empty() && denial.in_scope(p, 0) {
+                permits_in_scope += 1;
+                denial.finding(id, p, false)
+            } else {
+                None
+            };
+            out.extend(finding);
+        }
+        if deciding.is_empty() && permits_in_scope == 0 {
+            for id in &self.order {
+                if let Some(p) = self.policies.get(id) {
+                    out.extend(denial.near_miss(id, p));
+                }
+            }
+            if out.is_empty() {
+                out.push(Finding {
+                    policy_id: "(no permit)".into(),
+                    condition: "no permit's scope covers this principal, action and resource"
+                        .into(),
+                    values: Vec::new(),
+                });
+            }
+        }
+        out
     }
-    if deciding.is_empty() && permits_in_scope == 0 {
-        out.extend(near_misses(&evaluator, all));
-    }
-    if deciding.is_empty() && permits_in_scope == 0 && out.is_empty() {
-        out.push(Finding {
-            policy_id: "(no permit)".into(),
-            condition: "no permit's scope covers this principal, action and resource".into(),
-            values: Vec::new(),
-        });
-    }
-    out
 }

@@ -52,11 +52,17 @@ impl PolicyEngine {
             return decision;
         };
         let candidates = self.index.candidates(p, a, r, entities);
-        decision.findings = crate::explain::explain_denial(
+        // Prepared on this set's first denial, kept for its life.
+        let explainer = self
+            .explainer
+            .get_or_init(|| crate::explain::Explainer::new(&self.policies.set));
+        decision.findings = explainer.explain_denial(
             request,
             entities,
-            candidates.iter().filter_map(|i| self.index.policy(*i)),
-            self.policies.set.policies(),
+            candidates
+                .iter()
+                .filter_map(|i| self.index.policy(*i))
+                .map(|p| p.id().as_ref()),
             &decision.policy_ids,
         );
         decision
