@@ -11,7 +11,11 @@
 //! - the full broker with the log in `batched` and in `strict` mode:
 //!   sequential round-trip p50/p99, and calls/s with 8 agents calling at
 //!   once;
-//! - audit appends/s under group commit, in both modes.
+//! - audit appends/s under group commit, in both modes;
+//! - a denial: Cedar's response alone against the same denial explained
+//!   down to its condition, and denied calls over the socket against the
+//!   allowed echo (`files_write` outside notes/ and `http_get` by an agent
+//!   no permit covers, alternately).
 //!
 //! Run: `cargo xtask build-tools && cargo bench -p corral-tests --bench broker`
 //! (`CORRAL_BENCH_QUICK=1` runs a tenth of the iterations;
