@@ -4,6 +4,7 @@
 mod broker;
 mod broker_limits;
 mod cedar_gate;
+mod observe;
 mod python_tools;
 mod registry;
 mod rmcp_client;

@@ -20,6 +20,8 @@ pub struct BrokerOptions {
     /// More Cedar entities (JSON, the entities.json format) to add.
     pub extra_entities: Vec<serde_json::Value>,
     pub socket_owner: Option<(u32, u32)>,
+    /// Agents served in observe mode.
+    pub observe: Vec<&'static str>,
 }
 
 impl Default for BrokerOptions {
@@ -32,6 +34,7 @@ impl Default for BrokerOptions {
             secrets: StaticSecrets::new(),
             extra_entities: Vec::new(),
             socket_owner: None,
+            observe: Vec::new(),
         }
     }
 }
@@ -132,7 +135,9 @@ impl TestBroker {
             .map(|id| {
                 let workspace = dir.path().join("workspaces").join(id);
                 std::fs::create_dir_all(&workspace).unwrap();
-                broker.serve(AgentSpec::new(*id, workspace)).unwrap()
+                let mut spec = AgentSpec::new(*id, workspace);
+                spec.observe = options.observe.contains(id);
+                broker.serve(spec).unwrap()
             })
             .collect();
         drop(_enter);

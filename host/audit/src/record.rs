@@ -82,15 +82,19 @@ pub enum Verdict {
     Deny,
     /// Allowed only once a person approves (`@approval` permits).
     Ask,
+    /// No permit allowed it, and it was let through anyway because its
+    /// agent runs in observe mode.
+    WouldDeny,
 }
 
 impl Verdict {
-    /// The name in records: `allow`, `deny` or `ask`.
+    /// The name in records: `allow`, `deny`, `ask` or `would-deny`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
             Verdict::Ask => "ask",
+            Verdict::WouldDeny => "would-deny",
         }
     }
 }

@@ -72,6 +72,11 @@ pub struct AgentSpec {
     /// The uid and gid this agent's container runs as, when it is not the
     /// broker's default ([`BrokerBuilder::socket_owner`]).
     pub owner: Option<(u32, u32)>,
+    /// Observe mode: a tool call or capability use that only lacks a
+    /// permit is let through and recorded as `would-deny`; forbids,
+    /// evaluation errors and secrets are enforced as ever. The host allows
+    /// it only for agents its operator setting names.
+    pub observe: bool,
 }
 
 impl AgentSpec {
@@ -83,6 +88,7 @@ impl AgentSpec {
             model: None,
             turn: TurnLimits::default(),
             day_tokens: 0,
+            observe: false,
             owner: None,
         }
     }
@@ -300,9 +306,16 @@ impl Broker {
             day: Mutex::new((AgentState::today(), agent.day_tokens)),
             model_turn: tokio::sync::Mutex::new(()),
             steps: Default::default(),
+            observe: agent.observe,
         });
         let accept = tokio::spawn(accept_loop(listener, self.shared.clone(), state));
         tracing::info!(agent = %agent.id, socket = %socket.display(), "serving agent");
+        if agent.observe {
+            tracing::warn!(
+                agent = %agent.id,
+                "observe mode: calls and capability uses no permit allows are let through and recorded as would-deny"
+            );
+        }
         Ok(AgentEndpoint {
             agent: agent.id,
             dir,

@@ -1,7 +1,7 @@
 //! The capability gate a tool runs under inside the broker: Cedar decides,
 //! the audit log records, and only then does the runtime act.
 
-use corral_audit::{AuditLog, Entry, Kind};
+use corral_audit::{AuditLog, Entry, Kind, Verdict};
 use corral_gate::{Caller, Capability, CapabilityGate, Denial, GateDecision};
 use corral_policy::CedarGate;
 
@@ -11,6 +11,10 @@ pub(crate) struct AuditedGate {
     /// The call record this tool run belongs to.
     pub parent: i64,
     pub tool_sha256: String,
+    /// The agent runs in observe mode: a file or HTTP use that only lacks
+    /// a permit is let through, recorded `would-deny`. A secret never is:
+    /// it goes only where a permit sends it.
+    pub observe: bool,
 }
 
 impl CapabilityGate for AuditedGate {
@@ -51,10 +55,24 @@ impl CapabilityGate for AuditedGate {
         entry.session = d.common;
         entry.parent = Some(self.parent);
         entry.tool_sha256 = Some(self.tool_sha256.clone());
+        let observed = self.observe
+            && !matches!(capability, Capability::Secret { .. })
+            && matches!(d.gate, GateDecision::Deny(_))
+            && d.policy_ids.is_empty()
+            && d.errors.is_empty();
+        let gate = if observed {
+            entry.verdict = Some(Verdict::WouldDeny);
+            entry.detail = entry
+                .detail
+                .map(|why| format!("observe mode, let through: {why}"));
+            GateDecision::Allow
+        } else {
+            d.gate
+        };
         // The runtime calls this on the thread running the tool, which may
         // block; the effect waits for its record.
         match self.audit.append_blocking(entry) {
-            Ok(_) => d.gate,
+            Ok(_) => gate,
             Err(e) => GateDecision::Deny(Denial::new(format!(
                 "{capability}: refused because the decision could not be recorded ({e})"
             ))),

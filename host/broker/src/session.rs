@@ -200,6 +200,16 @@ impl Session {
             resource.clone(),
             &decision.summary(),
         );
+        // Observe mode lets through only what lacks a permit; a forbid, an
+        // error, an ask or a refusal before policy stands.
+        let observed = self.agent.observe
+            && class == Refusal::Denied
+            && registered.is_some()
+            && decision.lacks_permit();
+        if observed {
+            entry.verdict = Some(Verdict::WouldDeny);
+            entry.detail = Some(format!("observe mode, let through: {}", decision.explain()));
+        }
         // Only the ask path looks at grants or keeps a copy of the
         // arguments; every other call pays one branch.
         let asks = decision.approval.is_some() && registered.is_some();
@@ -248,7 +258,7 @@ impl Session {
                 held,
             );
         }
-        if !decision.allowed && grant.is_none() {
+        if !decision.allowed && grant.is_none() && !observed {
             let next = match class {
                 Refusal::UnknownTool => "`tools/list` shows the tools this agent may call",
                 Refusal::InvalidInput => {
@@ -320,6 +330,7 @@ impl Session {
             audit: self.shared.audit.clone(),
             parent,
             tool_sha256: component.component.sha256().to_string(),
+            observe: self.agent.observe,
         };
         let ctx = CallContext {
             caller: Caller {

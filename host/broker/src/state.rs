@@ -42,6 +42,8 @@ pub(crate) struct AgentState {
     pub model_turn: tokio::sync::Mutex<()>,
     /// Model calls since the agent's last reply, against `turn.max_steps`.
     pub steps: std::sync::atomic::AtomicU32,
+    /// Observe mode (see `AgentSpec::observe`).
+    pub observe: bool,
 }
 
 impl AgentState {

@@ -89,6 +89,8 @@ pub enum DecisionArg {
     Deny,
     /// Calls that asked a person (`@approval`).
     Ask,
+    /// Calls and uses no permit allowed, let through in observe mode.
+    WouldDeny,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -200,6 +202,7 @@ pub fn run(cmd: AuditCmd) -> Result<u8> {
                     DecisionArg::Allow => Verdict::Allow,
                     DecisionArg::Deny => Verdict::Deny,
                     DecisionArg::Ask => Verdict::Ask,
+                    DecisionArg::WouldDeny => Verdict::WouldDeny,
                 }),
                 parent,
                 kind: kind.map(KindArg::kind),

@@ -513,3 +513,37 @@ fn agent_image_tag() -> String {
         .unwrap()
     })
 }
+
+#[test]
+fn observe_mode_is_refused_at_start_unless_the_operator_allows_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("ws")).unwrap();
+    let config = dir.path().join("corral.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = \"{}\"\nstate_dir = \"{}\"\n\n[[agents]]\nid = \"reporter\"\nworkspace = \"{}\"\nmode = \"observe\"\n",
+            corral_tests::repo_root().join("policies").display(),
+            dir.path().join("state").display(),
+            dir.path().join("ws").display()
+        ),
+    )
+    .unwrap();
+    let out = corral(
+        &["up", "--config", &config.display().to_string()],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "agent `reporter` has mode = \"observe\", but [observe] names neither it nor its team"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "nothing started: {stderr}"
+    );
+}

@@ -79,6 +79,9 @@ pub struct HostConfig {
     /// people.
     #[serde(default)]
     pub approvals: ApprovalsSection,
+    /// `[observe]`: the agents and teams allowed observe mode.
+    #[serde(default)]
+    pub observe: crate::observe_config::ObserveSection,
 }
 
 /// `[sandbox]`: which container engine runs the agents.
@@ -193,6 +196,9 @@ pub struct AgentConfig {
     /// `[agents.limits]`.
     #[serde(default)]
     pub limits: AgentLimits,
+    /// `enforce` (the default) or `observe`, which `[observe]` must allow.
+    #[serde(default)]
+    pub mode: crate::observe_config::AgentMode,
 }
 
 /// An agent's resource limits and budgets.
@@ -356,6 +362,7 @@ impl HostConfig {
         let file = path.display();
         crate::tool_config::check_tools(&self.tools, path)?;
         self.approvals.resolve(path)?;
+        self.observe.check(path, &self.agents)?;
         if self.agents.is_empty() {
             bail!("{file}: `agents` is empty; add an [[agents]] table with an id and a workspace");
         }
@@ -564,6 +571,7 @@ mod tests {
             image: None,
             user: user.map(str::to_string),
             limits: AgentLimits::default(),
+            mode: Default::default(),
         }
     }
 

@@ -194,6 +194,7 @@ impl Host {
             let mut spec = AgentSpec::new(&agent.id, &workspace);
             spec.owner = Some(ids.of(agent));
             spec.day_tokens = used_today.get(&agent.id).copied().unwrap_or(0);
+            spec.observe = agent.mode == crate::AgentMode::Observe;
             spec.model = agent.model.clone();
             spec.turn = TurnLimits {
                 max_steps: agent.limits.max_steps,

@@ -18,6 +18,7 @@ mod error;
 mod handover;
 mod host;
 mod mailbox;
+mod observe_config;
 mod parts;
 mod secrets;
 mod supervise;
@@ -32,6 +33,7 @@ pub use config::{
 };
 pub use error::HostError;
 pub use host::{Host, HostOptions, ShutdownReport};
+pub use observe_config::{AgentMode, ObserveSection};
 pub use secrets::Secrets;
 pub use tool_sources::{publishers, registry_options, tool_store};
 pub use tools::{LoadedTools, PinnedTool, ToolsError, load_tools, runtime_with_cache};

@@ -84,6 +84,16 @@ impl Decision {
         }
     }
 
+    /// Denied only because no permit allowed it: no forbid applied, no
+    /// evaluation failed, and no `@approval` permit asks. The one kind of
+    /// denial observe mode lets through.
+    pub fn lacks_permit(&self) -> bool {
+        !self.allowed
+            && self.approval.is_none()
+            && self.errors.is_empty()
+            && self.policy_ids.is_empty()
+    }
+
     /// The decision in the terms its record uses.
     pub fn summary(&self) -> corral_gate::DecisionSummary {
         corral_gate::DecisionSummary {
