@@ -19,6 +19,10 @@ pub struct BrokerArgs {
     /// principal `Agent::"ID"`.
     #[arg(long = "agent", value_name = "ID=DIR", required = true)]
     agents: Vec<String>,
+    /// Serve this agent (one of --agent's) in observe mode: what only lacks
+    /// a permit is let through and recorded would-deny (repeatable).
+    #[arg(long = "observe", value_name = "ID")]
+    observe: Vec<String>,
     /// A tool component, pinned as FILE.wasm@SHA256 (repeatable). Without a
     /// pin the file's current digest is used and printed.
     #[arg(long = "tool", value_name = "FILE.wasm[@SHA256]")]
@@ -110,6 +114,16 @@ pub fn run(args: BrokerArgs) -> Result<u8> {
         .iter()
         .map(|a| parse_agent(a))
         .collect::<Result<Vec<_>>>()?;
+    let mut agents = agents;
+    for id in &args.observe {
+        let Some(agent) = agents.iter_mut().find(|a| &a.id == id) else {
+            bail!("--observe {id}: no --agent {id}=DIR to observe");
+        };
+        agent.observe = true;
+        eprintln!(
+            "corral: WARNING: agent `{id}` runs in observe mode: what no permit allows is let through and recorded as would-deny"
+        );
+    }
     let sources = args
         .tools
         .iter()

@@ -17,6 +17,7 @@ mod policy_cmd;
 mod policy_sources;
 mod policy_test_cmd;
 mod replay;
+mod suggest;
 mod tool_build;
 mod tool_cmd;
 mod tool_new;

@@ -101,6 +101,27 @@ pub enum PolicyCmd {
         #[command(flatten)]
         src: Sources,
     },
+    /// Suggest the permits that allow what an agent was seen doing
+    /// (allowed, or let through in observe mode), checked by replay.
+    Suggest {
+        /// The agent.
+        #[arg(long)]
+        agent: String,
+        /// Only records younger than this: 90s, 15m, 1h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Write the suggestion here instead of to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Suggest only what the policies in this directory do not already
+        /// allow.
+        #[arg(long, value_name = "DIR")]
+        merge: Option<PathBuf>,
+        #[command(flatten)]
+        log: crate::audit_cmd::AuditPath,
+        #[command(flatten)]
+        src: Sources,
+    },
     /// Print the combined schema: the base file plus every tool's action.
     Schema {
         #[command(flatten)]
@@ -133,6 +154,23 @@ pub fn run(cmd: PolicyCmd) -> Result<u8> {
             src,
         } => crate::policy_assure::prove(&src, properties.as_deref(), with_shadow),
         PolicyCmd::Diff { old, new, src } => crate::policy_assure::diff(&old, &new, &src),
+        PolicyCmd::Suggest {
+            agent,
+            since,
+            out,
+            merge,
+            log,
+            src,
+        } => crate::suggest::suggest(
+            &src,
+            &crate::suggest::SuggestRequest {
+                agent: &agent,
+                audit: &log.path,
+                since_us: crate::audit_cmd::since_micros(since.as_deref())?,
+                out: out.as_deref(),
+                merge: merge.as_deref(),
+            },
+        ),
         PolicyCmd::Replay {
             candidate,
             since,

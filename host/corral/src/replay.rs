@@ -20,7 +20,7 @@ use crate::exit;
 /// Why a record cannot be decided again: the text names the field.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct Unreplayable(String);
+pub(crate) struct Unreplayable(String);
 
 impl From<String> for Unreplayable {
     fn from(why: String) -> Unreplayable {
@@ -35,7 +35,7 @@ impl From<&str> for Unreplayable {
 }
 
 /// The request a record describes, rebuilt and put to `engine`.
-fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, Unreplayable> {
+pub(crate) fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, Unreplayable> {
     let arguments: Value =
         serde_json::from_str(&r.arguments).map_err(|e| format!("arguments: {e}"))?;
     let session: Value = serde_json::from_str(&r.session).map_err(|e| format!("session: {e}"))?;

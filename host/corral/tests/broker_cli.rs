@@ -248,6 +248,94 @@ fn audit_commands_show_and_verify_what_the_broker_recorded() {
 }
 
 #[test]
+fn suggest_turns_an_observed_workload_into_permits_that_allow_just_it() {
+    let env = Env::new();
+    let broker = env.broker(&["--observe", "reporter"]);
+    let mut r = McpClient::ready(broker.socket("reporter"));
+    // The reporter (batch team) writes under two folders: notes/ has a
+    // permit, docs/ has none and is let through in observe mode.
+    for (path, content) in [
+        ("notes/a.txt", "one"),
+        ("docs/b.txt", "two"),
+        ("docs/c/d.txt", "three"),
+    ] {
+        let out = r.call_tool("files_write", json!({"path": path, "content": content}));
+        assert!(!is_error(&out), "{path}: {out}");
+    }
+    assert!(!is_error(&r.call_tool("echo", json!({"message": "hi"}))));
+    drop(r);
+    broker.stop();
+
+    let mut args = vec![
+        "policy",
+        "suggest",
+        "--agent",
+        "reporter",
+        "--audit",
+        "audit.db",
+        "--dir",
+        "policies",
+        "--out",
+        "suggested.cedar",
+    ];
+    let tools: Vec<String> = ["echo", "files", "http-get"]
+        .iter()
+        .map(|t| component_path(t).display().to_string())
+        .collect();
+    for t in &tools {
+        args.push("--tool");
+        args.push(t);
+    }
+    let out = env.corral(&args);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("checked: 7 of 7 observed record(s) allowed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let suggested = std::fs::read_to_string(env.path("suggested.cedar")).unwrap();
+    assert!(
+        suggested.contains(r#"@id("suggested-reporter-files_write")"#)
+            && suggested.contains(r#"context.input.path like "docs/*""#)
+            && suggested.contains(r#"context.input.path like "notes/*""#)
+            && suggested.contains("content: free-form content, left unconstrained"),
+        "{suggested}"
+    );
+
+    // Enforced, it allows the same workload and nothing outside it.
+    std::fs::copy(
+        env.path("suggested.cedar"),
+        env.path("policies/suggested.cedar"),
+    )
+    .unwrap();
+    let mut check = vec!["policy", "fmt", "--check", "--dir", "policies"];
+    let out = env.corral(&check);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    check = vec!["policy", "validate", "--dir", "policies"];
+    for t in &tools {
+        check.push("--tool");
+        check.push(t);
+    }
+    let out = env.corral(&check);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let broker = env.broker(&[]);
+    let mut r = McpClient::ready(broker.socket("reporter"));
+    for path in ["docs/new.txt", "notes/new.txt"] {
+        let out = r.call_tool("files_write", json!({"path": path, "content": "new"}));
+        assert!(!is_error(&out), "{path}: {out}");
+    }
+    let outside = r.call_tool("files_write", json!({"path": "tmp/x.txt", "content": "x"}));
+    assert!(is_error(&outside), "a third folder stays denied: {outside}");
+    drop(r);
+    broker.stop();
+}
+
+#[test]
 fn denials_are_explained_and_shadow_policies_only_recorded() {
     let env = Env::new();
     // A shadow forbid on the reporter's echo: tried, watched, never
