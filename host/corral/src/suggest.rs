@@ -30,6 +30,9 @@ const FREE_FORM: [&str; 6] = ["content", "body", "message", "text", "data", "que
 #[derive(Default)]
 struct Group<'a> {
     records: Vec<&'a Record>,
+    /// The resources seen (one, except for `http_request`, whose hosts
+    /// share a permit).
+    resources: BTreeSet<String>,
     /// Each argument's values, one per record (`None` where it was absent).
     fields: BTreeMap<String, Vec<Option<Value>>>,
 }
@@ -53,18 +56,23 @@ fn like_literal(s: &str) -> String {
     format!("\"{escaped}")
 }
 
+/// `cond` on attribute `expr`, guarded by `has` so that it validates
+/// whether or not the schema makes the attribute optional: an attribute
+/// seen in only some records may be absent, one seen in all must be there.
+fn guarded(field: &str, expr: &str, optional: bool, cond: String) -> String {
+    let (parent, attr) = expr.rsplit_once('.').unwrap_or(("context", field));
+    if optional {
+        format!("(!({parent} has {attr}) || {cond})")
+    } else {
+        format!("({parent} has {attr} && {cond})")
+    }
+}
+
 /// The constraint on `expr` (Cedar text) from the values seen.
 fn constrain(field: &str, expr: &str, values: &[Option<Value>]) -> Constraint {
     let present: Vec<&Value> = values.iter().flatten().collect();
     let optional = present.len() < values.len();
-    let wrap = |cond: String| -> String {
-        if optional {
-            let (parent, attr) = expr.rsplit_once('.').unwrap_or(("context", field));
-            format!("(!({parent} has {attr}) || {cond})")
-        } else {
-            cond
-        }
-    };
+    let wrap = |cond: String| guarded(field, expr, optional, cond);
     let dropped = |why: String| Constraint {
         cedar: None,
         note: Some(format!("{field}: {why}; left unconstrained, review it")),
@@ -171,8 +179,65 @@ fn constrain(field: &str, expr: &str, values: &[Option<Value>]) -> Constraint {
     dropped("values are not strings, integers or booleans".into())
 }
 
-/// The permit for one group, with its comments.
-fn permit(agent: &str, kind: Kind, action: &str, resource: &str, group: &Group<'_>) -> String {
+/// How a group's resources are written: the scope's `resource` part, a
+/// condition, and a note.
+fn resource_scope(
+    engine: &PolicyEngine,
+    group: &Group<'_>,
+) -> (String, Option<String>, Option<String>) {
+    let list: Vec<&String> = group.resources.iter().collect();
+    if let [one] = list.as_slice() {
+        return (format!("resource == {one}"), None, None);
+    }
+    // Hosts already grouped: the host group they all belong to.
+    let groups_of = |text: &str| -> BTreeSet<String> {
+        text.parse::<cedar_policy::EntityUid>()
+            .ok()
+            .and_then(|uid| {
+                engine.entities().ancestors(&uid).map(|a| {
+                    a.filter(|g| g.type_name().to_string() == "HostGroup")
+                        .map(ToString::to_string)
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    };
+    let mut common: Option<BTreeSet<String>> = None;
+    for r in &list {
+        let g = groups_of(r);
+        common = Some(match common {
+            None => g,
+            Some(c) => c.intersection(&g).cloned().collect(),
+        });
+    }
+    if let Some(group_uid) = common.and_then(|c| c.into_iter().next()) {
+        let hosts: Vec<&str> = list.iter().map(|s| s.as_str()).collect();
+        return (
+            format!("resource in {group_uid}"),
+            None,
+            Some(format!(
+                "resource: {} generalized to the host group they share, {group_uid}",
+                hosts.join(", ")
+            )),
+        );
+    }
+    let set: Vec<&str> = list.iter().map(|s| s.as_str()).collect();
+    (
+        "resource".to_string(),
+        Some(format!("[{}].contains(resource)", set.join(", "))),
+        Some("resource: the hosts seen share no host group; listed one by one".into()),
+    )
+}
+
+/// The permit for one group, with its comments; with `exact`, the
+/// observed envelope instead: every field held to exactly the values seen.
+fn permit(
+    engine: &PolicyEngine,
+    agent: &str,
+    (kind, action): (Kind, &str),
+    group: &Group<'_>,
+    exact: bool,
+) -> String {
     let seqs: Vec<String> = group
         .records
         .iter()
@@ -187,25 +252,45 @@ fn permit(agent: &str, kind: Kind, action: &str, resource: &str, group: &Group<'
         Kind::Call => "context.input",
         _ => "context",
     };
-    let mut conditions = Vec::new();
+    let (scope, resource_condition, resource_note) = if exact {
+        let list: Vec<&str> = group.resources.iter().map(|s| s.as_str()).collect();
+        (
+            "resource".to_string(),
+            Some(format!("[{}].contains(resource)", list.join(", "))),
+            None,
+        )
+    } else {
+        resource_scope(engine, group)
+    };
+    out.extend(resource_note.map(|n| format!("// {n}\n")));
+    let mut conditions: Vec<String> = resource_condition.into_iter().collect();
     for (field, values) in &group.fields {
-        let c = constrain(field, &format!("{prefix}.{field}"), values);
+        let expr = format!("{prefix}.{field}");
+        let c = if exact {
+            exactly(field, &expr, values)
+        } else {
+            constrain(field, &expr, values)
+        };
         if let Some(note) = c.note {
             out.push_str(&format!("// {note}\n"));
         }
         conditions.extend(c.cedar);
     }
-    let id = format!("suggested-{agent}-{action}")
-        + &match kind {
-            Kind::Call => String::new(),
+    let resource_words = group
+        .resources
+        .iter()
+        .next()
+        .filter(|_| kind != Kind::Call && action != "http_request")
+        .map(|r| {
             // `Workspace::"reporter"` → `-workspace-reporter`.
-            _ => resource
-                .split(|c: char| !c.is_ascii_alphanumeric())
+            r.split(|c: char| !c.is_ascii_alphanumeric())
                 .filter(|w| !w.is_empty())
-                .fold(String::new(), |id, w| id + "-" + &w.to_ascii_lowercase()),
-        };
+                .fold(String::new(), |id, w| id + "-" + &w.to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    let id = format!("suggested-{agent}-{action}{resource_words}");
     out.push_str(&format!(
-        "@id({})\npermit (principal == Agent::{}, action == Action::{}, resource == {resource})",
+        "@id({})\npermit (principal == Agent::{}, action == Action::{}, {scope})",
         quote(&id),
         quote(agent),
         quote(action)
@@ -215,6 +300,35 @@ fn permit(agent: &str, kind: Kind, action: &str, resource: &str, group: &Group<'
     }
     out.push_str(";\n");
     out
+}
+
+/// A field held to exactly the values seen, for the observed envelope.
+fn exactly(field: &str, expr: &str, values: &[Option<Value>]) -> Constraint {
+    let present: Vec<&Value> = values.iter().flatten().collect();
+    let optional = present.len() < values.len();
+    let literals: Option<BTreeSet<String>> = present
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Some(quote(s)),
+            Value::Number(n) => n.as_i64().map(|i| i.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        })
+        .collect();
+    match literals {
+        Some(set) if !set.is_empty() => {
+            let list: Vec<String> = set.into_iter().collect();
+            let cond = format!("[{}].contains({expr})", list.join(", "));
+            Constraint {
+                cedar: Some(guarded(field, expr, optional, cond)),
+                note: None,
+            }
+        }
+        _ => Constraint {
+            cedar: None,
+            note: None,
+        },
+    }
 }
 
 /// What `suggest` was asked.
@@ -288,11 +402,19 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
     let mut groups: BTreeMap<(u8, String, String), Group<'_>> = BTreeMap::new();
     for r in &wanted {
         let kind_key = if r.kind == Kind::Call { 0 } else { 1 };
+        // The hosts of HTTP requests share one permit, to be generalized to
+        // their host group; every other action keeps one per resource.
+        let resource_key = if r.action == "http_request" {
+            String::new()
+        } else {
+            r.resource.clone()
+        };
         let group = groups
-            .entry((kind_key, r.action.clone(), r.resource.clone()))
+            .entry((kind_key, r.action.clone(), resource_key))
             .or_default();
         let index = group.records.len();
         group.records.push(r);
+        group.resources.insert(r.resource.clone());
         let arguments: Value = serde_json::from_str(&r.arguments).unwrap_or(Value::Null);
         let fields = arguments.as_object().cloned().unwrap_or_default();
         for key in fields.keys() {
@@ -310,14 +432,17 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
         req.agent,
         wanted.len()
     );
-    for ((kind_key, action, resource), group) in &groups {
+    let current = src.engine()?;
+    let mut envelope = String::new();
+    for ((kind_key, action, _), group) in &groups {
         let kind = if *kind_key == 0 {
             Kind::Call
         } else {
             Kind::Capability
         };
-        text.push_str(&permit(req.agent, kind, action, resource, group));
+        text.push_str(&permit(&current, req.agent, (kind, action), group, false));
         text.push('\n');
+        envelope.push_str(&permit(&current, req.agent, (kind, action), group, true));
     }
     let config = cedar_policy_formatter::Config::default();
     let text = cedar_policy_formatter::policies_str_to_pretty(&text, &config)
@@ -336,6 +461,7 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
         }
     }
     let denied_then = records_denied_then(&reader, req, &engine)?;
+    let wider = wider_than_observed(&current, &envelope, &text);
     match req.out {
         Some(path) => std::fs::write(path, &text)
             .with_context(|| format!("cannot write {}", path.display()))?,
@@ -347,6 +473,20 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
         wanted.len(),
         denied_then
     );
+    match wider {
+        Ok(wider) if wider.is_empty() => {
+            eprintln!("proved: the suggestion allows nothing beyond the observed requests");
+        }
+        Ok(wider) => {
+            eprintln!(
+                "proved wider than observed where it generalizes (review these; each is a request no record shows):"
+            );
+            for line in &wider {
+                eprintln!("  {line}");
+            }
+        }
+        Err(e) => eprintln!("not proven against the observed requests: {e}"),
+    }
     if !not_allowed.is_empty() {
         for line in &not_allowed {
             eprintln!("  not allowed: {line}");
@@ -373,4 +513,38 @@ fn records_denied_then(
         .filter(|r| matches!(r.kind, Kind::Call | Kind::Capability))
         .filter(|r| crate::replay::decide(engine, r).is_ok_and(|d| d.allowed))
         .count())
+}
+
+/// Where the suggestion allows more than the observed envelope (every
+/// field held to exactly what was seen), by request type, each with a
+/// request the envelope does not allow: what generalizing admitted.
+fn wider_than_observed(
+    current: &PolicyEngine,
+    envelope: &str,
+    suggested: &str,
+) -> Result<Vec<String>> {
+    let schema = &current.schema().schema;
+    let load = |text: &str, what: &str| {
+        corral_policy::load_policies(&[(PathBuf::from(what), text.to_string())], schema)
+            .map_err(|e| anyhow!("{what}: {e}"))
+    };
+    let (envelope, suggested) = (load(envelope, "envelope")?, load(suggested, "suggestion")?);
+    let mut prover = corral_assurance::Prover::start().map_err(|e| anyhow!("{e}"))?;
+    let diffs = corral_assurance::diff(&mut prover, schema, &envelope, &suggested)
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(diffs
+        .iter()
+        .filter_map(|d| match &d.change {
+            corral_assurance::Change::AllowsMore(more)
+            | corral_assurance::Change::Both { more, .. } => {
+                let (p, a, r) = more.triple();
+                Some(format!(
+                    "{}: e.g. {p} {a} {r} with context {}",
+                    d.env,
+                    more.context()
+                ))
+            }
+            _ => None,
+        })
+        .collect())
 }

@@ -298,6 +298,14 @@ fn suggest_turns_an_observed_workload_into_permits_that_allow_just_it() {
         "{}",
         text(&out.stderr)
     );
+    // The prover shows where generalizing admitted requests no record
+    // shows: a new file under docs/, say.
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("proved wider than observed where it generalizes")
+            && stderr.contains("Agent Action::\"files_write\" Tool: e.g. Agent::\"reporter\""),
+        "{stderr}"
+    );
     let suggested = std::fs::read_to_string(env.path("suggested.cedar")).unwrap();
     assert!(
         suggested.contains(r#"@id("suggested-reporter-files_write")"#)
