@@ -548,3 +548,71 @@ fn wider_than_observed(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seen(values: &[Value]) -> Vec<Option<Value>> {
+        values.iter().cloned().map(Some).collect()
+    }
+
+    #[test]
+    fn paths_generalize_to_their_folders_and_few_values_to_their_set() {
+        let c = constrain(
+            "path",
+            "context.input.path",
+            &seen(&[json!("notes/a"), json!("docs/b"), json!("docs/c/d")]),
+        );
+        assert_eq!(
+            c.cedar.as_deref(),
+            Some(
+                r#"(context.input has path && (context.input.path like "docs/*" || context.input.path like "notes/*"))"#
+            )
+        );
+        let c = constrain(
+            "method",
+            "context.method",
+            &seen(&[json!("GET"), json!("GET")]),
+        );
+        assert_eq!(
+            c.cedar.as_deref(),
+            Some(r#"(context has method && ["GET"].contains(context.method))"#)
+        );
+        let ports: Vec<Value> = (0..8).map(|p| json!(8000 + p)).collect();
+        let c = constrain("port", "context.port", &seen(&ports));
+        assert!(
+            c.cedar
+                .as_deref()
+                .is_some_and(|t| t.contains(">= 8000") && t.contains("<= 8007")),
+            "{:?}",
+            c.cedar
+        );
+    }
+
+    #[test]
+    fn nothing_is_widened_to_any_without_a_note() {
+        let many: Vec<Value> = (0..9).map(|i| json!(format!("q{i}"))).collect();
+        let c = constrain("topic", "context.input.topic", &seen(&many));
+        assert!(c.cedar.is_none());
+        assert!(c.note.is_some_and(|n| n.contains("left unconstrained")));
+        let c = constrain(
+            "token",
+            "context.input.token",
+            &seen(&[json!("[redacted]")]),
+        );
+        assert!(c.cedar.is_none() && c.note.is_some_and(|n| n.contains("redacted")));
+        let c = constrain("content", "context.input.content", &seen(&[json!("x")]));
+        assert!(c.cedar.is_none() && c.note.is_some_and(|n| n.contains("free-form")));
+    }
+
+    #[test]
+    fn a_field_seen_only_sometimes_may_be_absent() {
+        let c = constrain("mode", "context.input.mode", &[Some(json!("fast")), None]);
+        assert_eq!(
+            c.cedar.as_deref(),
+            Some(r#"(!(context.input has mode) || ["fast"].contains(context.input.mode))"#)
+        );
+    }
+}
