@@ -341,6 +341,23 @@ fn suggest_turns_an_observed_workload_into_permits_that_allow_just_it() {
     assert!(is_error(&outside), "a third folder stays denied: {outside}");
     drop(r);
     broker.stop();
+
+    // With the suggestion merged, only the denied third folder is left,
+    // and a denied call is not something to suggest from.
+    let mut merge = vec![
+        "policy", "suggest", "--agent", "reporter", "--audit", "audit.db", "--merge", "policies",
+    ];
+    for t in &tools {
+        merge.push("--tool");
+        merge.push(t);
+    }
+    let out = env.corral(&merge);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("that the current policies do not already allow"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
