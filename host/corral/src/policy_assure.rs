@@ -145,44 +145,42 @@ pub fn diff(old: &Path, new: &Path, src: &Sources) -> Result<u8> {
     );
     let mut widens = false;
     let mut equivalent = 0;
+    // A request the new set allows and the old denied, or the reverse.
+    let newly = |cex: &Counterexample, env: &str, allowed: bool| {
+        if allowed {
+            show(
+                cex,
+                "the new set allows it, the old one denied it",
+                &format!("{env}: newly allowed"),
+                "allow",
+            )
+        } else {
+            show(
+                cex,
+                "the new set denies it, the old one allowed it",
+                &format!("{env}: newly denied"),
+                "deny",
+            )
+        }
+    };
     for d in &diffs {
         let label = format!("{} ({})", d.env, d.view);
         match &d.change {
             Change::Equivalent => equivalent += 1,
             Change::AllowsMore(more) => {
                 println!("  MORE  {label}: the new set allows more");
-                show(
-                    more,
-                    "the new set allows it, the old one denied it",
-                    &format!("{}: newly allowed", d.env),
-                    "allow",
-                )?;
+                newly(more, &d.env, true)?;
             }
             Change::AllowsLess(less) => {
                 println!("  LESS  {label}: the new set allows less");
-                show(
-                    less,
-                    "the new set denies it, the old one allowed it",
-                    &format!("{}: newly denied", d.env),
-                    "deny",
-                )?;
+                newly(less, &d.env, false)?;
             }
             Change::Both { more, less } => {
                 println!(
                     "  BOTH  {label}: the new set allows some requests it did not and denies some it allowed"
                 );
-                show(
-                    more,
-                    "the new set allows it, the old one denied it",
-                    &format!("{}: newly allowed", d.env),
-                    "allow",
-                )?;
-                show(
-                    less,
-                    "the new set denies it, the old one allowed it",
-                    &format!("{}: newly denied", d.env),
-                    "deny",
-                )?;
+                newly(more, &d.env, true)?;
+                newly(less, &d.env, false)?;
             }
         }
         widens |= d.change.widens();

@@ -47,6 +47,23 @@ impl Env {
             .expect("run corral")
     }
 
+    /// `corral ARGS --tool …` with the tools the broker serves, for the
+    /// policy commands that need their actions in the schema.
+    fn corral_with_tools(&self, args: &[&str]) -> Output {
+        let tools: Vec<String> = ["echo", "files", "http-get"]
+            .iter()
+            .flat_map(|t| {
+                [
+                    "--tool".to_string(),
+                    component_path(t).display().to_string(),
+                ]
+            })
+            .collect();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(tools.iter().map(String::as_str));
+        self.corral(&all)
+    }
+
     /// Starts `corral broker` and waits for its `ready` line.
     fn broker(&self, extra: &[&str]) -> Broker {
         let mut args: Vec<String> = [
@@ -266,7 +283,7 @@ fn suggest_turns_an_observed_workload_into_permits_that_allow_just_it() {
     drop(r);
     broker.stop();
 
-    let mut args = vec![
+    let args = vec![
         "policy",
         "suggest",
         "--agent",
@@ -278,15 +295,7 @@ fn suggest_turns_an_observed_workload_into_permits_that_allow_just_it() {
         "--out",
         "suggested.cedar",
     ];
-    let tools: Vec<String> = ["echo", "files", "http-get"]
-        .iter()
-        .map(|t| component_path(t).display().to_string())
-        .collect();
-    for t in &tools {
-        args.push("--tool");
-        args.push(t);
-    }
-    let out = env.corral(&args);
+    let out = env.corral_with_tools(&args);
     assert!(
         out.status.success(),
         "{}{}",
@@ -321,15 +330,9 @@ fn suggest_turns_an_observed_workload_into_permits_that_allow_just_it() {
         env.path("policies/suggested.cedar"),
     )
     .unwrap();
-    let mut check = vec!["policy", "fmt", "--check", "--dir", "policies"];
-    let out = env.corral(&check);
+    let out = env.corral(&["policy", "fmt", "--check", "--dir", "policies"]);
     assert!(out.status.success(), "{}", text(&out.stdout));
-    check = vec!["policy", "validate", "--dir", "policies"];
-    for t in &tools {
-        check.push("--tool");
-        check.push(t);
-    }
-    let out = env.corral(&check);
+    let out = env.corral_with_tools(&["policy", "validate", "--dir", "policies"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let broker = env.broker(&[]);
     let mut r = McpClient::ready(broker.socket("reporter"));
@@ -344,14 +347,9 @@ fn suggest_turns_an_observed_workload_into_permits_that_allow_just_it() {
 
     // With the suggestion merged, only the denied third folder is left,
     // and a denied call is not something to suggest from.
-    let mut merge = vec![
+    let out = env.corral_with_tools(&[
         "policy", "suggest", "--agent", "reporter", "--audit", "audit.db", "--merge", "policies",
-    ];
-    for t in &tools {
-        merge.push("--tool");
-        merge.push(t);
-    }
-    let out = env.corral(&merge);
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("that the current policies do not already allow"),
@@ -484,15 +482,7 @@ fn replay_lists_exactly_the_decisions_an_edit_flips() {
         "audit.db",
         "--json",
     ];
-    let tools: Vec<String> = ["echo", "files", "http-get"]
-        .iter()
-        .map(|t| component_path(t).display().to_string())
-        .collect();
-    for t in &tools {
-        args.push("--tool");
-        args.push(t);
-    }
-    let out = env.corral(&args);
+    let out = env.corral_with_tools(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let flips: Vec<Value> = text(&out.stdout)
         .lines()
@@ -528,7 +518,7 @@ fn replay_lists_exactly_the_decisions_an_edit_flips() {
     // Human output and the CI switch.
     args.retain(|a| *a != "--json");
     args.push("--fail-on-flip");
-    let out = env.corral(&args);
+    let out = env.corral_with_tools(&args);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("FLIP allow→deny"), "{stdout}");
@@ -543,7 +533,7 @@ fn replay_lists_exactly_the_decisions_an_edit_flips() {
         "permit (principal, action, resource) when { nope };",
     )
     .unwrap();
-    let out = env.corral(&args);
+    let out = env.corral_with_tools(&args);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("candidate policies"),
