@@ -31,7 +31,11 @@ pub struct UpArgs {
 pub fn run(args: UpArgs) -> Result<u8> {
     let (config, secrets) = HostConfig::load(&args.config)?;
     // Said on every start, where the operator looks, not only in the log.
-    for agent in corral_host::ObserveSection::observed(&config.agents) {
+    let observed = config
+        .agents
+        .iter()
+        .filter(|a| a.mode == corral_host::AgentMode::Observe);
+    for agent in observed {
         eprintln!(
             "corral: WARNING: agent `{}` runs in observe mode: calls and file/HTTP uses no permit allows are let through and recorded as would-deny (`corral audit query --decision would-deny`); forbids, errors and secrets are still enforced",
             agent.id

@@ -362,7 +362,12 @@ impl HostConfig {
         let file = path.display();
         crate::tool_config::check_tools(&self.tools, path)?;
         self.approvals.resolve(path)?;
-        self.observe.check(path, &self.agents)?;
+        self.observe.check(
+            path,
+            self.agents
+                .iter()
+                .map(|a| (a.id.as_str(), a.team.as_deref(), a.mode)),
+        )?;
         if self.agents.is_empty() {
             bail!("{file}: `agents` is empty; add an [[agents]] table with an id and a workspace");
         }

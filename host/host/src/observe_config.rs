@@ -6,7 +6,6 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::AgentConfig;
 use crate::error::ConfigError;
 
 /// How an agent's calls meet policy.
@@ -37,32 +36,39 @@ pub struct ObserveSection {
 
 impl ObserveSection {
     /// Refuses an agent in observe mode that this section does not name,
-    /// by its id or its `team`.
-    pub fn check(&self, file: &Path, agents: &[AgentConfig]) -> Result<(), ConfigError> {
-        for a in agents.iter().filter(|a| a.mode == AgentMode::Observe) {
-            let named = self.agents.contains(&a.id)
-                || a.team.as_ref().is_some_and(|t| self.teams.contains(t));
+    /// by its id or its `team`. `agents` are each agent's id, team and
+    /// mode.
+    pub fn check<'a>(
+        &self,
+        file: &Path,
+        agents: impl Iterator<Item = (&'a str, Option<&'a str>, AgentMode)>,
+    ) -> Result<(), ConfigError> {
+        for (id, team, _) in agents.filter(|(_, _, mode)| *mode == AgentMode::Observe) {
+            let named = self.agents.iter().any(|a| a == id)
+                || team.is_some_and(|t| self.teams.iter().any(|x| x == t));
             if !named {
                 return Err(ConfigError(format!(
-                    "{}: agent `{}` has mode = \"observe\", but [observe] names neither it nor its team; observe mode lets calls no permit allows through, so an operator allows it separately: add `agents = [\"{}\"]` (or its team to `teams`) under [observe], or remove the mode",
+                    "{}: agent `{id}` has mode = \"observe\", but [observe] names neither it nor its team; observe mode lets calls no permit allows through, so an operator allows it separately: add `agents = [\"{id}\"]` (or its team to `teams`) under [observe], or remove the mode",
                     file.display(),
-                    a.id,
-                    a.id
                 )));
             }
         }
         Ok(())
-    }
-
-    /// The agents of `agents` that run in observe mode.
-    pub fn observed(agents: &[AgentConfig]) -> impl Iterator<Item = &AgentConfig> {
-        agents.iter().filter(|a| a.mode == AgentMode::Observe)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AgentConfig;
+
+    fn check(section: &ObserveSection, list: &[AgentConfig]) -> Result<(), ConfigError> {
+        section.check(
+            Path::new("corral.toml"),
+            list.iter()
+                .map(|a| (a.id.as_str(), a.team.as_deref(), a.mode)),
+        )
+    }
 
     fn agents(toml_text: &str) -> (ObserveSection, Vec<AgentConfig>) {
         #[derive(Deserialize)]
@@ -77,10 +83,9 @@ mod tests {
 
     #[test]
     fn observe_mode_needs_the_operator_section_to_name_the_agent_or_its_team() {
-        let file = Path::new("corral.toml");
         let (section, list) =
             agents("[[agents]]\nid = \"reporter\"\nworkspace = \"/w\"\nmode = \"observe\"\n");
-        let err = section.check(file, &list).expect_err("not named").0;
+        let err = check(&section, &list).expect_err("not named").0;
         assert!(
             err.contains("agent `reporter` has mode = \"observe\"") && err.contains("[observe]"),
             "{err}"
@@ -88,14 +93,13 @@ mod tests {
         let (section, list) = agents(
             "[observe]\nagents = [\"reporter\"]\n[[agents]]\nid = \"reporter\"\nworkspace = \"/w\"\nmode = \"observe\"\n",
         );
-        section.check(file, &list).expect("named by id");
+        check(&section, &list).expect("named by id");
         let (section, list) = agents(
             "[observe]\nteams = [\"batch\"]\n[[agents]]\nid = \"r\"\nteam = \"batch\"\nworkspace = \"/w\"\nmode = \"observe\"\n",
         );
-        section.check(file, &list).expect("named by team");
-        assert_eq!(ObserveSection::observed(&list).count(), 1);
+        check(&section, &list).expect("named by team");
         let (section, list) = agents("[[agents]]\nid = \"a\"\nworkspace = \"/w\"\n");
-        section.check(file, &list).expect("enforce needs nothing");
+        check(&section, &list).expect("enforce needs nothing");
         assert_eq!(list[0].mode, AgentMode::Enforce);
     }
 }
