@@ -17,7 +17,8 @@ pub struct BrokerOptions {
     pub extra_policy: Option<String>,
     pub agents: Vec<&'static str>,
     pub secrets: StaticSecrets,
-    /// More Cedar entities (JSON, the entities.json format) to add.
+    /// More Cedar entities (JSON, the entities.json format) to add, to the
+    /// engine and to the copy's `entities.json`.
     pub extra_entities: Vec<serde_json::Value>,
     pub socket_owner: Option<(u32, u32)>,
     /// Agents served in observe mode.
@@ -98,10 +99,14 @@ impl TestBroker {
                 policy_dir: policy_dir.clone(),
                 tools: actions,
                 entities: {
-                    let mut all = read_entities(&policy_dir.join("entities.json")).unwrap();
+                    // Written back, so the CLI run over this copy (replay,
+                    // suggest) sees the entities the broker decided with.
+                    let file = policy_dir.join("entities.json");
+                    let mut all = read_entities(&file).unwrap();
                     if let Some(list) = all.as_array_mut() {
                         list.extend(options.extra_entities.iter().cloned());
                     }
+                    std::fs::write(&file, serde_json::to_vec_pretty(&all).unwrap()).unwrap();
                     all
                 },
             })

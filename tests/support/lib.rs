@@ -20,15 +20,20 @@ use std::thread;
 use std::time::Duration;
 
 /// The workspace root.
-/// Internal ranges opened for tests: `127.0.0.1` may reach loopback,
-/// where the tests' own servers listen. Any other name that resolves to
+/// Internal ranges opened for tests: `127.0.0.1`, `127.0.0.2` and
+/// `127.0.0.3` may reach loopback, where the tests' own servers listen (three
+/// hosts, for tests that tell hosts apart). Any other name that resolves to
 /// loopback (`localhost`, say) is still refused, as a host would refuse it.
 pub fn loopback_for_tests() -> corral_tools::InternalNetworks {
     corral_tools::InternalNetworks::default().allow(
-        ["127.0.0.1".to_string()],
+        LOOPBACK_HOSTS.map(str::to_string),
         vec!["127.0.0.0/8".parse().expect("a range")],
     )
 }
+
+/// The loopback addresses [`loopback_for_tests`] opens, each a host of its
+/// own to Corral's policies.
+pub const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -92,7 +97,7 @@ impl SeenRequest {
     }
 }
 
-/// A minimal HTTP/1.1 server on 127.0.0.1 that answers every request with
+/// A minimal HTTP/1.1 server on loopback that answers every request with
 /// a fixed body, counts TCP connections (so a test can prove that a denied
 /// request never connected) and records each request.
 pub struct LoopbackServer {
@@ -102,8 +107,14 @@ pub struct LoopbackServer {
 }
 
 impl LoopbackServer {
+    /// On `127.0.0.1`.
     pub fn start(body: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        Self::start_on("127.0.0.1", body)
+    }
+
+    /// On `ip`, one of [`LOOPBACK_HOSTS`].
+    pub fn start_on(ip: &str, body: &'static str) -> Self {
+        let listener = TcpListener::bind((ip, 0)).expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));

@@ -2,12 +2,9 @@
 //! doing (allowed, or let through in observe mode), generalized as a person
 //! would write them and checked by replay before they are shown.
 //!
-//! Per tool, and per capability action and resource, each argument that
-//! varied is constrained to what was seen: a path to the folders it was
-//! seen under (`like "notes/*"`), a string or number seen with few values
-//! to that set, a number seen with many to its range. Anything else (many
-//! free-form strings, redacted values, nested objects) is left
-//! unconstrained, and the output says so beside the permit.
+//! One permit per tool, and per capability action and resource; each
+//! argument that varied is constrained by the rules in `rules.rs`, and the
+//! hosts of HTTP requests are written as the host group they share.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,12 +16,9 @@ use serde_json::Value;
 
 use crate::policy_sources::Sources;
 
-/// A set of exact values is written out when it has at most this many.
-const MAX_EXACT: usize = 5;
-/// Paths are generalized to at most this many top folders.
-const MAX_FOLDERS: usize = 4;
-/// Fields that carry free-form payload, not a choice a policy makes.
-const FREE_FORM: [&str; 6] = ["content", "body", "message", "text", "data", "query"];
+mod rules;
+
+use rules::{constrain, exactly, quote};
 
 /// What one suggested permit covers: records of one action and resource.
 #[derive(Default)]
@@ -35,148 +29,6 @@ struct Group<'a> {
     resources: BTreeSet<String>,
     /// Each argument's values, one per record (`None` where it was absent).
     fields: BTreeMap<String, Vec<Option<Value>>>,
-}
-
-/// One constraint and why it is as it is.
-struct Constraint {
-    cedar: Option<String>,
-    note: Option<String>,
-}
-
-fn quote(s: &str) -> String {
-    Value::String(s.to_string()).to_string()
-}
-
-fn like_literal(s: &str) -> String {
-    // `*` is the wildcard in `like`; a literal one is written `\*`.
-    let escaped = s
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('*', "\\*");
-    format!("\"{escaped}")
-}
-
-/// `cond` on attribute `expr`, guarded by `has` so that it validates
-/// whether or not the schema makes the attribute optional: an attribute
-/// seen in only some records may be absent, one seen in all must be there.
-fn guarded(field: &str, expr: &str, optional: bool, cond: String) -> String {
-    let (parent, attr) = expr.rsplit_once('.').unwrap_or(("context", field));
-    if optional {
-        format!("(!({parent} has {attr}) || {cond})")
-    } else {
-        format!("({parent} has {attr} && {cond})")
-    }
-}
-
-/// The constraint on `expr` (Cedar text) from the values seen.
-fn constrain(field: &str, expr: &str, values: &[Option<Value>]) -> Constraint {
-    let present: Vec<&Value> = values.iter().flatten().collect();
-    let optional = present.len() < values.len();
-    let wrap = |cond: String| guarded(field, expr, optional, cond);
-    let dropped = |why: String| Constraint {
-        cedar: None,
-        note: Some(format!("{field}: {why}; left unconstrained, review it")),
-    };
-    if present.is_empty() {
-        return Constraint {
-            cedar: None,
-            note: None,
-        };
-    }
-    if FREE_FORM.contains(&field) {
-        return Constraint {
-            cedar: None,
-            note: Some(format!("{field}: free-form content, left unconstrained")),
-        };
-    }
-    if let Some(strings) = present
-        .iter()
-        .map(|v| v.as_str())
-        .collect::<Option<Vec<&str>>>()
-    {
-        if strings
-            .iter()
-            .any(|s| s.contains("[redacted]") || s.starts_with("[") && s.contains("bytes"))
-        {
-            return dropped("some values were redacted in the log".into());
-        }
-        let distinct: BTreeSet<&str> = strings.iter().copied().collect();
-        let pathlike = field.contains("path") || strings.iter().all(|s| s.contains('/'));
-        if pathlike && strings.iter().all(|s| s.contains('/')) {
-            let folders: BTreeSet<&str> = strings
-                .iter()
-                .filter_map(|s| s.split_once('/').map(|(first, _)| first))
-                .collect();
-            if folders.len() <= MAX_FOLDERS && folders.iter().all(|f| !f.is_empty()) {
-                let parts: Vec<String> = folders
-                    .iter()
-                    .map(|f| format!("{expr} like {}/*\"", like_literal(f)))
-                    .collect();
-                return Constraint {
-                    cedar: Some(wrap(format!("({})", parts.join(" || ")))),
-                    note: Some(format!(
-                        "{field}: {} value(s) under {} folder(s), generalized to those folders",
-                        distinct.len(),
-                        folders.len()
-                    )),
-                };
-            }
-        }
-        if distinct.len() <= MAX_EXACT {
-            let set: Vec<String> = distinct.iter().map(|s| quote(s)).collect();
-            return Constraint {
-                cedar: Some(wrap(format!("[{}].contains({expr})", set.join(", ")))),
-                note: None,
-            };
-        }
-        return dropped(format!(
-            "{} distinct values with no common folder",
-            distinct.len()
-        ));
-    }
-    if let Some(numbers) = present
-        .iter()
-        .map(|v| v.as_i64())
-        .collect::<Option<Vec<i64>>>()
-    {
-        let distinct: BTreeSet<i64> = numbers.iter().copied().collect();
-        if distinct.len() <= MAX_EXACT {
-            let set: Vec<String> = distinct.iter().map(i64::to_string).collect();
-            return Constraint {
-                cedar: Some(wrap(format!("[{}].contains({expr})", set.join(", ")))),
-                note: None,
-            };
-        }
-        let (lo, hi) = (distinct.first().copied(), distinct.last().copied());
-        if let (Some(lo), Some(hi)) = (lo, hi) {
-            return Constraint {
-                cedar: Some(wrap(format!("{expr} >= {lo} && {expr} <= {hi}"))),
-                note: Some(format!(
-                    "{field}: {} distinct values, generalized to their range",
-                    distinct.len()
-                )),
-            };
-        }
-    }
-    if let Some(bools) = present
-        .iter()
-        .map(|v| v.as_bool())
-        .collect::<Option<Vec<bool>>>()
-    {
-        let distinct: BTreeSet<bool> = bools.into_iter().collect();
-        if distinct.len() == 1 {
-            let b = distinct.first().copied().unwrap_or(false);
-            return Constraint {
-                cedar: Some(wrap(format!("{expr} == {b}"))),
-                note: None,
-            };
-        }
-        return Constraint {
-            cedar: None,
-            note: None,
-        };
-    }
-    dropped("values are not strings, integers or booleans".into())
 }
 
 /// How a group's resources are written: the scope's `resource` part, a
@@ -300,35 +152,6 @@ fn permit(
     }
     out.push_str(";\n");
     out
-}
-
-/// A field held to exactly the values seen, for the observed envelope.
-fn exactly(field: &str, expr: &str, values: &[Option<Value>]) -> Constraint {
-    let present: Vec<&Value> = values.iter().flatten().collect();
-    let optional = present.len() < values.len();
-    let literals: Option<BTreeSet<String>> = present
-        .iter()
-        .map(|v| match v {
-            Value::String(s) => Some(quote(s)),
-            Value::Number(n) => n.as_i64().map(|i| i.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        })
-        .collect();
-    match literals {
-        Some(set) if !set.is_empty() => {
-            let list: Vec<String> = set.into_iter().collect();
-            let cond = format!("[{}].contains({expr})", list.join(", "));
-            Constraint {
-                cedar: Some(guarded(field, expr, optional, cond)),
-                note: None,
-            }
-        }
-        _ => Constraint {
-            cedar: None,
-            note: None,
-        },
-    }
 }
 
 /// What `suggest` was asked.
@@ -547,72 +370,4 @@ fn wider_than_observed(
             _ => None,
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn seen(values: &[Value]) -> Vec<Option<Value>> {
-        values.iter().cloned().map(Some).collect()
-    }
-
-    #[test]
-    fn paths_generalize_to_their_folders_and_few_values_to_their_set() {
-        let c = constrain(
-            "path",
-            "context.input.path",
-            &seen(&[json!("notes/a"), json!("docs/b"), json!("docs/c/d")]),
-        );
-        assert_eq!(
-            c.cedar.as_deref(),
-            Some(
-                r#"(context.input has path && (context.input.path like "docs/*" || context.input.path like "notes/*"))"#
-            )
-        );
-        let c = constrain(
-            "method",
-            "context.method",
-            &seen(&[json!("GET"), json!("GET")]),
-        );
-        assert_eq!(
-            c.cedar.as_deref(),
-            Some(r#"(context has method && ["GET"].contains(context.method))"#)
-        );
-        let ports: Vec<Value> = (0..8).map(|p| json!(8000 + p)).collect();
-        let c = constrain("port", "context.port", &seen(&ports));
-        assert!(
-            c.cedar
-                .as_deref()
-                .is_some_and(|t| t.contains(">= 8000") && t.contains("<= 8007")),
-            "{:?}",
-            c.cedar
-        );
-    }
-
-    #[test]
-    fn nothing_is_widened_to_any_without_a_note() {
-        let many: Vec<Value> = (0..9).map(|i| json!(format!("q{i}"))).collect();
-        let c = constrain("topic", "context.input.topic", &seen(&many));
-        assert!(c.cedar.is_none());
-        assert!(c.note.is_some_and(|n| n.contains("left unconstrained")));
-        let c = constrain(
-            "token",
-            "context.input.token",
-            &seen(&[json!("[redacted]")]),
-        );
-        assert!(c.cedar.is_none() && c.note.is_some_and(|n| n.contains("redacted")));
-        let c = constrain("content", "context.input.content", &seen(&[json!("x")]));
-        assert!(c.cedar.is_none() && c.note.is_some_and(|n| n.contains("free-form")));
-    }
-
-    #[test]
-    fn a_field_seen_only_sometimes_may_be_absent() {
-        let c = constrain("mode", "context.input.mode", &[Some(json!("fast")), None]);
-        assert_eq!(
-            c.cedar.as_deref(),
-            Some(r#"(!(context.input has mode) || ["fast"].contains(context.input.mode))"#)
-        );
-    }
 }

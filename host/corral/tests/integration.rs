@@ -9,6 +9,7 @@ mod broker_cli;
 mod cli;
 mod hardening;
 mod publish;
+mod suggest;
 
 /// Tests that start containers run one at a time, across modules: they
 /// share the agent id `assistant`, and a host's start removes containers
