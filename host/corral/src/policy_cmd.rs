@@ -117,6 +117,10 @@ pub enum PolicyCmd {
         /// allow.
         #[arg(long, value_name = "DIR")]
         merge: Option<PathBuf>,
+        /// Suggest from the calls policy denied at the time too, not only
+        /// from those that ran. A forbid still wins over what is suggested.
+        #[arg(long)]
+        include_denied: bool,
         #[command(flatten)]
         log: crate::audit_cmd::AuditPath,
         #[command(flatten)]
@@ -159,6 +163,7 @@ pub fn run(cmd: PolicyCmd) -> Result<u8> {
             since,
             out,
             merge,
+            include_denied,
             log,
             src,
         } => crate::suggest::suggest(
@@ -169,6 +174,7 @@ pub fn run(cmd: PolicyCmd) -> Result<u8> {
                 since_us: crate::audit_cmd::since_micros(since.as_deref())?,
                 out: out.as_deref(),
                 merge: merge.as_deref(),
+                include_denied,
             },
         ),
         PolicyCmd::Replay {

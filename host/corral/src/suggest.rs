@@ -85,7 +85,7 @@ fn resource_scope(
 /// observed envelope instead: every field held to exactly the values seen.
 fn permit(
     engine: &PolicyEngine,
-    agent: &str,
+    (agent, id): (&str, &str),
     (kind, action): (Kind, &str),
     group: &Group<'_>,
     exact: bool,
@@ -128,22 +128,9 @@ fn permit(
         }
         conditions.extend(c.cedar);
     }
-    let resource_words = group
-        .resources
-        .iter()
-        .next()
-        .filter(|_| kind != Kind::Call && action != "http_request")
-        .map(|r| {
-            // `Workspace::"reporter"` → `-workspace-reporter`.
-            r.split(|c: char| !c.is_ascii_alphanumeric())
-                .filter(|w| !w.is_empty())
-                .fold(String::new(), |id, w| id + "-" + &w.to_ascii_lowercase())
-        })
-        .unwrap_or_default();
-    let id = format!("suggested-{agent}-{action}{resource_words}");
     out.push_str(&format!(
         "@id({})\npermit (principal == Agent::{}, action == Action::{}, {scope})",
-        quote(&id),
+        quote(id),
         quote(agent),
         quote(action)
     ));
@@ -154,6 +141,33 @@ fn permit(
     out
 }
 
+/// The `@id` for one group's permit: agent, action and, for capabilities
+/// other than HTTP, the resource (`Workspace::"reporter"` →
+/// `-workspace-reporter`); `taken` ids get a number after them.
+fn permit_id(
+    agent: &str,
+    (kind, action): (Kind, &str),
+    group: &Group<'_>,
+    taken: impl Fn(&str) -> bool,
+) -> String {
+    let resource_words = group
+        .resources
+        .iter()
+        .next()
+        .filter(|_| kind != Kind::Call && action != "http_request")
+        .map(|r| {
+            r.split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .fold(String::new(), |id, w| id + "-" + &w.to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    let base = format!("suggested-{agent}-{action}{resource_words}");
+    std::iter::once(base.clone())
+        .chain((2..).map(|n| format!("{base}-{n}")))
+        .find(|id| !taken(id))
+        .unwrap_or(base)
+}
+
 /// What `suggest` was asked.
 pub struct SuggestRequest<'a> {
     pub agent: &'a str,
@@ -161,6 +175,8 @@ pub struct SuggestRequest<'a> {
     pub since_us: Option<i64>,
     pub out: Option<&'a Path>,
     pub merge: Option<&'a Path>,
+    /// Suggest from calls denied at the time too.
+    pub include_denied: bool,
 }
 
 fn engine_with(src: &Sources, dir: &Path, extra: Option<&str>) -> Result<PolicyEngine> {
@@ -196,7 +212,11 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
         after = last.seq;
         records.extend(page.into_iter().filter(|r| {
             matches!(r.kind, Kind::Call | Kind::Capability)
-                && matches!(r.decision.as_deref(), Some("allow" | "would-deny"))
+                && match r.decision.as_deref() {
+                    Some("allow" | "would-deny") => true,
+                    Some("deny") => req.include_denied,
+                    _ => false,
+                }
                 && !matches!(r.action.as_str(), "invoke" | "use_model" | "post_message")
         }));
     }
@@ -263,9 +283,18 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
         } else {
             Kind::Capability
         };
-        text.push_str(&permit(&current, req.agent, (kind, action), group, false));
+        // A suggestion merged before holds the same ids: the new permits
+        // take the next free number instead of clashing with them.
+        let id = permit_id(req.agent, (kind, action), group, |id| {
+            current.policy_location(id).is_some()
+                || merge_engine
+                    .as_ref()
+                    .is_some_and(|e| e.policy_location(id).is_some())
+        });
+        let who = (req.agent, id.as_str());
+        text.push_str(&permit(&current, who, (kind, action), group, false));
         text.push('\n');
-        envelope.push_str(&permit(&current, req.agent, (kind, action), group, true));
+        envelope.push_str(&permit(&current, who, (kind, action), group, true));
     }
     let config = cedar_policy_formatter::Config::default();
     let text = cedar_policy_formatter::policies_str_to_pretty(&text, &config)
@@ -276,9 +305,14 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
     let engine = engine_with(src, &src.dir, Some(&text))
         .context("the suggested permits do not validate beside the current policies")?;
     let mut not_allowed = Vec::new();
+    // A call denied at the time that is still denied (a forbid, an error)
+    // is reported, not a failure: no permit can override what decided it.
+    let mut still_denied = Vec::new();
     for r in &wanted {
+        let denied_then = r.decision.as_deref() == Some("deny");
         match crate::replay::decide(&engine, r) {
             Ok(d) if d.allowed => {}
+            Ok(d) if denied_then => still_denied.push(format!("#{}: {}", r.seq, d.explain())),
             Ok(d) => not_allowed.push(format!("#{}: {}", r.seq, d.explain())),
             Err(e) => not_allowed.push(format!("#{}: cannot be replayed: {e}", r.seq)),
         }
@@ -291,11 +325,19 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
         None => print!("{text}"),
     }
     eprintln!(
-        "checked: {} of {} observed record(s) allowed by the suggestion beside the current policies; {} call(s) denied at the time it would allow",
-        wanted.len() - not_allowed.len(),
-        wanted.len(),
-        denied_then
+        "checked: {} of {} observed record(s) allowed by the suggestion beside the current policies; {} call(s) denied at the time it would allow{}",
+        wanted.len() - not_allowed.len() - still_denied.len(),
+        wanted.len() - still_denied.len(),
+        denied_then,
+        if req.include_denied {
+            " (asked for with --include-denied)"
+        } else {
+            ""
+        }
     );
+    for line in &still_denied {
+        eprintln!("  still denied, as at the time (a forbid or an error decides it): {line}");
+    }
     match wider {
         Ok(wider) if wider.is_empty() => {
             eprintln!("proved: the suggestion allows nothing beyond the observed requests");

@@ -356,6 +356,30 @@ fn suggest_turns_an_observed_workload_into_permits_that_allow_just_it() {
         "{}",
         text(&out.stderr)
     );
+    // Asked for, the denied call is suggested from, and counted as such;
+    // its permit's id does not clash with the one merged before.
+    let out = env.corral_with_tools(&[
+        "policy",
+        "suggest",
+        "--agent",
+        "reporter",
+        "--audit",
+        "audit.db",
+        "--merge",
+        "policies",
+        "--include-denied",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        text(&out.stdout).contains(r#"context.input.path like "tmp/*""#)
+            && text(&out.stdout).contains(r#"@id("suggested-reporter-files_write-2")"#)
+            && stderr.contains(
+                "; 1 call(s) denied at the time it would allow (asked for with --include-denied)"
+            ),
+        "{}{stderr}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
