@@ -66,22 +66,30 @@ impl Env {
 
     /// Starts `corral broker` and waits for its `ready` line.
     fn broker(&self, extra: &[&str]) -> Broker {
-        let mut args: Vec<String> = [
-            "broker",
-            "--agent",
-            "assistant=ws/assistant",
-            "--agent",
-            "reporter=ws/reporter",
-            "--policies",
-            "policies",
-            "--socket-dir",
-            "run",
-            "--audit",
-            "audit.db",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        self.broker_logging(&[], Stdio::inherit(), extra)
+    }
+
+    /// The same, with `global` flags before `broker` and standard error
+    /// sent to `stderr`.
+    fn broker_logging(&self, global: &[&str], stderr: Stdio, extra: &[&str]) -> Broker {
+        let mut args: Vec<String> = global.iter().map(|s| s.to_string()).collect();
+        args.extend(
+            [
+                "broker",
+                "--agent",
+                "assistant=ws/assistant",
+                "--agent",
+                "reporter=ws/reporter",
+                "--policies",
+                "policies",
+                "--socket-dir",
+                "run",
+                "--audit",
+                "audit.db",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
         for t in ["echo", "files", "http-get"] {
             args.push("--tool".into());
             args.push(component_path(t).display().to_string());
@@ -93,7 +101,7 @@ impl Env {
             .env("XDG_CACHE_HOME", self.path("cache"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start corral broker");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -262,6 +270,41 @@ fn audit_commands_show_and_verify_what_the_broker_recorded() {
         "{}",
         text(&missing.stderr)
     );
+}
+
+#[test]
+fn logs_are_json_lines_or_plain_text_off_a_terminal() {
+    let env = Env::new();
+    for format in ["json", "text"] {
+        let path = env.path(&format!("stderr-{format}"));
+        let file = std::fs::File::create(&path).unwrap();
+        let broker = env.broker_logging(
+            &["--log-format", format],
+            Stdio::from(file),
+            &["--observe", "reporter"],
+        );
+        broker.stop();
+        let log = std::fs::read_to_string(&path).unwrap();
+        let warning = log
+            .lines()
+            .find(|l| l.contains("observe mode: calls"))
+            .unwrap_or_else(|| panic!("no observe-mode warning in {log:?}"));
+        assert!(
+            !log.contains('\x1b'),
+            "no colour codes off a terminal: {log:?}"
+        );
+        if format == "json" {
+            let line: Value = serde_json::from_str(warning).expect("a JSON log line");
+            assert_eq!(line["level"], "WARN", "{line}");
+            assert_eq!(line["agent"], "reporter", "fields are top-level: {line}");
+            assert!(line["timestamp"].is_string(), "{line}");
+        } else {
+            assert!(
+                warning.contains(" WARN ") && warning.contains("agent=reporter"),
+                "{warning}"
+            );
+        }
+    }
 }
 
 #[test]
