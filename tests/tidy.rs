@@ -110,6 +110,8 @@ fn the_dependency_graph_is_the_architecture() {
         ("corral-fd", "cedar-policy"),
         ("corral-distribution", "wasmtime"),
         ("corral-distribution", "cedar-policy"),
+        ("corral-web", "wasmtime"),
+        ("corral-web", "cedar-policy"),
     ];
     for (krate, forbidden) in never {
         let closure = deps

@@ -152,6 +152,8 @@ impl UpConfig {
 pub struct UpHost {
     child: Child,
     pub sockets: Vec<(String, PathBuf)>,
+    /// The `/metrics` URL, when `[web]` is configured.
+    pub web: Option<String>,
     pub stderr: PathBuf,
 }
 
@@ -201,6 +203,7 @@ impl UpHost {
             }
         });
         let mut sockets = Vec::new();
+        let mut web = None;
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -208,8 +211,12 @@ impl UpHost {
                 Ok(line) if line == "ready" => break,
                 Ok(line) => {
                     let parts: Vec<&str> = line.split_whitespace().collect();
-                    if let ["agent", id, "socket", path] = parts[..] {
-                        sockets.push((id.to_string(), PathBuf::from(path)));
+                    match parts[..] {
+                        ["agent", id, "socket", path] => {
+                            sockets.push((id.to_string(), PathBuf::from(path)));
+                        }
+                        ["web", url] => web = Some(url.to_string()),
+                        _ => {}
                     }
                 }
                 Err(_) => {
@@ -224,6 +231,7 @@ impl UpHost {
         UpHost {
             child,
             sockets,
+            web,
             stderr,
         }
     }

@@ -2,6 +2,7 @@
 //! what is redacted, and how many records move into SQLite at once.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::redact::Redactor;
@@ -20,6 +21,19 @@ pub enum Durability {
     },
 }
 
+/// Told of each record as it joins the chain and of each wait for the
+/// spool's fsync: what metrics count, so their counts are the log's.
+///
+/// Called on the appending thread, the first while the chain is locked:
+/// keep both to a few atomic updates.
+pub trait RecordObserver: Send + Sync + std::fmt::Debug {
+    /// `record` was sealed (its `seq` and hash are set) and written.
+    fn recorded(&self, record: &crate::Record);
+    /// A strict append, or the batched sync thread, waited `took` for the
+    /// spool to be fsynced.
+    fn synced(&self, took: Duration);
+}
+
 /// How to open the log.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
@@ -31,6 +45,8 @@ pub struct AuditConfig {
     pub redactor: Redactor,
     /// Most records moved into SQLite in one transaction.
     pub max_batch: usize,
+    /// Told of every record and sync; none by default.
+    pub observer: Option<Arc<dyn RecordObserver>>,
 }
 
 impl AuditConfig {
@@ -41,7 +57,14 @@ impl AuditConfig {
             durability: Durability::Strict,
             redactor: Redactor::default(),
             max_batch: 2048,
+            observer: None,
         }
+    }
+
+    /// Sets the observer.
+    pub fn observer(mut self, observer: Arc<dyn RecordObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Sets the durability.

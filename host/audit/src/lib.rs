@@ -47,7 +47,7 @@ mod store;
 mod time;
 mod writer;
 
-pub use config::{AuditConfig, Durability};
+pub use config::{AuditConfig, Durability, RecordObserver};
 pub use reader::{AuditReader, Filter, VerifyReport};
 pub use record::{Entry, GENESIS_HASH, Kind, Outcome, Record, TokenUsage, Verdict};
 pub use redact::Redactor;

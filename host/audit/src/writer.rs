@@ -66,6 +66,7 @@ struct Inner {
     durability: Durability,
     redactor: Redactor,
     max_batch: usize,
+    observer: Option<Arc<dyn crate::RecordObserver>>,
     /// The chain's head and the spool. A record is sealed and written under
     /// this lock, so the spool's order is the chain's.
     chain: Mutex<Chain>,
@@ -164,6 +165,7 @@ impl AuditLog {
             spool_path,
             durability: config.durability,
             redactor: config.redactor,
+            observer: config.observer,
             max_batch: config.max_batch.max(1),
             chain: Mutex::new(Chain::new(spool_file, last_seq, last_hash)),
             written: AtomicU64::new(0),
@@ -323,6 +325,9 @@ impl Inner {
                 });
             }
         };
+        if let (Some(observer), Some(sealed)) = (&self.observer, chain.unmoved.last()) {
+            observer.recorded(sealed);
+        }
         let number = self.written.fetch_add(1, Ordering::AcqRel) + 1;
         drop(chain);
         let first_unsynced = matches!(self.durability, Durability::Batched { .. })
@@ -347,7 +352,9 @@ impl Inner {
     /// Returns once record `number` (and all before it) is durable.
     /// A failed sync stops the log.
     fn sync_through(&self, number: u64) -> Result<(), AuditError> {
-        self.sync
+        let started = self.observer.as_ref().map(|_| Instant::now());
+        let synced = self
+            .sync
             .sync_through(
                 number,
                 &self.written,
@@ -365,7 +372,11 @@ impl Inner {
                     "fdatasync of {} failed: {e}",
                     self.spool_path.display()
                 )),
-            })
+            });
+        if let (Some(observer), Some(started), Ok(())) = (&self.observer, started, &synced) {
+            observer.synced(started.elapsed());
+        }
+        synced
     }
 
     /// The background thread's append path, for [`AuditLog::append`]: all

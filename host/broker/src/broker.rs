@@ -107,9 +107,16 @@ pub struct BrokerBuilder {
     mailbox: Option<Arc<dyn Mailbox>>,
     approvals: Option<corral_approvals::Approvals>,
     models: Models,
+    observer: Option<Arc<dyn crate::CallObserver>>,
 }
 
 impl BrokerBuilder {
+    /// Told of refusals before policy and of decision times, for metrics.
+    pub fn observer(mut self, observer: Arc<dyn crate::CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Where agents' messages come from and replies go (`corral/next`,
     /// `corral/reply`). Without one, those methods say so.
     pub fn mailbox(mut self, mailbox: Arc<dyn Mailbox>) -> Self {
@@ -164,6 +171,7 @@ impl BrokerBuilder {
                 approvals: self.approvals,
                 models: self.models,
                 live: Live::default(),
+                observer: self.observer,
             }),
             socket_root: self.socket_root,
             socket_owner: self.socket_owner,
@@ -255,6 +263,7 @@ impl Broker {
             mailbox: None,
             approvals: None,
             models: Models::new(),
+            observer: None,
         }
     }
 
@@ -368,6 +377,9 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, agent: Arc<Age
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
+            if let Some(observer) = &shared.observer {
+                observer.refused("connections");
+            }
             tokio::spawn(refuse(
                 stream,
                 agent.id.clone(),

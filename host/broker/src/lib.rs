@@ -27,6 +27,7 @@
 mod bench;
 mod blocking;
 mod broker;
+mod call_observer;
 mod connection;
 mod custom;
 mod frame_reader;
@@ -44,6 +45,7 @@ mod state;
 #[cfg(feature = "bench")]
 pub use bench::serve_with_limits;
 pub use broker::{AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME};
+pub use call_observer::CallObserver;
 pub use limits::BrokerLimits;
 #[cfg(feature = "bench")]
 pub use serve::{InlineAnswer, InlineCalls};

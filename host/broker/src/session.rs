@@ -117,6 +117,7 @@ impl Session {
         let deadline = arrived + self.shared.limits.call_timeout;
 
         if let Err(wait) = self.agent.take_rate(arrived) {
+            self.observe(|o| o.refused("rate"));
             return Called::done(ran_none(refusal(
                 Refusal::RateLimited,
                 format!(
@@ -129,6 +130,7 @@ impl Session {
             )));
         }
         let Some(slot) = self.agent.running.take(self.shared.limits.call_timeout) else {
+            self.observe(|o| o.refused("busy"));
             return Called::done(ran_none(self.no_slot(name)));
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -142,6 +144,12 @@ impl Session {
                 &Panicked::from_payload(&*panic),
             )))
         })
+    }
+
+    fn observe(&self, tell: impl FnOnce(&dyn crate::CallObserver)) {
+        if let Some(observer) = &self.shared.observer {
+            tell(observer.as_ref());
+        }
     }
 
     fn no_slot(&self, name: &str) -> CallToolResult {
@@ -230,7 +238,10 @@ impl Session {
         let input = arguments.to_string();
         entry.arguments = arguments;
         let receipt = match self.shared.audit.append_blocking(entry) {
-            Ok(r) => r,
+            Ok(r) => {
+                self.observe(|o| o.decided(arrived.elapsed()));
+                r
+            }
             Err(e) => {
                 tracing::error!(agent, tool = name, error = %e, "decision not recorded; refusing");
                 return Called::done(ran_none(refusal(

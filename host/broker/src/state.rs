@@ -25,6 +25,7 @@ pub(crate) struct Shared {
     pub approvals: Option<corral_approvals::Approvals>,
     pub models: Models,
     pub live: Live,
+    pub observer: Option<Arc<dyn crate::CallObserver>>,
 }
 
 /// Per-agent state, shared by the agent's connections.

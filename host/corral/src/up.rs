@@ -57,6 +57,9 @@ pub fn run(args: UpArgs) -> Result<u8> {
             println!("agent {agent} socket {}", socket.display());
         }
         println!("control {}", host.control_socket().display());
+        if let Some(addr) = host.web_addr() {
+            println!("web http://{addr}/metrics");
+        }
         println!("ready");
 
         crate::wait_for_shutdown().await;

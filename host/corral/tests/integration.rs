@@ -8,6 +8,7 @@ mod assurance;
 mod broker_cli;
 mod cli;
 mod hardening;
+mod operations;
 mod publish;
 mod suggest;
 

@@ -82,6 +82,8 @@ pub struct HostConfig {
     /// `[observe]`: the agents and teams allowed observe mode.
     #[serde(default)]
     pub observe: crate::observe_config::ObserveSection,
+    /// `[web]`: the host's HTTP endpoint (`/metrics`); off without it.
+    pub web: Option<crate::web_config::WebSection>,
 }
 
 /// `[sandbox]`: which container engine runs the agents.
@@ -333,6 +335,9 @@ impl HostConfig {
         }
         if let Some(s) = &mut config.secrets_file {
             at(s);
+        }
+        if let Some(web) = &mut config.web {
+            web.resolve_paths(at);
         }
         at(&mut config.image.dir);
         at(&mut config.image.agent_binary);

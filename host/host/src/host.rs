@@ -57,6 +57,7 @@ pub struct Host {
     stop_supervisor: oneshot::Sender<()>,
     mounted: Vec<Mounted>,
     _watch: Option<corral_policy::WatchGuard>,
+    web: Option<corral_web::WebServer>,
 }
 
 /// What shutting down left behind.
@@ -83,6 +84,11 @@ impl Host {
         options: HostOptions,
     ) -> Result<Host, HostError> {
         let models = crate::parts::models(&config, &secrets)?;
+        let web = match &config.web {
+            Some(section) => Some(section.resolve(Path::new("corral.toml"), &secrets)?),
+            None => None,
+        };
+        let metrics = Arc::new(corral_web::Metrics::new());
         let tool_secrets = crate::parts::tool_secrets(&config, &secrets)?;
         let channel_starts: Vec<Box<dyn ChannelStart>> = config
             .channel_sections()
@@ -109,8 +115,19 @@ impl Host {
             })?,
         );
         let audit = AuditLog::open(
-            AuditConfig::new(config.audit_path()).durability(crate::parts::durability(&config)),
+            AuditConfig::new(config.audit_path())
+                .durability(crate::parts::durability(&config))
+                .observer(metrics.clone()),
         )?;
+        // Bound before any agent starts: a taken port is a start-up error.
+        let web = match web {
+            Some(web) => Some(
+                corral_web::serve(web, metrics.clone())
+                    .await
+                    .map_err(|e| HostError::Setup(e.to_string()))?,
+            ),
+            None => None,
+        };
         let watch = store
             .watch()
             .map_err(|e| tracing::warn!("policy hot reload is off: {e}"))
@@ -161,6 +178,7 @@ impl Host {
         .mailbox(Arc::new(RouterMailbox(router.clone())))
         .approvals(approvals.clone())
         .models(models)
+        .observer(Arc::new(crate::web_config::BrokerMetrics(metrics.clone())))
         .build();
         // Budgets survive a restart: today's model usage is in the log.
         let used_today = crate::budgets::tokens_used_today(&config.audit_path());
@@ -255,10 +273,10 @@ impl Host {
                         docker,
                         specs,
                         &config,
-                        wake_tx.clone(),
-                        wake_rx,
+                        (wake_tx.clone(), wake_rx),
                         stop_rx,
                         &router,
+                        metrics.clone(),
                     )
                     .await?,
                 )
@@ -291,6 +309,7 @@ impl Host {
             stop_supervisor,
             mounted,
             _watch: watch,
+            web,
         })
     }
 
@@ -304,6 +323,11 @@ impl Host {
     /// The agents that are not served, each with why.
     pub fn unavailable(&self) -> &[(String, String)] {
         &self.unavailable
+    }
+
+    /// Where the HTTP endpoint (`[web]`) listens, if it does.
+    pub fn web_addr(&self) -> Option<std::net::SocketAddr> {
+        self.web.as_ref().map(corral_web::WebServer::addr)
     }
 
     /// The terminal channel's control socket (`corral chat`, `corral
@@ -366,10 +390,10 @@ async fn start_supervisor<B: ContainerBackend + Send + Sync + 'static>(
     backend: B,
     specs: Vec<ContainerSpec>,
     config: &HostConfig,
-    wake: mpsc::UnboundedSender<Wake>,
-    woken: mpsc::UnboundedReceiver<Wake>,
+    (wake, woken): (mpsc::UnboundedSender<Wake>, mpsc::UnboundedReceiver<Wake>),
     stop: oneshot::Receiver<()>,
     router: &Arc<Router>,
+    metrics: Arc<corral_web::Metrics>,
 ) -> Result<tokio::task::JoinHandle<Result<(), SandboxError>>, HostError> {
     let mut supervisor =
         Supervisor::new(backend, LifecyclePolicy::default(), specs, Instant::now());
@@ -382,10 +406,15 @@ async fn start_supervisor<B: ContainerBackend + Send + Sync + 'static>(
     router.on_wake(Box::new(move |agent| {
         let _ = wake.send(Wake::Message(agent.to_string()));
     }));
+    let counted = crate::supervise::Counted {
+        metrics,
+        agents: config.agents.iter().map(|a| a.id.clone()).collect(),
+    };
     Ok(tokio::spawn(supervise(
         supervisor,
         woken,
         stop,
         router.clone(),
+        counted,
     )))
 }

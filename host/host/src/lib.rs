@@ -25,6 +25,7 @@ mod supervise;
 mod tool_config;
 mod tool_sources;
 mod tools;
+mod web_config;
 
 pub use config::{
     AgentConfig, AgentLimits, ApprovalsSection, BackendName, BrokerConfig, ConfigError,
@@ -37,3 +38,4 @@ pub use observe_config::{AgentMode, ObserveSection};
 pub use secrets::Secrets;
 pub use tool_sources::{publishers, registry_options, tool_store};
 pub use tools::{LoadedTools, PinnedTool, ToolsError, load_tools, runtime_with_cache};
+pub use web_config::WebSection;

@@ -22,6 +22,34 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
+/// Where container events are counted, and the agents whose containers
+/// the running gauge counts.
+pub(crate) struct Counted {
+    pub metrics: Arc<corral_web::Metrics>,
+    pub agents: Vec<String>,
+}
+
+impl Counted {
+    fn event(&self, event: &corral_sandbox::Event) {
+        use corral_sandbox::Event;
+        match event {
+            Event::Started { .. } => self.metrics.container("started"),
+            Event::Crashed { .. } => self.metrics.container("crashed"),
+            Event::Restarted { .. } => self.metrics.container("restarted"),
+            _ => {}
+        }
+    }
+
+    fn running<B: ContainerBackend>(&self, supervisor: &Supervisor<B>) {
+        let running = self
+            .agents
+            .iter()
+            .filter(|a| supervisor.container(a).is_some())
+            .count();
+        self.metrics.containers_running(running);
+    }
+}
+
 /// Runs until `stop` fires or every waker is gone, then stops every
 /// container.
 pub(crate) async fn supervise<B: ContainerBackend>(
@@ -29,9 +57,11 @@ pub(crate) async fn supervise<B: ContainerBackend>(
     mut wake: mpsc::UnboundedReceiver<Wake>,
     mut stop: oneshot::Receiver<()>,
     router: Arc<Router>,
+    counted: Counted,
 ) -> Result<(), SandboxError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        counted.running(&supervisor);
         tokio::select! {
             _ = &mut stop => break,
             wake = wake.recv() => {
@@ -52,6 +82,7 @@ pub(crate) async fn supervise<B: ContainerBackend>(
                 let result = supervisor.ensure_running(&agent, Instant::now()).await;
                 let answer = match &result {
                     Ok((id, Some(event))) => {
+                        counted.event(event);
                         tracing::info!(?event, "agent container");
                         Ok(format!("started agent `{agent}` in container {}", short(id)))
                     }
@@ -72,13 +103,18 @@ pub(crate) async fn supervise<B: ContainerBackend>(
                     supervisor.touch(&agent, now);
                 }
                 match supervisor.tick(now).await {
-                    Ok(events) => for event in events { tracing::info!(?event, "agent container") },
+                    Ok(events) => for event in events {
+                        counted.event(&event);
+                        tracing::info!(?event, "agent container");
+                    },
                     Err(e) => tracing::warn!(error = %e, "supervisor pass failed"),
                 }
             }
         }
     }
-    supervisor.stop_all().await
+    let stopped = supervisor.stop_all().await;
+    counted.running(&supervisor);
+    stopped
 }
 
 /// The operator requests the terminal channel forwards (`start`, `stop`),

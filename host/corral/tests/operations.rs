@@ -1,0 +1,196 @@
+//! What an operator reads from a running `corral up`: `/metrics` in the
+//! Prometheus text format, with decision counts equal to the audit log's,
+//! on loopback without a token and behind one anywhere else.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use corral_tests::mcp::{McpClient, is_error};
+use corral_tests::up::{UpConfig, UpHost, UpOptions};
+use serde_json::json;
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+/// A GET of `url` (`http://ADDR/PATH`) over a plain socket: status and body.
+fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (addr, path) = rest.split_once('/').expect("a path");
+    let mut stream = TcpStream::connect(addr).expect("connect to the web endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nhost: {addr}\r\n{auth}connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, body.to_string())
+}
+
+/// Samples named `name` by their labels, as a Prometheus parser reads them.
+fn samples(text: &str, name: &str) -> BTreeMap<Vec<(String, String)>, f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the metrics parse as the Prometheus text format");
+    scrape
+        .samples
+        .into_iter()
+        .filter(|s| s.metric == name)
+        .filter_map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            Some((labels, value))
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_count_what_the_audit_log_holds() {
+    let config = UpConfig::write(&UpOptions {
+        extra_toml: Some("[web]\nlisten = \"127.0.0.1:0\"\n".into()),
+        ..UpOptions::default()
+    });
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let url = host.web.clone().expect("corral up prints the web endpoint");
+    let mut agent = McpClient::ready(&host.socket("assistant"));
+    for message in ["one", "two"] {
+        assert!(!is_error(
+            &agent.call_tool("echo", json!({ "message": message }))
+        ));
+    }
+    // Denied at the capability: a dotfile.
+    assert!(is_error(&agent.call_tool(
+        "files_write",
+        json!({"path": "notes/.env", "content": "x"})
+    )));
+    // A tool that does not exist, named by the agent.
+    assert!(is_error(&agent.call_tool("made_up_tool", json!({}))));
+    drop(agent);
+    // Loopback needs no token.
+    let (status, body) = get(&url, None);
+    let stopped = host.stop();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stopped, Some(0));
+
+    let mut expected: BTreeMap<Vec<(String, String)>, f64> = BTreeMap::new();
+    for r in config.audit_records(CORRAL.as_ref()) {
+        let (Some(kind), Some(decision)) = (r["kind"].as_str(), r["decision"].as_str()) else {
+            continue;
+        };
+        if !matches!(kind, "call" | "capability") {
+            continue;
+        }
+        let mut labels = vec![
+            (
+                "action".to_string(),
+                r["action"].as_str().unwrap().to_string(),
+            ),
+            ("decision".to_string(), decision.to_string()),
+            ("kind".to_string(), kind.to_string()),
+        ];
+        labels.sort();
+        *expected.entry(labels).or_default() += 1.0;
+    }
+    let counted = samples(&body, "corral_decisions_total");
+    // Only tool calls and their capabilities: the host's own decisions
+    // (invoke, use_model) are counted too, and must match as well.
+    assert_eq!(counted, expected, "{body}");
+    assert!(
+        expected
+            .keys()
+            .any(|l| l.contains(&("action".into(), "made_up_tool".into()))),
+        "{expected:?}"
+    );
+    assert!(
+        expected
+            .keys()
+            .any(|l| l.contains(&("decision".into(), "deny".into()))
+                && l.contains(&("kind".into(), "capability".into()))),
+        "the dotfile's denial is in the log: {expected:?}"
+    );
+    let outcomes = samples(&body, "corral_outcomes_total");
+    assert_eq!(
+        outcomes.get(&vec![
+            ("action".to_string(), "echo".to_string()),
+            ("outcome".to_string(), "ok".to_string())
+        ]),
+        Some(&2.0),
+        "{body}"
+    );
+    assert!(body.contains("corral_audit_sync_seconds_count"), "{body}");
+    assert!(
+        body.contains("corral_decision_duration_seconds_count 4"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_listener_off_loopback_needs_a_token_and_checks_it() {
+    // Refused at start without one.
+    let config = UpConfig::write(&UpOptions {
+        extra_toml: Some("[web]\nlisten = \"0.0.0.0:0\"\n".into()),
+        ..UpOptions::default()
+    });
+    let out = Command::new(CORRAL)
+        .args(["up", "--external-agents", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is not loopback") && stderr.contains("token_file"),
+        "{stderr}"
+    );
+
+    // With a token from the environment: nothing without it, or with
+    // another; the metrics with it.
+    let config = UpConfig::write(&UpOptions {
+        extra_toml: Some(
+            "[web]\nlisten = \"0.0.0.0:0\"\ntoken_env = \"CORRAL_TEST_MODEL_KEY\"\n".into(),
+        ),
+        ..UpOptions::default()
+    });
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let url = host
+        .web
+        .clone()
+        .expect("the web endpoint")
+        .replace("0.0.0.0", "127.0.0.1");
+    let none = get(&url, None);
+    let wrong = get(&url, Some("sk-test-CORRAL-e2e-wrong-token"));
+    let right = get(&url, Some(corral_tests::up::TEST_MODEL_KEY));
+    host.stop();
+    assert_eq!(none.0, 401, "{}", none.1);
+    assert_eq!(wrong.0, 401, "{}", wrong.1);
+    assert!(!none.1.contains("corral_"), "no metric leaks: {}", none.1);
+    assert_eq!(right.0, 200, "{}", right.1);
+    assert!(
+        right.1.contains("corral_audit_records_total"),
+        "{}",
+        right.1
+    );
+}
