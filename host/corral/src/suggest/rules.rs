@@ -92,12 +92,8 @@ pub(super) fn constrain(field: &str, expr: &str, values: &[Option<Value>]) -> Co
         }
         let distinct: BTreeSet<&str> = strings.iter().copied().collect();
         if let Some(origins) = url_origins(&strings).filter(|o| o.len() <= MAX_FOLDERS) {
-            let parts: Vec<String> = origins
-                .iter()
-                .map(|o| format!("{expr} like {}/*\"", like_literal(o)))
-                .collect();
             return Constraint {
-                cedar: Some(wrap(format!("({})", parts.join(" || ")))),
+                cedar: Some(wrap(under_any(expr, &origins))),
                 note: Some(format!(
                     "{field}: {} URL(s) at {} origin(s), generalized to any path there",
                     distinct.len(),
@@ -112,12 +108,8 @@ pub(super) fn constrain(field: &str, expr: &str, values: &[Option<Value>]) -> Co
                 .filter_map(|s| s.split_once('/').map(|(first, _)| first))
                 .collect();
             if folders.len() <= MAX_FOLDERS && folders.iter().all(|f| !f.is_empty()) {
-                let parts: Vec<String> = folders
-                    .iter()
-                    .map(|f| format!("{expr} like {}/*\"", like_literal(f)))
-                    .collect();
                 return Constraint {
-                    cedar: Some(wrap(format!("({})", parts.join(" || ")))),
+                    cedar: Some(wrap(under_any(expr, &folders))),
                     note: Some(format!(
                         "{field}: {} value(s) under {} folder(s), generalized to those folders",
                         distinct.len(),
@@ -181,6 +173,15 @@ pub(super) fn constrain(field: &str, expr: &str, values: &[Option<Value>]) -> Co
         };
     }
     dropped("values are not strings, integers or booleans".into())
+}
+
+/// `expr` under any of `prefixes`: `(expr like "p/*" || …)`.
+fn under_any(expr: &str, prefixes: &BTreeSet<&str>) -> String {
+    let parts: Vec<String> = prefixes
+        .iter()
+        .map(|p| format!("{expr} like {}/*\"", like_literal(p)))
+        .collect();
+    format!("({})", parts.join(" || "))
 }
 
 /// The origins (`scheme://authority`) of `strings` when every one is an
