@@ -23,6 +23,8 @@ pub struct BrokerOptions {
     pub socket_owner: Option<(u32, u32)>,
     /// Agents served in observe mode.
     pub observe: Vec<&'static str>,
+    /// Told of every audit record (the host's metrics and live stream).
+    pub audit_observer: Option<Arc<dyn corral_audit::RecordObserver>>,
 }
 
 impl Default for BrokerOptions {
@@ -36,6 +38,7 @@ impl Default for BrokerOptions {
             extra_entities: Vec::new(),
             socket_owner: None,
             observe: Vec::new(),
+            audit_observer: None,
         }
     }
 }
@@ -113,8 +116,11 @@ impl TestBroker {
             .unwrap_or_else(|e| panic!("test policies do not load: {e}")),
         );
         let audit_path = dir.path().join("audit.db");
-        let audit =
-            AuditLog::open(AuditConfig::new(&audit_path).durability(options.durability)).unwrap();
+        let mut audit_config = AuditConfig::new(&audit_path).durability(options.durability);
+        if let Some(observer) = options.audit_observer.clone() {
+            audit_config = audit_config.observer(observer);
+        }
+        let audit = AuditLog::open(audit_config).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -6,6 +6,7 @@
 )]
 
 pub mod broker;
+pub mod browser;
 pub mod mcp;
 pub mod registry;
 pub mod standins;

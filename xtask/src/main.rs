@@ -53,8 +53,9 @@ const RUST_TARGETS: &[&str] = &["wasm32-wasip2", "x86_64-unknown-linux-musl"];
 /// static agent binary, e2fsprogs and mount (`mkfs.ext4`, `mount`,
 /// `losetup`) for each agent's own disk, docker-registry (the CNCF
 /// distribution registry) and apache2-utils (`htpasswd`) for the tests of
-/// tool distribution against a real registry, and cvc5, the SMT solver
-/// `corral policy prove` and `policy diff` run Cedar's symbolic compiler on.
+/// tool distribution against a real registry, cvc5, the SMT solver
+/// `corral policy prove` and `policy diff` run Cedar's symbolic compiler on,
+/// and chromium, the headless browser the audit dashboard is tested in.
 const DEBIAN_PACKAGES: &[&str] = &[
     "sqlite3",
     "musl-tools",
@@ -63,6 +64,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "docker-registry",
     "apache2-utils",
     "cvc5",
+    "chromium",
 ];
 /// The guest crates whose components land in target/tools/.
 const TOOL_CRATES: &[&str] = &[

@@ -81,6 +81,9 @@ pub enum AuditCmd {
         #[command(flatten)]
         log: AuditPath,
     },
+    /// Serve the audit dashboard over a log, read-only (a copy an auditor
+    /// was given, say); a running `corral up` serves its own under [web].
+    Dashboard(crate::audit_dashboard::DashboardArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -135,6 +138,7 @@ pub fn since_micros(since: Option<&str>) -> Result<Option<i64>> {
 
 pub fn run(cmd: AuditCmd) -> Result<u8> {
     match cmd {
+        AuditCmd::Dashboard(args) => crate::audit_dashboard::run(args),
         AuditCmd::Verify { log } => {
             let reader = AuditReader::open(&log.path)?;
             let report = reader.verify()?;

@@ -58,7 +58,7 @@ pub fn run(args: UpArgs) -> Result<u8> {
         }
         println!("control {}", host.control_socket().display());
         if let Some(addr) = host.web_addr() {
-            println!("web http://{addr}/metrics");
+            println!("web http://{addr}/");
         }
         println!("ready");
 

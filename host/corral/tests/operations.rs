@@ -1,13 +1,15 @@
-//! What an operator reads from a running `corral up`: `/metrics` in the
-//! Prometheus text format, with decision counts equal to the audit log's,
+//! What an operator and an auditor read from a running `corral up`: the
+//! audit dashboard in a real headless Chromium, `/metrics` in the
+//! Prometheus text format with decision counts equal to the audit log's,
 //! on loopback without a token and behind one anywhere else.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use corral_tests::browser::{Browser, screenshot_path};
 use corral_tests::mcp::{McpClient, is_error};
 use corral_tests::up::{UpConfig, UpHost, UpOptions};
 use serde_json::json;
@@ -74,7 +76,10 @@ fn metrics_count_what_the_audit_log_holds() {
         ..UpOptions::default()
     });
     let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
-    let url = host.web.clone().expect("corral up prints the web endpoint");
+    let url = format!(
+        "{}metrics",
+        host.web.clone().expect("corral up prints the web endpoint")
+    );
     let mut agent = McpClient::ready(&host.socket("assistant"));
     for message in ["one", "two"] {
         assert!(!is_error(
@@ -175,10 +180,7 @@ fn a_listener_off_loopback_needs_a_token_and_checks_it() {
         ..UpOptions::default()
     });
     let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
-    let url = host
-        .web
-        .clone()
-        .expect("the web endpoint")
+    let url = format!("{}metrics", host.web.clone().expect("the web endpoint"))
         .replace("0.0.0.0", "127.0.0.1");
     let none = get(&url, None);
     let wrong = get(&url, Some("sk-test-CORRAL-e2e-wrong-token"));
@@ -192,5 +194,207 @@ fn a_listener_off_loopback_needs_a_token_and_checks_it() {
         right.1.contains("corral_audit_records_total"),
         "{}",
         right.1
+    );
+}
+
+/// Text an agent sends that would run as script if a page put it in as
+/// markup.
+const INJECTED: &str = "<script>window.__pwned = 1</script><b id=\"injected\">bold</b>";
+
+#[test]
+fn the_dashboard_in_chromium_shows_decisions_live_and_a_broken_chain() {
+    let config = UpConfig::write(&UpOptions {
+        extra_toml: Some("[web]\nlisten = \"127.0.0.1:0\"\n".into()),
+        extra_policy: Some(
+            r#"@id("no-forbidden-echo")
+forbid (principal, action == Action::"echo", resource)
+when { context.input has message && context.input.message == "forbidden" };"#
+                .into(),
+        ),
+        ..UpOptions::default()
+    });
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    let base = host.web.clone().expect("corral up prints the web endpoint");
+    let mut agent = McpClient::ready(&host.socket("assistant"));
+    assert!(!is_error(
+        &agent.call_tool("echo", json!({ "message": INJECTED }))
+    ));
+    assert!(is_error(
+        &agent.call_tool("echo", json!({ "message": "forbidden" }))
+    ));
+    assert!(is_error(&agent.call_tool(
+        "files_write",
+        json!({"path": "notes/.env", "content": "x"})
+    )));
+
+    let browser = Browser::start();
+    let mut page = browser.page();
+
+    // The overview: the chain, the policy set, the chart, the top denied.
+    page.open(&base);
+    let chain = page.eval("document.getElementById('chain-state').textContent");
+    assert!(
+        chain
+            .as_str()
+            .is_some_and(|t| t.starts_with("Chain intact")),
+        "{chain}"
+    );
+    let head = page.eval("document.getElementById('head-hash').textContent");
+    assert_eq!(head.as_str().map(str::len), Some(64), "{head}");
+    let records = config.audit_records(CORRAL.as_ref());
+    let policy_hash = page.eval("document.getElementById('policy-hash').textContent");
+    assert_eq!(
+        policy_hash, records[0]["policy_hash"],
+        "the set in force decided them"
+    );
+    let denied = page.eval("document.getElementById('top-denied').innerText");
+    assert!(
+        denied
+            .as_str()
+            .is_some_and(|t| t.contains("echo") && t.contains("no-forbidden-echo")),
+        "{denied}"
+    );
+    let bars = page.eval("document.querySelectorAll('#decisions-chart rect.bar.deny').length");
+    assert!(
+        bars.as_u64().is_some_and(|n| n >= 1),
+        "a denied bar: {bars}"
+    );
+    page.screenshot(&screenshot_path("dashboard-overview"));
+
+    // The decisions: an argument holding markup is shown as text.
+    page.open(&format!("{base}decisions"));
+    let table = page.eval("document.getElementById('decisions-body').innerText");
+    assert!(
+        table
+            .as_str()
+            .is_some_and(|t| t.contains("<script>window.__pwned = 1</script>")),
+        "{table}"
+    );
+    assert_eq!(
+        page.eval("window.__pwned === undefined"),
+        true,
+        "the agent's script never ran"
+    );
+    assert_eq!(
+        page.eval("document.getElementById('injected') === null"),
+        true
+    );
+    // New decisions arrive while the page is open.
+    page.wait_for(
+        "document.getElementById('live-status').textContent.startsWith('live')",
+        Duration::from_secs(10),
+    );
+    assert!(!is_error(
+        &agent.call_tool("echo", json!({ "message": "arrived live" }))
+    ));
+    assert!(!is_error(
+        &agent.call_tool("echo", json!({ "message": INJECTED }))
+    ));
+    page.wait_for(
+        "[...document.querySelectorAll('#decisions-body tr.live')].some(r => r.innerText.includes('arrived live'))",
+        Duration::from_secs(10),
+    );
+    page.wait_for(
+        "[...document.querySelectorAll('#decisions-body tr.live')].some(r => r.innerText.includes('<script>'))",
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        page.eval("window.__pwned === undefined && document.getElementById('injected') === null"),
+        true
+    );
+    page.screenshot(&screenshot_path("dashboard-decisions"));
+
+    // Filters: only the forbid's denial.
+    page.open(&format!(
+        "{base}decisions?decision=deny&policy=no-forbidden-echo"
+    ));
+    let rows = page.eval("document.querySelectorAll('#decisions-body tr').length");
+    assert_eq!(rows, 1, "one denial by that policy");
+
+    // One record: the deciding policy's source, the explanation, the chain.
+    let records = config.audit_records(CORRAL.as_ref());
+    let forbidden = records
+        .iter()
+        .find(|r| r["kind"] == "call" && r["decision"] == "deny" && r["action"] == "echo")
+        .expect("the denied echo");
+    let seq = forbidden["seq"].as_i64().unwrap();
+    let before = records
+        .iter()
+        .find(|r| r["seq"] == seq - 1)
+        .expect("the record before");
+    page.open(&format!("{base}records/{seq}"));
+    assert_eq!(
+        page.eval("document.getElementById('decision').textContent"),
+        "deny"
+    );
+    let source = page.eval(
+        "[...document.querySelectorAll('pre.policy-source')].map(p => p.textContent).join('\\n')",
+    );
+    assert!(
+        source
+            .as_str()
+            .is_some_and(|t| t.contains("forbid") && t.contains("\"forbidden\"")),
+        "{source}"
+    );
+    let why = page.eval("document.getElementById('explanation').textContent");
+    assert!(
+        why.as_str()
+            .is_some_and(|t| t.contains("no-forbidden-echo")),
+        "{why}"
+    );
+    let chain = page.eval("document.getElementById('chain-position').innerText");
+    assert!(
+        chain
+            .as_str()
+            .is_some_and(|t| t.contains(before["hash"].as_str().unwrap())
+                && t.contains(forbidden["hash"].as_str().unwrap())),
+        "{chain}"
+    );
+    page.screenshot(&screenshot_path("dashboard-record"));
+    page.open(&format!("{base}policies"));
+    assert_eq!(
+        page.eval("document.getElementById('policy-no-forbidden-echo') !== null"),
+        true
+    );
+    drop(agent);
+    assert_eq!(host.stop(), Some(0));
+
+    // A tampered copy of the log, served on its own: the broken chain.
+    let copy = config.dir.path().join("tampered.db");
+    std::fs::copy(config.audit(), &copy).unwrap();
+    let tamper = Command::new("sqlite3")
+        .arg(&copy)
+        .arg(format!(
+            "DROP TRIGGER audit_no_update; UPDATE audit SET decision = 'allow' WHERE seq = {seq};"
+        ))
+        .output()
+        .expect("the sqlite3 CLI (installed by `cargo xtask setup`)");
+    assert!(
+        tamper.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tamper.stderr)
+    );
+    let mut served = Command::new(CORRAL)
+        .args(["audit", "dashboard", "--listen", "127.0.0.1:0", "--audit"])
+        .arg(&copy)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(served.stdout.take().unwrap()).lines();
+    let copy_base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("web ").map(str::to_string))
+        .expect("the dashboard's address");
+    page.open(&copy_base);
+    let chain = page.eval("document.getElementById('chain-state').textContent");
+    page.screenshot(&screenshot_path("dashboard-tampered"));
+    let _ = served.kill();
+    let _ = served.wait();
+    assert!(
+        chain
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("Chain BROKEN at record {seq}"))),
+        "{chain}"
     );
 }

@@ -121,11 +121,17 @@ impl Host {
         )?;
         // Bound before any agent starts: a taken port is a start-up error.
         let web = match web {
-            Some(web) => Some(
-                corral_web::serve(web, metrics.clone())
-                    .await
-                    .map_err(|e| HostError::Setup(e.to_string()))?,
-            ),
+            Some(web) => {
+                let dashboard = corral_web::Dashboard {
+                    audit: config.audit_path(),
+                    policies: Some(Arc::new(crate::web_config::StorePolicies(store.clone()))),
+                };
+                Some(
+                    corral_web::serve(web, metrics.clone(), Some(dashboard))
+                        .await
+                        .map_err(|e| HostError::Setup(e.to_string()))?,
+                )
+            }
             None => None,
         };
         let watch = store

@@ -1,6 +1,7 @@
-//! `[web]`: the address the host's HTTP endpoint (`/metrics`) listens on
-//! and the token it requires, and the adapter that lets the broker count
-//! into the host's metrics.
+//! `[web]`: the address the host's HTTP endpoint (the audit dashboard and
+//! `/metrics`) listens on and the token it requires; and the adapters that
+//! let the broker count into the host's metrics and the dashboard read the
+//! policy set in force.
 //!
 //! Its own section, not `[http]`'s: `[http]` says what tools may reach,
 //! and mixing what the host serves into it would put an inbound listener
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_channels::SecretSource;
-use corral_web::{Metrics, Token, WebConfig};
+use corral_policy::PolicyStore;
+use corral_web::{Metrics, PolicyText, PolicyView, Token, WebConfig};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
@@ -89,6 +91,36 @@ impl corral_broker::CallObserver for BrokerMetrics {
 
     fn decided(&self, took: Duration) {
         self.0.call_decided(took);
+    }
+}
+
+/// The policy set in force, as the dashboard shows it: read from the
+/// store on each page, so a hot reload shows at once.
+pub(crate) struct StorePolicies(pub Arc<PolicyStore>);
+
+impl PolicyView for StorePolicies {
+    fn hash(&self) -> String {
+        self.0.current().policy_set_hash().to_string()
+    }
+
+    fn policies(&self) -> Vec<PolicyText> {
+        let engine = self.0.current();
+        let loaded = engine.policies();
+        let mut out: Vec<PolicyText> = [(&loaded.set, false), (&loaded.shadow, true)]
+            .into_iter()
+            .flat_map(|(set, shadow)| set.policies().map(move |p| (p, shadow)))
+            .map(|(p, shadow)| {
+                let id = p.id().to_string();
+                PolicyText {
+                    location: engine.policy_location(&id).unwrap_or_default(),
+                    text: p.to_string(),
+                    id,
+                    shadow,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 }
 

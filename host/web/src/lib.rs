@@ -1,12 +1,19 @@
-//! The host's HTTP endpoint: Prometheus metrics at `/metrics`.
+//! The host's HTTP endpoint: the audit dashboard (`/`, `/decisions` and
+//! its live stream `/events`, `/records/N`, `/policies`) and Prometheus
+//! metrics at `/metrics`.
 //!
 //! It listens on loopback unless told otherwise, and any other address
-//! requires a bearer token ([`Token`]): the metrics name agents, tools and
-//! models, which is more than a stranger on the network should learn. It
-//! is read-only: nothing it serves changes what an agent may do.
+//! requires a bearer token ([`Token`]), sent as `Authorization: Bearer`
+//! or, for a browser, as the cookie `/login` sets: the pages show agents'
+//! arguments and the policies. It is read-only: nothing it serves changes
+//! what an agent may do.
 
 mod auth;
+mod dashboard;
 mod metrics;
+mod pages;
+mod query;
+mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use auth::{Token, TokenError};
+pub use dashboard::Dashboard;
 pub use metrics::{MAX_ACTIONS, Metrics, OTHER};
+pub use query::Filters;
+pub use view::{PolicyText, PolicyView};
 
 /// Where and how to listen.
 #[derive(Debug, Clone)]
@@ -48,10 +58,16 @@ pub enum WebError {
     },
 }
 
-/// A running endpoint; dropping it stops it.
+/// A running endpoint; dropping it stops it, live streams included.
 pub struct WebServer {
     addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 impl WebServer {
@@ -62,13 +78,25 @@ impl WebServer {
 }
 
 #[derive(Clone)]
-struct Shared {
-    metrics: Arc<Metrics>,
+pub(crate) struct Shared {
+    pub(crate) metrics: Arc<Metrics>,
     token: Option<Token>,
+    pub(crate) dashboard: Option<Dashboard>,
+    /// Turns true when the server stops.
+    pub(crate) stop: tokio::sync::watch::Receiver<bool>,
 }
 
-/// Binds `config.listen` and serves until the [`WebServer`] is dropped.
-pub async fn serve(config: WebConfig, metrics: Arc<Metrics>) -> Result<WebServer, WebError> {
+/// The cookie `/login` sets, for browsers, which cannot add a header to
+/// a page load or an event stream.
+const TOKEN_COOKIE: &str = "corral_token";
+
+/// Binds `config.listen` and serves `/metrics` and, given one, the
+/// dashboard, until the [`WebServer`] is dropped.
+pub async fn serve(
+    config: WebConfig,
+    metrics: Arc<Metrics>,
+    dashboard: Option<Dashboard>,
+) -> Result<WebServer, WebError> {
     if config.token.is_none() && !config.listen.ip().is_loopback() {
         return Err(WebError::TokenRequired(config.listen));
     }
@@ -82,46 +110,62 @@ pub async fn serve(config: WebConfig, metrics: Arc<Metrics>) -> Result<WebServer
         addr: config.listen,
         message: e.to_string(),
     })?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let shared = Shared {
         metrics,
         token: config.token,
+        dashboard,
+        stop: stopped.clone(),
     };
-    let app = axum::Router::new()
+    let guarded = axum::Router::new()
         .route("/metrics", get(metrics_page))
+        .route("/", get(dashboard::overview))
+        .route("/decisions", get(dashboard::decisions))
+        .route("/events", get(dashboard::events))
+        .route("/records/{seq}", get(dashboard::record))
+        .route("/policies", get(dashboard::policies))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             require_token,
-        ))
-        .with_state(shared);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        ));
+    let app = guarded.route("/login", get(login_page)).with_state(shared);
+    let mut shutdown = stopped;
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|stopping| *stopping).await;
             })
             .await;
         if let Err(e) = served {
             tracing::warn!(%addr, "the web endpoint stopped: {e}");
         }
     });
-    Ok(WebServer { addr, _stop: stop })
+    Ok(WebServer { addr, stop })
 }
 
 async fn require_token(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     let Some(token) = &shared.token else {
         return next.run(request).await;
     };
-    let presented = request
-        .headers()
+    let headers = request.headers();
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(p) if token.matches(p) => next.run(request).await,
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| percent_decoded(value));
+    match bearer.map(str::to_string).or(cookie) {
+        Some(p) if token.matches(&p) => next.run(request).await,
         _ => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
-            "a bearer token is required: send `Authorization: Bearer <token>` with the token from [web] in corral.toml\n",
+            "a token is required: send `Authorization: Bearer <token>` with the token from [web] in corral.toml, or sign in a browser at /login\n",
         )
             .into_response(),
     }
@@ -136,4 +180,59 @@ async fn metrics_page(State(shared): State<Shared>) -> Response {
         shared.metrics.encode(),
     )
         .into_response()
+}
+
+/// A form that keeps the token in a same-site cookie of this browser, for
+/// pages and the live stream; the token never travels in a URL.
+async fn login_page() -> Response {
+    const LOGIN: &str = r#"<p>Paste the token from <code>[web]</code> in corral.toml. It is kept in a cookie of this browser for this site only.</p>
+<form id="login"><input id="token" type="password" autocomplete="off" size="40"> <button type="submit">Sign in</button></form>
+<script>
+document.getElementById("login").addEventListener("submit", function (event) {
+  event.preventDefault();
+  var token = document.getElementById("token").value.trim();
+  document.cookie = "corral_token=" + encodeURIComponent(token) + "; path=/; SameSite=Strict";
+  window.location.href = "/";
+});
+</script>"#;
+    axum::response::Html(
+        pages::layout("Sign in", maud::PreEscaped(LOGIN.to_string())).into_string(),
+    )
+    .into_response()
+}
+
+/// `%XX` escapes decoded (the login form writes the cookie with
+/// `encodeURIComponent`); anything malformed is kept as it is, and then
+/// simply does not match.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cookies_are_percent_decoded() {
+        assert_eq!(super::percent_decoded("a%2Bb%3D%3d"), "a+b==");
+        assert_eq!(super::percent_decoded("100%"), "100%");
+        assert_eq!(super::percent_decoded("%zz"), "%zz");
+    }
 }

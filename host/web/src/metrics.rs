@@ -6,7 +6,7 @@
 //! the broker ([`Metrics::call_refused`], [`Metrics::call_decided`]).
 
 use std::collections::HashSet;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use corral_audit::{Kind, Record, RecordObserver};
@@ -23,6 +23,9 @@ use prometheus_client::registry::Registry;
 pub const MAX_ACTIONS: usize = 256;
 /// The label that stands for every action past [`MAX_ACTIONS`].
 pub const OTHER: &str = "_other";
+/// Records a slow live page may fall behind by before it is told to
+/// reload.
+const LIVE_BACKLOG: usize = 1024;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -81,6 +84,9 @@ pub struct Metrics {
     decision_seconds: Histogram,
     containers: Family<ContainerLabels, Counter>,
     containers_running: Gauge,
+    /// Each record as it is written, for the dashboard's live stream; sent
+    /// only while a page listens.
+    live: tokio::sync::broadcast::Sender<Arc<Record>>,
 }
 
 impl Default for Metrics {
@@ -175,7 +181,13 @@ impl Metrics {
             decision_seconds,
             containers,
             containers_running,
+            live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
         }
+    }
+
+    /// Every record written from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Record>> {
+        self.live.subscribe()
     }
 
     /// The metrics in the OpenMetrics text format.
@@ -240,6 +252,9 @@ fn entity_id(uid: &str) -> &str {
 impl RecordObserver for Metrics {
     fn recorded(&self, record: &Record) {
         self.records.inc();
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(Arc::new(record.clone()));
+        }
         match record.kind {
             Kind::Call | Kind::Capability => {
                 if let Some(decision) = &record.decision {
@@ -307,7 +322,6 @@ impl RecordObserver for Metrics {
 mod tests {
     use super::*;
     use corral_audit::{AuditConfig, AuditLog, Entry, Outcome, Verdict};
-    use std::sync::Arc;
 
     #[test]
     fn counts_are_the_log_s_and_made_up_tool_names_share_one_label() {
