@@ -18,8 +18,14 @@ const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
 /// A GET of `url` (`http://ADDR/PATH`) over a plain socket: status and body.
 fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    get_as(url, token, None)
+}
+
+/// The same, naming `host` in the `Host` header instead of the address.
+fn get_as(url: &str, token: Option<&str>, host: Option<&str>) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("an http URL");
     let (addr, path) = rest.split_once('/').expect("a path");
+    let host = host.unwrap_or(addr);
     let mut stream = TcpStream::connect(addr).expect("connect to the web endpoint");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -29,7 +35,7 @@ fn get(url: &str, token: Option<&str>) -> (u16, String) {
         .unwrap_or_default();
     write!(
         stream,
-        "GET /{path} HTTP/1.1\r\nhost: {addr}\r\n{auth}connection: close\r\n\r\n"
+        "GET /{path} HTTP/1.1\r\nhost: {host}\r\n{auth}connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -94,8 +100,11 @@ fn metrics_count_what_the_audit_log_holds() {
     // A tool that does not exist, named by the agent.
     assert!(is_error(&agent.call_tool("made_up_tool", json!({}))));
     drop(agent);
-    // Loopback needs no token.
+    // Loopback needs no token, but only loopback names may ask: a page
+    // that re-pointed its own name at 127.0.0.1 is refused.
     let (status, body) = get(&url, None);
+    let rebound = get_as(&url, None, Some("evil.example"));
+    assert_eq!(rebound.0, 403, "{}", rebound.1);
     let stopped = host.stop();
     assert_eq!(status, 200, "{body}");
     assert_eq!(stopped, Some(0));

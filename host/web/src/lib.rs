@@ -145,7 +145,18 @@ pub async fn serve(
 
 async fn require_token(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     let Some(token) = &shared.token else {
-        return next.run(request).await;
+        // Without a token the listener is loopback, and only loopback
+        // names may ask: a web page whose own name an attacker re-points
+        // at 127.0.0.1 (DNS rebinding) would otherwise read the log
+        // through the operator's browser.
+        if loopback_host(request.headers()) {
+            return next.run(request).await;
+        }
+        return (
+            StatusCode::FORBIDDEN,
+            "this endpoint answers only to loopback names (127.0.0.1, [::1], localhost) unless [web] sets a token\n",
+        )
+            .into_response();
     };
     let headers = request.headers();
     let bearer = headers
@@ -201,6 +212,22 @@ document.getElementById("login").addEventListener("submit", function (event) {
     .into_response()
 }
 
+/// Whether the request's `Host` names loopback: an IP literal on it, or
+/// `localhost`, with or without a port.
+fn loopback_host(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `%XX` escapes decoded (the login form writes the cookie with
 /// `encodeURIComponent`); anything malformed is kept as it is, and then
 /// simply does not match.
@@ -229,6 +256,33 @@ fn percent_decoded(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_loopback_names_pass_without_a_token() {
+        let with = |host: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::HOST, host.parse().unwrap());
+            super::loopback_host(&h)
+        };
+        for ok in [
+            "127.0.0.1:8787",
+            "127.0.0.1",
+            "[::1]:8787",
+            "localhost:8787",
+            "LOCALHOST",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8787",
+            "evil.example",
+            "10.0.0.1:8787",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
+        assert!(!super::loopback_host(&axum::http::HeaderMap::new()));
+    }
+
     #[test]
     fn cookies_are_percent_decoded() {
         assert_eq!(super::percent_decoded("a%2Bb%3D%3d"), "a+b==");
