@@ -213,6 +213,7 @@ pub fn run(cmd: AuditCmd) -> Result<u8> {
                 since_us: since_micros(since.as_deref())?,
                 after_seq: None,
                 limit,
+                clip_arguments: None,
             };
             for r in reader.query(&filter)? {
                 print_record(&r, json)?;

@@ -56,6 +56,7 @@ pub fn run(args: DashboardArgs) -> Result<u8> {
             Some(Dashboard {
                 audit: args.log.path.clone(),
                 policies: None,
+                live: false,
             }),
         )
         .await?;

@@ -49,6 +49,45 @@ fn get_as(url: &str, token: Option<&str>, host: Option<&str>) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// `POST /login` with `token`: the whole response head.
+fn login(base: &str, token: &str) -> String {
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let body = format!("token={token}");
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "POST /login HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `GET /` sending `cookie`: status and body.
+fn get_with_cookie(base: &str, cookie: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nhost: {addr}\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
 /// Samples named `name` by their labels, as a Prometheus parser reads them.
 fn samples(text: &str, name: &str) -> BTreeMap<Vec<(String, String)>, f64> {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
@@ -117,11 +156,13 @@ fn metrics_count_what_the_audit_log_holds() {
         if !matches!(kind, "call" | "capability") {
             continue;
         }
+        // Tools that were not loaded share one label: the agent names them.
+        let action = match r["action"].as_str().unwrap() {
+            "made_up_tool" => corral_web::OTHER,
+            known => known,
+        };
         let mut labels = vec![
-            (
-                "action".to_string(),
-                r["action"].as_str().unwrap().to_string(),
-            ),
+            ("action".to_string(), action.to_string()),
             ("decision".to_string(), decision.to_string()),
             ("kind".to_string(), kind.to_string()),
         ];
@@ -129,14 +170,12 @@ fn metrics_count_what_the_audit_log_holds() {
         *expected.entry(labels).or_default() += 1.0;
     }
     let counted = samples(&body, "corral_decisions_total");
-    // Only tool calls and their capabilities: the host's own decisions
-    // (invoke, use_model) are counted too, and must match as well.
     assert_eq!(counted, expected, "{body}");
     assert!(
         expected
             .keys()
-            .any(|l| l.contains(&("action".into(), "made_up_tool".into()))),
-        "{expected:?}"
+            .any(|l| l.contains(&("action".into(), corral_web::OTHER.into()))),
+        "the made-up tool is counted, under one label: {expected:?}"
     );
     assert!(
         expected
@@ -194,7 +233,28 @@ fn a_listener_off_loopback_needs_a_token_and_checks_it() {
     let none = get(&url, None);
     let wrong = get(&url, Some("sk-test-CORRAL-e2e-wrong-token"));
     let right = get(&url, Some(corral_tests::up::TEST_MODEL_KEY));
+    // A browser signs in once: the token becomes an HttpOnly cookie.
+    let base = url.trim_end_matches("metrics").to_string();
+    let refused = login(&base, "sk-test-CORRAL-e2e-wrong-token");
+    let signed_in = login(&base, corral_tests::up::TEST_MODEL_KEY);
+    let cookie = signed_in
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .and_then(|l| l.split_once(':').map(|(_, v)| v.trim()))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string);
+    let with_cookie = cookie.as_deref().map(|c| get_with_cookie(&base, c));
     host.stop();
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(
+        signed_in.starts_with("HTTP/1.1 303") && signed_in.contains("HttpOnly; SameSite=Strict"),
+        "{signed_in}"
+    );
+    assert_eq!(
+        with_cookie.map(|r| r.0),
+        Some(200),
+        "the cookie opens the overview"
+    );
     assert_eq!(none.0, 401, "{}", none.1);
     assert_eq!(wrong.0, 401, "{}", wrong.1);
     assert!(!none.1.contains("corral_"), "no metric leaks: {}", none.1);

@@ -100,6 +100,9 @@ impl Host {
         let entities = crate::parts::entities(&config)?;
         let internal = crate::parts::internal_networks(&config, &entities)?;
         let tools = crate::tools::load_tools(&sources, internal)?;
+        // Metric labels for these tools and the host's own actions only:
+        // a tool name an agent makes up is counted, under `_other`.
+        metrics.label_actions(tools.registry.tools().map(|(info, _)| info.name.clone()));
         let store = Arc::new(
             PolicyStore::load(EngineSources {
                 schema_file: config.policies.join("schema.cedarschema"),
@@ -125,6 +128,7 @@ impl Host {
                 let dashboard = corral_web::Dashboard {
                     audit: config.audit_path(),
                     policies: Some(Arc::new(crate::web_config::StorePolicies(store.clone()))),
+                    live: true,
                 };
                 Some(
                     corral_web::serve(web, metrics.clone(), Some(dashboard))

@@ -18,6 +18,12 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::Shared;
 use crate::pages::{self, Decider, Overview, RecordPage};
 use crate::query::{Filters, SHOWN, WINDOW, series, top_denied};
+
+/// Arguments beyond this many characters are cut in lists and figures;
+/// one record's own page shows them whole.
+const CLIP: usize = 2048;
+/// Live streams open at once; more are refused.
+const MAX_STREAMS: usize = 16;
 use crate::view::PolicyView;
 
 /// What the dashboard shows: the log it reads and, when the host has
@@ -28,18 +34,40 @@ pub struct Dashboard {
     pub audit: PathBuf,
     /// The policy set in force; `None` for a log served on its own.
     pub policies: Option<Arc<dyn PolicyView>>,
+    /// Whether something writes this log while it is served, so that the
+    /// decisions page streams new records.
+    pub live: bool,
+}
+
+/// The newest [`WINDOW`] records, arguments cut to [`CLIP`].
+fn recent(reader: &AuditReader) -> Result<Vec<Record>, corral_audit::AuditError> {
+    let head = reader.head_seq()?;
+    reader.query(&Filter {
+        after_seq: Some(head.saturating_sub(WINDOW as i64)),
+        clip_arguments: Some(CLIP),
+        ..Filter::default()
+    })
 }
 
 fn page(status: StatusCode, markup: Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
-/// Runs `read` with a reader of the log on a blocking thread; a failure
-/// becomes a page naming the log and the error.
+/// Runs `read` with a reader of the log on a blocking thread, at most
+/// two at once (a page that floods the dashboard with requests waits in
+/// line instead of taking every core); a failure becomes a page naming the
+/// log and the error.
 async fn with_reader(
+    shared: &Shared,
     dashboard: &Dashboard,
     read: impl FnOnce(&AuditReader) -> Result<Response, corral_audit::AuditError> + Send + 'static,
 ) -> Response {
+    let Ok(_turn) = shared.readers.clone().acquire_owned().await else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::problem("Stopping", "The host is stopping."),
+        );
+    };
     let path = dashboard.audit.clone();
     let shown = path.display().to_string();
     let done = tokio::task::spawn_blocking(move || {
@@ -78,9 +106,9 @@ pub(crate) async fn overview(State(shared): State<Shared>) -> Response {
         .policies
         .as_ref()
         .map(|p| (p.hash(), p.policies().len()));
-    with_reader(&dashboard, move |reader| {
+    with_reader(&shared, &dashboard, move |reader| {
         let verify = reader.verify().map_err(|e| e.to_string());
-        let recent = reader.last(WINDOW)?;
+        let recent = recent(reader)?;
         let top = top_denied(&recent, 10);
         let series = series(&recent, 24);
         Ok(page(
@@ -104,10 +132,11 @@ pub(crate) async fn decisions(
     let Some(dashboard) = shared.dashboard.clone() else {
         return no_dashboard();
     };
-    with_reader(&dashboard, move |reader| {
+    let live = dashboard.live;
+    with_reader(&shared, &dashboard, move |reader| {
         let (rows, error) = match filters.clone().check() {
             Ok(checked) => {
-                let recent = reader.last(WINDOW)?;
+                let recent = recent(reader)?;
                 let mut rows: Vec<Record> =
                     recent.into_iter().filter(|r| checked.matches(r)).collect();
                 let skip = rows.len().saturating_sub(SHOWN);
@@ -125,7 +154,7 @@ pub(crate) async fn decisions(
         };
         Ok(page(
             status,
-            pages::decisions(&filters, &rows, error.as_deref()),
+            pages::decisions(&filters, &rows, error.as_deref(), live),
         ))
     })
     .await
@@ -136,7 +165,7 @@ pub(crate) async fn record(State(shared): State<Shared>, Path(seq): Path<i64>) -
         return no_dashboard();
     };
     let policies = dashboard.policies.clone();
-    with_reader(&dashboard, move |reader| {
+    with_reader(&shared, &dashboard, move |reader| {
         let found = reader.query(&Filter {
             after_seq: Some(seq.saturating_sub(1)),
             limit: Some(1),
@@ -155,6 +184,7 @@ pub(crate) async fn record(State(shared): State<Shared>, Path(seq): Path<i64>) -
         let children = reader.query(&Filter {
             parent: Some(seq),
             limit: Some(SHOWN),
+            clip_arguments: Some(CLIP),
             ..Filter::default()
         })?;
         let texts = policies.as_ref().map(|p| p.policies()).unwrap_or_default();
@@ -220,6 +250,13 @@ pub(crate) async fn events(
         Ok(c) => c,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
+    if shared.metrics.live_listeners() >= MAX_STREAMS {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_STREAMS} live streams are open already; close a dashboard tab"),
+        )
+            .into_response();
+    }
     let live = shared.metrics.subscribe();
     let stop = shared.stop.clone();
     let stream = futures_util::stream::unfold(

@@ -80,6 +80,8 @@ impl WebServer {
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
+    /// Turns for reading the log: two at once.
+    pub(crate) readers: Arc<tokio::sync::Semaphore>,
     token: Option<Token>,
     pub(crate) dashboard: Option<Dashboard>,
     /// Turns true when the server stops.
@@ -113,6 +115,7 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shared = Shared {
         metrics,
+        readers: Arc::new(tokio::sync::Semaphore::new(2)),
         token: config.token,
         dashboard,
         stop: stopped.clone(),
@@ -128,7 +131,9 @@ pub async fn serve(
             shared.clone(),
             require_token,
         ));
-    let app = guarded.route("/login", get(login_page)).with_state(shared);
+    let app = guarded
+        .route("/login", get(login_page).post(login))
+        .with_state(shared);
     let mut shutdown = stopped;
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -149,7 +154,13 @@ async fn require_token(State(shared): State<Shared>, request: Request, next: Nex
         // names may ask: a web page whose own name an attacker re-points
         // at 127.0.0.1 (DNS rebinding) would otherwise read the log
         // through the operator's browser.
-        if loopback_host(request.headers()) {
+        // And no other site's page may make the operator's browser ask
+        // (each page reads the log: a flood of image tags would do it).
+        let cross_site = request
+            .headers()
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"cross-site");
+        if loopback_host(request.headers()) && !cross_site {
             return next.run(request).await;
         }
         return (
@@ -193,23 +204,76 @@ async fn metrics_page(State(shared): State<Shared>) -> Response {
         .into_response()
 }
 
-/// A form that keeps the token in a same-site cookie of this browser, for
-/// pages and the live stream; the token never travels in a URL.
+/// The sign-in form for browsers, which cannot add a header to a page
+/// load or an event stream.
 async fn login_page() -> Response {
-    const LOGIN: &str = r#"<p>Paste the token from <code>[web]</code> in corral.toml. It is kept in a cookie of this browser for this site only.</p>
-<form id="login"><input id="token" type="password" autocomplete="off" size="40"> <button type="submit">Sign in</button></form>
-<script>
-document.getElementById("login").addEventListener("submit", function (event) {
-  event.preventDefault();
-  var token = document.getElementById("token").value.trim();
-  document.cookie = "corral_token=" + encodeURIComponent(token) + "; path=/; SameSite=Strict";
-  window.location.href = "/";
-});
-</script>"#;
+    const LOGIN: &str = r#"<p>Paste the token from <code>[web]</code> in corral.toml. This browser keeps it in a cookie for this site, which scripts cannot read.</p>
+<form method="post" action="/login"><input name="token" type="password" autocomplete="off" size="40"> <button type="submit">Sign in</button></form>"#;
     axum::response::Html(
         pages::layout("Sign in", maud::PreEscaped(LOGIN.to_string())).into_string(),
     )
     .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// Checks the token and, if it is the one, sets it as an `HttpOnly`,
+/// same-site cookie; the token never travels in a URL.
+async fn login(State(shared): State<Shared>, axum::Form(form): axum::Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    let good = match &shared.token {
+        Some(t) => t.matches(token),
+        // Nothing to sign in to.
+        None => true,
+    };
+    if !good {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html(
+                pages::problem(
+                    "Sign in",
+                    "That is not the token in [web]; try again at /login.",
+                )
+                .into_string(),
+            ),
+        )
+            .into_response();
+    }
+    let cookie = format!(
+        "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+        query_safe(token)
+    );
+    match HeaderValue::from_str(&cookie) {
+        Ok(value) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::SET_COOKIE, value),
+                (header::LOCATION, HeaderValue::from_static("/")),
+            ],
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            "the token cannot be kept in a cookie\n",
+        )
+            .into_response(),
+    }
+}
+
+/// `text` with every byte outside `[A-Za-z0-9-_.~]` percent-encoded: for
+/// query strings, and for the cookie, read back with [`percent_decoded`].
+pub(crate) fn query_safe(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Whether the request's `Host` names loopback: an IP literal on it, or
@@ -218,9 +282,22 @@ fn loopback_host(headers: &axum::http::HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
         return false;
     };
+    let port_ok = |port: &str| {
+        port.is_empty()
+            || port
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok())
+    };
     let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        Some(v6) => match v6.split_once(']') {
+            Some((name, port)) if port_ok(port) => name,
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.parse::<u16>().is_ok() => name,
+            Some(_) => return false,
+            None => host,
+        },
     };
     name.eq_ignore_ascii_case("localhost")
         || name
@@ -231,7 +308,7 @@ fn loopback_host(headers: &axum::http::HeaderMap) -> bool {
 /// `%XX` escapes decoded (the login form writes the cookie with
 /// `encodeURIComponent`); anything malformed is kept as it is, and then
 /// simply does not match.
-fn percent_decoded(text: &str) -> String {
+pub(crate) fn percent_decoded(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -17,15 +17,42 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Distinct action names labelled before the rest are counted as
-/// [`OTHER`]: an agent chooses the tool names it calls, and a label per
+/// Distinct action names labelled, when the host has not said which
+/// actions exist ([`Metrics::label_actions`]), before the rest are counted
+/// as [`OTHER`]: an agent chooses the tool names it calls, and a label per
 /// made-up name would grow the metrics without bound.
 pub const MAX_ACTIONS: usize = 256;
-/// The label that stands for every action past [`MAX_ACTIONS`].
+/// The label that stands for every other action.
 pub const OTHER: &str = "_other";
+/// The actions the host itself decides, labelled whatever tools exist.
+pub const HOST_ACTIONS: [&str; 10] = [
+    "call_tool",
+    "read_file",
+    "write_file",
+    "http_request",
+    "use_secret",
+    "use_model",
+    "post_message",
+    "invoke",
+    "approve",
+    "mount",
+];
+/// The longest action name that gets a label of its own.
+const MAX_ACTION_LEN: usize = 64;
 /// Records a slow live page may fall behind by before it is told to
 /// reload.
-const LIVE_BACKLOG: usize = 1024;
+const LIVE_BACKLOG: usize = 256;
+/// A live record's arguments are cut to this many bytes: the stream holds
+/// up to [`LIVE_BACKLOG`] of them for its slowest page.
+const LIVE_ARGUMENTS: usize = 4096;
+
+/// Which action names get labels of their own.
+#[derive(Debug, Default)]
+struct ActionLabels {
+    names: HashSet<String>,
+    /// The host named every action: anything else is [`OTHER`].
+    closed: bool,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -72,7 +99,7 @@ fn seconds_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    actions: RwLock<HashSet<String>>,
+    actions: RwLock<ActionLabels>,
     decisions: Family<DecisionLabels, Counter>,
     outcomes: Family<OutcomeLabels, Counter>,
     tool_seconds: Family<ToolLabels, Histogram, fn() -> Histogram>,
@@ -169,7 +196,7 @@ impl Metrics {
         );
         Metrics {
             registry,
-            actions: RwLock::new(HashSet::new()),
+            actions: RwLock::new(ActionLabels::default()),
             decisions,
             outcomes,
             tool_seconds,
@@ -198,23 +225,43 @@ impl Metrics {
         out
     }
 
-    /// `action`, or [`OTHER`] once [`MAX_ACTIONS`] others were labelled.
+    /// Labels exactly these actions (the loaded tools) and the host's own
+    /// ([`HOST_ACTIONS`]); every other name, such as a tool an agent made
+    /// up, is counted as [`OTHER`]. Without this call the first
+    /// [`MAX_ACTIONS`] plausible names get labels.
+    pub fn label_actions(&self, tools: impl IntoIterator<Item = String>) {
+        let mut labels = self.actions.write().unwrap_or_else(|p| p.into_inner());
+        labels.names.extend(tools);
+        labels.names.extend(HOST_ACTIONS.map(str::to_string));
+        labels.closed = true;
+    }
+
+    /// `action`'s label: its own, or [`OTHER`].
     fn action_label(&self, action: &str) -> String {
         let known = self
             .actions
             .read()
-            .map(|set| set.contains(action))
+            .map(|labels| labels.names.contains(action))
             .unwrap_or(false);
         if known {
             return action.to_string();
         }
-        let mut set = self.actions.write().unwrap_or_else(|p| p.into_inner());
-        if set.len() < MAX_ACTIONS || set.contains(action) {
-            set.insert(action.to_string());
+        let plausible = action.len() <= MAX_ACTION_LEN
+            && action
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+        let mut labels = self.actions.write().unwrap_or_else(|p| p.into_inner());
+        if !labels.closed && plausible && labels.names.len() < MAX_ACTIONS {
+            labels.names.insert(action.to_string());
             action.to_string()
         } else {
             OTHER.to_string()
         }
+    }
+
+    /// How many live streams are open.
+    pub fn live_listeners(&self) -> usize {
+        self.live.receiver_count()
     }
 
     /// A tool call was refused by a limit before policy (`rate`, `busy`,
@@ -242,6 +289,39 @@ impl Metrics {
     }
 }
 
+/// `record` with its arguments cut to [`LIVE_ARGUMENTS`] bytes (at a
+/// character boundary), copied without copying what is cut.
+fn clipped(record: &Record) -> Record {
+    let mut end = record.arguments.len().min(LIVE_ARGUMENTS);
+    while !record.arguments.is_char_boundary(end) {
+        end -= 1;
+    }
+    Record {
+        seq: record.seq,
+        time_us: record.time_us,
+        kind: record.kind,
+        agent: record.agent.clone(),
+        action: record.action.clone(),
+        resource: record.resource.clone(),
+        arguments: record.arguments[..end].to_string(),
+        redacted: record.redacted,
+        session: String::new(),
+        decision: record.decision.clone(),
+        policy_ids: record.policy_ids.clone(),
+        errors: Vec::new(),
+        policy_hash: String::new(),
+        tool_sha256: None,
+        duration_us: record.duration_us,
+        outcome: record.outcome,
+        parent: record.parent,
+        detail: record.detail.clone(),
+        usage: record.usage,
+        shadow: None,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
 /// `Model::"main"` → `main`.
 fn entity_id(uid: &str) -> &str {
     uid.split_once("::\"")
@@ -253,7 +333,7 @@ impl RecordObserver for Metrics {
     fn recorded(&self, record: &Record) {
         self.records.inc();
         if self.live.receiver_count() > 0 {
-            let _ = self.live.send(Arc::new(record.clone()));
+            let _ = self.live.send(Arc::new(clipped(record)));
         }
         match record.kind {
             Kind::Call | Kind::Capability => {

@@ -98,7 +98,7 @@ pub fn overview(o: &Overview<'_>) -> Markup {
                     tr { th { "Tool" } th { "Denied calls" } th { "Denied by" } }
                     @for (tool, d) in o.top_denied {
                         tr {
-                            td { a href={ "/decisions?decision=deny&tool=" (tool) } { (tool) } }
+                            td { a href={ "/decisions?decision=deny&tool=" (crate::query_safe(tool)) } { (tool) } }
                             td { (d.count) }
                             td {
                                 @for (id, n) in &d.by {
@@ -202,7 +202,7 @@ pub fn chart(series: &Series) -> Markup {
 
 /// The decisions page: the filter form, the matching records newest
 /// first, and the live stream that adds to them.
-pub fn decisions(filters: &Filters, rows: &[Record], error: Option<&str>) -> Markup {
+pub fn decisions(filters: &Filters, rows: &[Record], error: Option<&str>, live: bool) -> Markup {
     let value = |v: &Option<String>| v.clone().unwrap_or_default();
     layout(
         "Decisions",
@@ -219,7 +219,11 @@ pub fn decisions(filters: &Filters, rows: &[Record], error: Option<&str>) -> Mar
             @if let Some(e) = error {
                 p id="filter-error" class="bad" { (e) }
             }
-            p { span id="live-status" { "connecting" } " — newest first; new decisions appear as they are recorded." }
+            @if live {
+                p { span id="live-status" { "connecting" } " — newest first; new decisions appear as they are recorded." }
+            } @else {
+                p { span id="live-status" { "not live" } " — newest first; this log is served on its own, and nothing writes it." }
+            }
             table {
                 thead { tr { th { "#" } th { "time" } th { "agent" } th { "kind" } th { "action" } th { "decision" } th { "policies" } th { "arguments" } th { "why" } } }
                 tbody id="decisions-body" {
@@ -238,7 +242,7 @@ pub fn decisions(filters: &Filters, rows: &[Record], error: Option<&str>) -> Mar
                     }
                 }
             }
-            script { (PreEscaped(LIVE_JS)) }
+            @if live { script { (PreEscaped(LIVE_JS)) } }
         },
     )
 }
@@ -341,4 +345,17 @@ pub fn policies(hash: &str, list: &[PolicyText]) -> Markup {
 /// A page that says what went wrong and what to do.
 pub fn problem(title: &str, message: &str) -> Markup {
     layout(title, html! { p class="bad" { (message) } })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(crate::query_safe("a&b #c+d%"), "a%26b%20%23c%2Bd%25");
+        assert_eq!(crate::query_safe("files_write"), "files_write");
+        assert_eq!(
+            crate::percent_decoded(&crate::query_safe("tök=n;")),
+            "tök=n;"
+        );
+    }
 }
