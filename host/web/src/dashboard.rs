@@ -13,7 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use corral_audit::{AuditReader, Filter, Record, format_micros};
 use maud::Markup;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::Shared;
 use crate::pages::{self, Decider, Overview, RecordPage};
@@ -24,6 +24,8 @@ use crate::query::{Filters, SHOWN, WINDOW, series, top_denied};
 const CLIP: usize = 2048;
 /// Live streams open at once; more are refused.
 const MAX_STREAMS: usize = 16;
+/// How often a live stream sends what was recorded since its last batch.
+const LIVE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 use crate::view::PolicyView;
 
 /// What the dashboard shows: the log it reads and, when the host has
@@ -259,25 +261,41 @@ pub(crate) async fn events(
     }
     let live = shared.metrics.subscribe();
     let stop = shared.stop.clone();
+    // Records are sent in batches, one event per tick: a person cannot
+    // read faster, and a stream that sleeps between ticks is never woken
+    // by the writer, so the call path does not pay for it per record.
     let stream = futures_util::stream::unfold(
         (live, stop, checked),
         |(mut live, mut stop, checked)| async move {
             loop {
-                let next = tokio::select! {
-                    next = live.recv() => next,
+                tokio::select! {
+                    _ = tokio::time::sleep(LIVE_TICK) => {}
                     // The host is stopping: end the stream so that the
                     // server's graceful shutdown is not held open by it.
                     _ = stop.changed() => return None,
-                };
-                let event = match next {
-                    Ok(r) if checked.matches(&r) => {
-                        Event::default().event("record").data(row_json(&r))
+                }
+                let mut rows = Vec::new();
+                let event = loop {
+                    match live.try_recv() {
+                        Ok(r) if checked.matches(&r) => rows.push(row_json(&r)),
+                        Ok(_) => {}
+                        Err(TryRecvError::Lagged(_)) => {
+                            break Some(Event::default().event("lagged").data("reload"));
+                        }
+                        Err(TryRecvError::Empty) => break None,
+                        Err(TryRecvError::Closed) => return None,
                     }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => Event::default().event("lagged").data("reload"),
-                    Err(RecvError::Closed) => return None,
                 };
-                return Some((Ok::<_, Infallible>(event), (live, stop, checked)));
+                let event = event.or_else(|| {
+                    (!rows.is_empty()).then(|| {
+                        Event::default()
+                            .event("records")
+                            .data(format!("[{}]", rows.join(",")))
+                    })
+                });
+                if let Some(event) = event {
+                    return Some((Ok::<_, Infallible>(event), (live, stop, checked)));
+                }
             }
         },
     );

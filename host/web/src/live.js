@@ -1,5 +1,5 @@
-// The decisions page's live stream: each new record arrives as a
-// server-sent event and is added as text, never as markup.
+// The decisions page's live stream: new records arrive in batches, as
+// server-sent events, and are added as text, never as markup.
 (function () {
   var body = document.getElementById("decisions-body");
   var status = document.getElementById("live-status");
@@ -11,8 +11,10 @@
   source.onerror = function () {
     if (status) status.textContent = "reconnecting";
   };
-  source.addEventListener("record", function (event) {
-    var r = JSON.parse(event.data);
+  source.addEventListener("records", function (event) {
+    JSON.parse(event.data).forEach(add);
+  });
+  function add(r) {
     var row = document.createElement("tr");
     row.className = "live " + r.decision;
     row.setAttribute("data-seq", String(r.seq));
@@ -32,7 +34,7 @@
     });
     body.insertBefore(row, body.firstChild);
     if (status) status.textContent = "live: record " + r.seq;
-  });
+  }
   // Fell too far behind: the page reloads and reads the log again.
   source.addEventListener("lagged", function () {
     window.location.reload();

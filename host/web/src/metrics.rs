@@ -39,9 +39,9 @@ pub const HOST_ACTIONS: [&str; 10] = [
 ];
 /// The longest action name that gets a label of its own.
 const MAX_ACTION_LEN: usize = 64;
-/// Records a slow live page may fall behind by before it is told to
-/// reload.
-const LIVE_BACKLOG: usize = 256;
+/// Records a live page may fall behind by (a stream drains them every
+/// 100 ms) before it is told to reload.
+const LIVE_BACKLOG: usize = 4096;
 /// A live record's arguments are cut to this many bytes: the stream holds
 /// up to [`LIVE_BACKLOG`] of them for its slowest page.
 const LIVE_ARGUMENTS: usize = 4096;
