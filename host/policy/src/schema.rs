@@ -60,6 +60,7 @@ pub const RESERVED_ACTIONS: &[&str] = &[
     "use_model",
     "post_message",
     "invoke",
+    "approve",
     "mount",
 ];
 
@@ -557,5 +558,21 @@ mod tests {
     #[test]
     fn reserved_names_are_refused() {
         assert!(ToolAction::new("read_file", &json!({"type": "object"})).is_err());
+        // Every action the base schema declares is reserved: a tool of the
+        // same name would otherwise meet Cedar's duplicate-action error
+        // instead of this one.
+        let base = include_str!("../../../policies/schema.cedarschema");
+        for line in base.lines() {
+            if let Some(rest) = line.strip_prefix("action ") {
+                let name = rest
+                    .split(|c: char| c == ';' || c.is_whitespace())
+                    .next()
+                    .unwrap_or_default();
+                let e = ToolAction::new(name, &json!({"type": "object"}))
+                    .expect_err(name)
+                    .to_string();
+                assert!(e.contains("reserved"), "{name}: {e}");
+            }
+        }
     }
 }
