@@ -12,6 +12,8 @@ use corral_audit::{
 
 use crate::exit;
 
+mod dashboard;
+
 #[derive(Args, Clone)]
 pub struct AuditPath {
     /// The audit log (SQLite).
@@ -83,7 +85,7 @@ pub enum AuditCmd {
     },
     /// Serve the audit dashboard over a log, read-only (a copy an auditor
     /// was given, say); a running `corral up` serves its own under [web].
-    Dashboard(crate::audit_dashboard::DashboardArgs),
+    Dashboard(dashboard::DashboardArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,7 +140,7 @@ pub fn since_micros(since: Option<&str>) -> Result<Option<i64>> {
 
 pub fn run(cmd: AuditCmd) -> Result<u8> {
     match cmd {
-        AuditCmd::Dashboard(args) => crate::audit_dashboard::run(args),
+        AuditCmd::Dashboard(args) => dashboard::run(args),
         AuditCmd::Verify { log } => {
             let reader = AuditReader::open(&log.path)?;
             let report = reader.verify()?;

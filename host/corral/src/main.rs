@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 mod agents_cmd;
 mod approvals_cmd;
 mod audit_cmd;
-mod audit_dashboard;
 mod broker_cmd;
 mod chat_cmd;
 mod image_cmd;

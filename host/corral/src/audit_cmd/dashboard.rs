@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use corral_web::{Dashboard, Metrics, Token, WebConfig};
 
-use crate::audit_cmd::AuditPath;
+use super::AuditPath;
 
 #[derive(Args)]
 pub struct DashboardArgs {
