@@ -190,8 +190,9 @@ pub fn run(args: BrokerArgs) -> Result<u8> {
             );
             endpoints.push(endpoint);
         }
+        let shutdown = crate::ShutdownSignals::listen();
         println!("ready");
-        crate::wait_for_shutdown().await;
+        shutdown.wait().await;
         drop(endpoints);
         // Connections' threads hold the audit log: they finish before it
         // is flushed, when the broker and the runtime are dropped.

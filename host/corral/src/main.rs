@@ -134,19 +134,43 @@ fn run(command: Command) -> Result<u8> {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C: how `corral broker` and `corral up` are
-/// asked to stop.
-pub(crate) async fn wait_for_shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT (Ctrl-C), how `corral broker` and `corral up` are
+/// asked to stop. Listened for from the moment this is made, so it is made
+/// before a process says `ready`: a signal sent right after would
+/// otherwise meet the default action and end the process without its
+/// shutdown.
+pub(crate) struct ShutdownSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Starts listening; call inside the runtime.
+    pub(crate) fn listen() -> ShutdownSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        ShutdownSignals {
+            term: signal(SignalKind::terminate()).ok(),
+            interrupt: signal(SignalKind::interrupt()).ok(),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    }
+
+    /// Resolves on the first of them.
+    pub(crate) async fn wait(mut self) {
+        let term = async {
+            match &mut self.term {
+                Some(term) => term.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let interrupt = async {
+            match &mut self.interrupt {
+                Some(interrupt) => interrupt.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = interrupt => {}
+        }
     }
 }

@@ -50,6 +50,7 @@ pub fn run(args: UpArgs) -> Result<u8> {
     };
     let result = rt.block_on(async {
         let host = Host::start(config, secrets, options).await?;
+        let shutdown = crate::ShutdownSignals::listen();
         for (agent, cause) in host.unavailable() {
             eprintln!("corral: agent `{agent}` is not served: {cause}");
         }
@@ -62,7 +63,7 @@ pub fn run(args: UpArgs) -> Result<u8> {
         }
         println!("ready");
 
-        crate::wait_for_shutdown().await;
+        shutdown.wait().await;
         tracing::info!("shutting down: no new messages");
         eprintln!("corral: shutting down; letting agents finish the messages they hold");
         let report = host.shutdown(Duration::from_secs(args.grace)).await;

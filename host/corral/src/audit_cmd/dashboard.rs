@@ -60,9 +60,10 @@ pub fn run(args: DashboardArgs) -> Result<u8> {
             }),
         )
         .await?;
+        let shutdown = crate::ShutdownSignals::listen();
         println!("web http://{}/", server.addr());
         println!("ready");
-        crate::wait_for_shutdown().await;
+        shutdown.wait().await;
         drop(server);
         anyhow::Ok(0)
     })
