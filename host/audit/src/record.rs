@@ -36,6 +36,10 @@ pub enum Kind {
     /// person, or the request was no longer waiting); the call still waits,
     /// or already ended. `parent` is the `Call` record, if known.
     ApprovalRefused,
+    /// A scheduled run that did not happen: missed while the host was
+    /// down (with `missed = "skip"`), or its schedule's previous run was
+    /// still unanswered. No decision was made; `detail` says why.
+    ScheduleSkipped,
 }
 
 impl Kind {
@@ -51,11 +55,12 @@ impl Kind {
             Kind::ApprovalDenied => "approval_denied",
             Kind::ApprovalExpired => "approval_expired",
             Kind::ApprovalRefused => "approval_refused",
+            Kind::ScheduleSkipped => "schedule_skipped",
         }
     }
 
     /// Every kind, in the order the docs list them.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Call,
         Kind::Capability,
         Kind::Outcome,
@@ -64,6 +69,7 @@ impl Kind {
         Kind::ApprovalDenied,
         Kind::ApprovalExpired,
         Kind::ApprovalRefused,
+        Kind::ScheduleSkipped,
     ];
 
     /// The kind named `text`, if any.

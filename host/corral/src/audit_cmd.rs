@@ -113,6 +113,8 @@ pub enum KindArg {
     ApprovalExpired,
     /// An answer that did not count (refused by `approve`, or too late).
     ApprovalRefused,
+    /// A scheduled run that did not happen, and why.
+    ScheduleSkipped,
 }
 
 impl KindArg {
@@ -126,6 +128,7 @@ impl KindArg {
             KindArg::ApprovalDenied => Kind::ApprovalDenied,
             KindArg::ApprovalExpired => Kind::ApprovalExpired,
             KindArg::ApprovalRefused => Kind::ApprovalRefused,
+            KindArg::ScheduleSkipped => Kind::ScheduleSkipped,
         }
     }
 }

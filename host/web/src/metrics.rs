@@ -111,6 +111,7 @@ pub struct Metrics {
     decision_seconds: Histogram,
     containers: Family<ContainerLabels, Counter>,
     containers_running: Gauge,
+    schedule_skipped: Counter,
     /// Each record as it is written, for the dashboard's live stream; sent
     /// only while a page listens.
     live: tokio::sync::broadcast::Sender<Arc<Record>>,
@@ -194,6 +195,12 @@ impl Metrics {
             "Agent containers running now",
             containers_running.clone(),
         );
+        let schedule_skipped = Counter::default();
+        registry.register(
+            "corral_schedule_runs_skipped",
+            "Scheduled runs that did not happen (missed while down, or the previous run unanswered)",
+            schedule_skipped.clone(),
+        );
         Metrics {
             registry,
             actions: RwLock::new(ActionLabels::default()),
@@ -208,6 +215,7 @@ impl Metrics {
             decision_seconds,
             containers,
             containers_running,
+            schedule_skipped,
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
         }
     }
@@ -390,6 +398,9 @@ impl RecordObserver for Metrics {
                 self.approvals_pending.dec();
             }
             Kind::ApprovalRefused => {}
+            Kind::ScheduleSkipped => {
+                self.schedule_skipped.inc();
+            }
         }
     }
 
