@@ -10,15 +10,18 @@ use std::time::Duration;
 use corral_models::ModelClient;
 use serde::{Deserialize, Serialize};
 
-/// A message from a person, waiting for an agent.
+/// A message from a person or a schedule, waiting for an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inbound {
     /// Unique within the host's run; the reply names it.
     pub id: u64,
     /// What the person wrote.
     pub text: String,
-    /// The person, as a Cedar `User` id (`slack:U123`, `local:alice`).
-    pub user: String,
+    /// The person, as a Cedar `User` id (`slack:U123`, `local:alice`);
+    /// none for a schedule's message.
+    pub user: Option<String>,
+    /// The schedule that sent it, by name; none for a person's message.
+    pub schedule: Option<String>,
     /// The channel it came from, as a Cedar `Channel` id
     /// (`slack:C123`, `terminal`); replies go back there.
     pub channel: String,

@@ -27,6 +27,22 @@ pub trait Channel: Send {
     /// router has drained, so replies to the messages it carried have
     /// gone out.
     fn shutdown(self: Box<Self>) -> ChannelFuture<()>;
+
+    /// How to post into this channel's rooms unasked, for replies that
+    /// answer no person's message (a schedule's); `None` when it cannot.
+    fn poster(&self) -> Option<Arc<dyn Poster>> {
+        None
+    }
+}
+
+/// Posts into a channel's rooms without a message to answer.
+pub trait Poster: Send + Sync {
+    /// Posts `text` in `room`, the channel's own id for it (a Slack
+    /// channel id); the error says what the service said.
+    fn post(&self, room: &str, text: String) -> ChannelFuture<Result<(), crate::DeliveryError>>;
+
+    /// The `ChatWorkspace` the rooms belong to, if the channel has one.
+    fn chat_workspace(&self) -> Option<String>;
 }
 
 /// Finds a secret by the variable name a section gives for it.

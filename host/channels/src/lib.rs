@@ -1,7 +1,8 @@
 //! How people reach agents.
 //!
 //! Every channel hands messages to the [`Router`], which decides Cedar's
-//! `invoke` (may this person ask this agent, in this channel?), records the
+//! `invoke` (may this person, or this schedule, ask this agent, in this
+//! channel?), records the
 //! decision, and queues the message for the agent. The broker's
 //! `corral/next` takes it from there; the agent's `corral/reply` comes back
 //! through [`Router::reply`] to the channel it came from.
@@ -19,6 +20,10 @@ pub mod slack;
 pub mod terminal;
 
 pub use channel::{
-    Channel, ChannelError, ChannelFuture, ChannelSection, ChannelStart, MissingSecret, SecretSource,
+    Channel, ChannelError, ChannelFuture, ChannelSection, ChannelStart, MissingSecret, Poster,
+    SecretSource,
 };
-pub use router::{Delivery, DeliveryError, Message, Origin, Receipt, Reply, RouteError, Router};
+pub use router::{
+    Delivery, DeliveryError, Message, Origin, Receipt, Reply, RouteError, Router, ScheduledRun,
+    Sender,
+};

@@ -12,14 +12,87 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+/// Who sent a message: the principal of its `invoke` decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sender {
+    /// A person, `User::"id"`.
+    Person {
+        /// `User` id, e.g. `slack:U123` or `local:1000`.
+        user: String,
+        /// Where the person is known from: `slack` or `terminal`.
+        kind: String,
+    },
+    /// A `[[schedules]]` entry of `corral.toml`, `Schedule::"name"`.
+    Schedule(ScheduledRun),
+}
+
+/// One run of a schedule, as its `invoke` record shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledRun {
+    /// The schedule's name.
+    pub name: String,
+    /// The time the run was due, with its time zone (RFC 9557).
+    pub scheduled_for: String,
+    /// What started it: `cron`, `missed` (due while the host was down)
+    /// or `operator` (`corral schedules run`).
+    pub trigger: String,
+}
+
+impl Sender {
+    /// The principal, `User::"…"` or `Schedule::"…"`.
+    pub fn principal(&self) -> corral_policy::EntityUid {
+        match self {
+            Sender::Person { user, .. } => uid("User", user),
+            Sender::Schedule(run) => uid("Schedule", &run.name),
+        }
+    }
+
+    /// The person's `User` id, if a person sent it: whom `@approval("sender")`
+    /// names.
+    pub fn person(&self) -> Option<&str> {
+        match self {
+            Sender::Person { user, .. } => Some(user),
+            Sender::Schedule(_) => None,
+        }
+    }
+
+    fn entity(&self) -> RequestEntity {
+        match self {
+            Sender::Person { user, kind } => {
+                RequestEntity::new("User", user).attr("channel_kind", json!(kind))
+            }
+            Sender::Schedule(run) => {
+                RequestEntity::new("Schedule", &run.name).attr("channel_kind", json!("schedule"))
+            }
+        }
+    }
+
+    /// How the `invoke` record names the sender, in its arguments.
+    fn recorded(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        match self {
+            Sender::Person { user, .. } => {
+                fields.insert("user".into(), json!(uid("User", user).to_string()));
+            }
+            Sender::Schedule(run) => {
+                fields.insert(
+                    "schedule".into(),
+                    json!(uid("Schedule", &run.name).to_string()),
+                );
+                fields.insert("scheduled_for".into(), json!(run.scheduled_for));
+                fields.insert("trigger".into(), json!(run.trigger));
+            }
+        }
+        fields
+    }
+}
+
 /// Where a message came from, in Cedar's terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
-    /// `User` id, e.g. `slack:U123` or `local:1000`.
-    pub user: String,
-    /// Where the person is known from: `slack` or `terminal`.
-    pub user_kind: String,
-    /// `Channel` id, e.g. `slack:C123` or `terminal`.
+    /// Who sent it.
+    pub sender: Sender,
+    /// `Channel` id, e.g. `slack:C123` or `terminal`: where replies go.
     pub channel: String,
     /// `ChatWorkspace` id, e.g. `slack:T123`.
     pub chat_workspace: Option<String>,
@@ -243,17 +316,16 @@ impl Router {
         }
         let common = Common::now(&origin.conversation, 0);
         let mut channel = RequestEntity::new("Channel", &origin.channel);
-        let mut extra = vec![
-            RequestEntity::new("User", &origin.user).attr("channel_kind", json!(origin.user_kind)),
-        ];
+        let mut extra = vec![origin.sender.entity()];
         if let Some(ws) = &origin.chat_workspace {
             channel = channel.parent("ChatWorkspace", ws);
             extra.push(RequestEntity::new("ChatWorkspace", ws));
         }
         extra.push(channel);
         let channel_uid = uid("Channel", &origin.channel);
+        let principal = origin.sender.principal();
         let decision = self.policies.current().decide(
-            uid("User", &origin.user),
+            principal.clone(),
             "invoke",
             uid("Agent", agent),
             json!({
@@ -263,7 +335,7 @@ impl Router {
             &extra,
         );
         // The agent column names the agent asked, so that an auditor's
-        // `--agent` query shows who asked it; the person is in the arguments.
+        // `--agent` query shows who asked it; the sender is in the arguments.
         let mut entry = Entry::decided(
             Kind::Call,
             agent,
@@ -272,12 +344,11 @@ impl Router {
             &decision.summary(),
         );
         entry.session = common.to_json();
-        entry.arguments = json!({
-            "user": uid("User", &origin.user).to_string(),
-            "channel": channel_uid.to_string(),
-            "chat_workspace": origin.chat_workspace,
-            "text": text,
-        });
+        let mut arguments = origin.sender.recorded();
+        arguments.insert("channel".into(), json!(channel_uid.to_string()));
+        arguments.insert("chat_workspace".into(), json!(origin.chat_workspace));
+        arguments.insert("text".into(), json!(text));
+        entry.arguments = serde_json::Value::Object(arguments);
         let seq = blocking(|| self.audit.append_blocking(entry))
             .map_err(|e| RouteError::Audit {
                 agent: agent.to_string(),
@@ -287,8 +358,7 @@ impl Router {
         if !decision.allowed {
             return Err(RouteError::Denied {
                 who: format!(
-                    "{} in channel `{}` (audit record {seq})",
-                    uid("User", &origin.user),
+                    "{principal} in channel `{}` (audit record {seq})",
                     origin.channel
                 ),
                 agent: agent.to_string(),

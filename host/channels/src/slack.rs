@@ -7,7 +7,8 @@
 //! `ChatWorkspace::"slack:<team>"`. Replies go into the message's thread.
 //! Refusals (no `invoke` permit, unknown agent) are posted in the thread
 //! too, so the person always hears back. Calls that wait for a person's
-//! approval are posted with buttons ([`approvals`]).
+//! approval are posted with buttons ([`approvals`]). A schedule's replies
+//! are posted as messages of their own in its channel ([`Poster`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ mod approvals;
 
 use crate::{
     Channel, ChannelError, ChannelFuture, ChannelSection, ChannelStart, DeliveryError,
-    MissingSecret, Origin, Reply, Router, SecretSource,
+    MissingSecret, Origin, Poster, Reply, Router, SecretSource, Sender,
 };
 
 /// The `[slack]` section of `corral.toml`: where the tokens are (by
@@ -103,6 +104,27 @@ impl Channel for SlackChannel {
     fn shutdown(self: Box<Self>) -> ChannelFuture<()> {
         Box::pin(async move { SlackChannel::shutdown(*self).await })
     }
+
+    fn poster(&self) -> Option<Arc<dyn Poster>> {
+        Some(self.state.clone())
+    }
+}
+
+/// A schedule's replies: a message of its own in the channel, not in a
+/// thread.
+impl Poster for SlackState {
+    fn post(&self, room: &str, text: String) -> ChannelFuture<Result<(), DeliveryError>> {
+        let (client, token, room) = (
+            self.client.clone(),
+            self.bot_token.clone(),
+            room.to_string(),
+        );
+        Box::pin(async move { post_message(&client, &token, room, None, text).await })
+    }
+
+    fn chat_workspace(&self) -> Option<String> {
+        Some(format!("slack:{}", self.team))
+    }
 }
 
 /// What Slack needs. Tokens come from the environment or a secrets file,
@@ -167,6 +189,7 @@ struct SlackState {
 /// A running Slack connection.
 pub struct SlackChannel {
     listener: SlackClientSocketModeListener<SlackClientHyperHttpsConnector>,
+    state: Arc<SlackState>,
 }
 
 impl SlackChannel {
@@ -219,7 +242,7 @@ impl SlackChannel {
         let environment = Arc::new(
             SlackClientEventsListenerEnvironment::new(client.clone())
                 .with_error_handler(on_error)
-                .with_user_state(state),
+                .with_user_state(state.clone()),
         );
         let callbacks = SlackSocketModeListenerCallbacks::new()
             .with_hello_events(on_hello)
@@ -234,7 +257,7 @@ impl SlackChannel {
             .await
             .map_err(|e| SlackError::SocketMode(e.to_string()))?;
         listener.start().await;
-        Ok(SlackChannel { listener })
+        Ok(SlackChannel { listener, state })
     }
 
     /// Closes the websocket. Replies still on their way are posted by
@@ -351,8 +374,10 @@ impl SlackState {
             return;
         };
         let origin = Origin {
-            user: format!("slack:{user}"),
-            user_kind: "slack".into(),
+            sender: Sender::Person {
+                user: format!("slack:{user}"),
+                kind: "slack".into(),
+            },
             channel: format!("slack:{channel}"),
             chat_workspace: Some(format!(
                 "slack:{}",
@@ -395,24 +420,32 @@ impl SlackState {
         thread: String,
         text: String,
     ) -> Result<(), DeliveryError> {
-        let request = SlackApiChatPostMessageRequest::new(
-            SlackChannelId(channel.clone()),
-            SlackMessageContent::new().with_text(text),
-        )
-        .with_thread_ts(SlackTs(thread));
-        match self
-            .client
-            .open_session(&self.bot_token)
-            .chat_post_message(&request)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::warn!(%channel, error = %e, "slack: chat.postMessage failed");
-                Err(DeliveryError(format!(
-                    "slack chat.postMessage to {channel}: {e}"
-                )))
-            }
+        post_message(&self.client, &self.bot_token, channel, Some(thread), text).await
+    }
+}
+
+/// `chat.postMessage` in `channel`, in `thread` if given.
+async fn post_message(
+    client: &SlackHyperClient,
+    token: &SlackApiToken,
+    channel: String,
+    thread: Option<String>,
+    text: String,
+) -> Result<(), DeliveryError> {
+    let mut request = SlackApiChatPostMessageRequest::new(
+        SlackChannelId(channel.clone()),
+        SlackMessageContent::new().with_text(text),
+    );
+    if let Some(thread) = thread {
+        request = request.with_thread_ts(SlackTs(thread));
+    }
+    match client.open_session(token).chat_post_message(&request).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(%channel, error = %e, "slack: chat.postMessage failed");
+            Err(DeliveryError(format!(
+                "slack chat.postMessage to {channel}: {e}"
+            )))
         }
     }
 }

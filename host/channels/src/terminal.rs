@@ -17,6 +17,9 @@
 //! `{"approvals": "show", "id": N}` gives its arguments whole
 //! ([`approvals`]). Approval notices during a chat are frames of their own
 //! (`"approval"` or `"approval_ended"` beside `"text"`), never replies.
+//! `{"op": "start", "agent": "..."}` (or `stop`) and
+//! `{"run_schedule": "NAME"}` are operator requests the host answers with
+//! `{"done": "..."}` or `{"error": "..."}`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -30,7 +33,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{Origin, Router};
+use crate::{Origin, Router, Sender};
 
 mod approvals;
 
@@ -50,6 +53,9 @@ enum Request {
         op: String,
         agent: String,
     },
+    RunSchedule {
+        run_schedule: String,
+    },
     Approvals {
         approvals: String,
         id: Option<i64>,
@@ -59,7 +65,8 @@ enum Request {
     },
 }
 
-/// The host's answer to an operator request (`start`): what happened, or
+/// The host's answer to an operator request (`start` or `stop` an agent,
+/// `run-schedule` a schedule, each with its target): what happened, or
 /// why not.
 pub type Ops = Arc<
     dyn Fn(
@@ -227,14 +234,13 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
                 continue;
             }
             Request::Op { op, agent } => {
-                let answer = match &ops {
-                    Some(ops) => ops(op, agent).await,
-                    None => Err(OpError("this host takes no operator requests".into())),
-                };
-                let frame = match answer {
-                    Ok(done) => json!({ "done": done }),
-                    Err(e) => json!({ "error": e.0 }),
-                };
+                if !send(&mut write, &operator_request(&ops, op, agent).await).await {
+                    return;
+                }
+                continue;
+            }
+            Request::RunSchedule { run_schedule } => {
+                let frame = operator_request(&ops, "run-schedule".into(), run_schedule).await;
                 if !send(&mut write, &frame).await {
                     return;
                 }
@@ -242,8 +248,10 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
             }
         };
         let origin = Origin {
-            user: format!("local:{uid}"),
-            user_kind: "terminal".into(),
+            sender: Sender::Person {
+                user: format!("local:{uid}"),
+                kind: "terminal".into(),
+            },
             channel: "terminal".into(),
             chat_workspace: None,
             conversation: format!("terminal-{started}-{session}"),
@@ -289,6 +297,18 @@ async fn serve(stream: UnixStream, router: Arc<Router>, ops: Option<Ops>, sessio
                 }
             }
         }
+    }
+}
+
+/// The host's answer to an operator request, as the frame to send back.
+async fn operator_request(ops: &Option<Ops>, op: String, target: String) -> serde_json::Value {
+    let answer = match ops {
+        Some(ops) => ops(op, target).await,
+        None => Err(OpError("this host takes no operator requests".into())),
+    };
+    match answer {
+        Ok(done) => json!({ "done": done }),
+        Err(e) => json!({ "error": e.0 }),
     }
 }
 
@@ -375,6 +395,15 @@ impl ChatClient {
     pub async fn op(&mut self, op: &str, agent: &str) -> std::io::Result<Result<String, Refused>> {
         let frame = json!({ "op": op, "agent": agent });
         let value = self.exchange(frame).await?;
+        Ok(match value["error"].as_str() {
+            Some(e) => Err(Refused(e.to_string())),
+            None => Ok(value["done"].as_str().unwrap_or_default().to_string()),
+        })
+    }
+
+    /// Asks the host to run schedule `name` now: what it did, or why not.
+    pub async fn run_schedule(&mut self, name: &str) -> std::io::Result<Result<String, Refused>> {
+        let value = self.exchange(json!({ "run_schedule": name })).await?;
         Ok(match value["error"].as_str() {
             Some(e) => Err(Refused(e.to_string())),
             None => Ok(value["done"].as_str().unwrap_or_default().to_string()),

@@ -73,6 +73,7 @@ pub(crate) fn decide(engine: &PolicyEngine, r: &Record) -> Result<Decision, Unre
         | Kind::ApprovalDenied
         | Kind::ApprovalExpired
         | Kind::ApprovalRefused => Err("approval records are replayed through their call".into()),
+        Kind::ScheduleSkipped => Err("a skipped scheduled run was never decided".into()),
     }
 }
 
@@ -139,22 +140,32 @@ fn host_action(
             ))
         }
         _ => {
-            let user_text = arguments["user"]
-                .as_str()
-                .ok_or("the record names no user")?;
             let channel_text = arguments["channel"]
                 .as_str()
                 .ok_or("the record names no channel")?;
-            let (principal, user) = id_of(user_text, "user")?;
             let (_, channel) = id_of(channel_text, "channel")?;
             let (resource, _) = id_of(resource_text, "resource")?;
-            let kind = if user.starts_with("slack:") {
-                "slack"
-            } else {
-                "terminal"
-            };
             let mut extra = channel_entities(arguments, &channel);
-            extra.push(RequestEntity::new("User", &user).attr("channel_kind", json!(kind)));
+            // A schedule's message names its schedule; a person's, its user.
+            let principal = if let Some(schedule) = arguments["schedule"].as_str() {
+                let (principal, name) = id_of(schedule, "schedule")?;
+                extra.push(
+                    RequestEntity::new("Schedule", &name).attr("channel_kind", json!("schedule")),
+                );
+                principal
+            } else {
+                let user_text = arguments["user"]
+                    .as_str()
+                    .ok_or("the record names no user and no schedule")?;
+                let (principal, user) = id_of(user_text, "user")?;
+                let kind = if user.starts_with("slack:") {
+                    "slack"
+                } else {
+                    "terminal"
+                };
+                extra.push(RequestEntity::new("User", &user).attr("channel_kind", json!(kind)));
+                principal
+            };
             let context = json!({
                 "common": session,
                 "channel": { "__entity": { "type": "Channel", "id": channel } },

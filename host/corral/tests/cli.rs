@@ -252,7 +252,7 @@ fn policy_validate_test_and_check_on_the_starter_policies() {
     let out = in_repo(&["policy", "validate"], cache.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("13 policies in policies are valid"),
+        text(&out.stdout).contains("14 policies in policies are valid"),
         "{}",
         text(&out.stdout)
     );
@@ -268,7 +268,7 @@ fn policy_validate_test_and_check_on_the_starter_policies() {
         text(&out.stderr)
     );
     assert!(
-        text(&out.stdout).contains("23 passed, 0 failed"),
+        text(&out.stdout).contains("25 passed, 0 failed"),
         "{}",
         text(&out.stdout)
     );

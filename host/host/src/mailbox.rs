@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_broker::{Inbound, Mailbox, NotDelivered};
-use corral_channels::{Message, Router};
+use corral_channels::{Message, Router, Sender};
 
 /// The router, as the broker's [`Mailbox`].
 pub(crate) struct RouterMailbox(pub Arc<Router>);
@@ -19,7 +19,11 @@ fn inbound(m: Message) -> Inbound {
     Inbound {
         id: m.id,
         text: m.text,
-        user: m.origin.user,
+        user: m.origin.sender.person().map(str::to_string),
+        schedule: match &m.origin.sender {
+            Sender::Schedule(run) => Some(run.name.clone()),
+            Sender::Person { .. } => None,
+        },
         channel: m.origin.channel,
         chat_workspace: m.origin.chat_workspace,
         conversation: m.origin.conversation,

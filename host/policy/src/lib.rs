@@ -34,6 +34,7 @@ mod schema;
 mod store;
 
 pub use approval::{ApprovalNeeded, Approvers, AskingPolicy};
+pub use cedar_policy::EntityUid;
 pub use decision::{Decision, PolicyError, RequestError, ShadowVerdict};
 pub use engine::{ApproveRequest, EngineSources, PolicyEngine};
 pub use gate::{CapabilityDecision, CedarGate};

@@ -79,7 +79,7 @@ impl Session {
                 arguments,
                 call_seq: 0,
                 needed,
-                requested_by: held.as_ref().map(|m| m.user.as_str()),
+                requested_by: held.as_ref().and_then(|m| m.user.as_deref()),
                 origin: None,
                 policy_hash: &decision.policy_set_hash,
             }),
@@ -118,7 +118,7 @@ impl Session {
             arguments: &arguments,
             call_seq: call.call_seq,
             needed,
-            requested_by: held.as_ref().map(|m| m.user.as_str()),
+            requested_by: held.as_ref().and_then(|m| m.user.as_deref()),
             origin: origin.as_ref(),
             policy_hash: &call.decision.policy_set_hash,
         });
