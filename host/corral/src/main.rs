@@ -17,6 +17,7 @@ mod policy_cmd;
 mod policy_sources;
 mod policy_test_cmd;
 mod replay;
+mod schedules_cmd;
 mod suggest;
 mod tool_build;
 mod tool_cmd;
@@ -83,6 +84,9 @@ enum Command {
     /// person's approval.
     #[command(subcommand)]
     Approvals(approvals_cmd::ApprovalsCmd),
+    /// List the scheduled messages of corral.toml, and run one now.
+    #[command(subcommand)]
+    Schedules(schedules_cmd::SchedulesCmd),
 }
 
 /// mimalloc rather than glibc's malloc: the broker's hot path allocates
@@ -128,6 +132,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Up(args) => up::run(args),
         Command::Chat(args) => chat_cmd::run(args),
         Command::Approvals(cmd) => approvals_cmd::run(cmd),
+        Command::Schedules(cmd) => schedules_cmd::run(cmd),
         Command::Image(cmd) => image_cmd::run(cmd),
         Command::Agents(cmd) => agents_cmd::run(cmd),
         Command::Tool(cmd) => tool_cmd::run(cmd),

@@ -50,6 +50,7 @@ forbid (principal, action == Action::"http_request", resource)
 unless { resource in HostGroup::"public-apis" };"#
                 .into(),
         ),
+        extra_toml: Some("[web]\nlisten = \"127.0.0.1:0\"\n".into()),
         ..UpOptions::default()
     });
     let host = UpHost::start(CORRAL.as_ref(), &config, &[]);
@@ -177,6 +178,19 @@ unless { resource in HostGroup::"public-apis" };"#
             text.contains("no-unlisted-hosts"),
             "the denial names the deciding policy: {text}"
         );
+
+        // The containers as the metrics count them: the operator's start,
+        // then a fresh one for the first message after the stop.
+        let metrics = format!("{}metrics", host.web.clone().expect("[web] is configured"));
+        let (status, body) = crate::operations::get(&metrics, None);
+        assert_eq!(status, 200, "{body}");
+        let started = vec![("event".to_string(), "started".to_string())];
+        assert_eq!(
+            crate::operations::samples(&body, "corral_containers_total").get(&started),
+            Some(&2.0),
+            "{body}"
+        );
+        assert!(body.contains("corral_containers_running 1\n"), "{body}");
 
         // A channel bound to no agent gets told so, in the thread.
         slack.mention("env3", "C0999", "U0042", "hello?", "1764000003.000100");

@@ -10,6 +10,7 @@ mod cli;
 mod hardening;
 mod operations;
 mod publish;
+mod schedules;
 mod suggest;
 
 /// Tests that start containers run one at a time, across modules: they

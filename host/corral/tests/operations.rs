@@ -17,7 +17,7 @@ use serde_json::json;
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
 /// A GET of `url` (`http://ADDR/PATH`) over a plain socket: status and body.
-fn get(url: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) fn get(url: &str, token: Option<&str>) -> (u16, String) {
     get_as(url, token, None)
 }
 
@@ -89,7 +89,7 @@ fn get_with_cookie(base: &str, cookie: &str) -> (u16, String) {
 }
 
 /// Samples named `name` by their labels, as a Prometheus parser reads them.
-fn samples(text: &str, name: &str) -> BTreeMap<Vec<(String, String)>, f64> {
+pub(crate) fn samples(text: &str, name: &str) -> BTreeMap<Vec<(String, String)>, f64> {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("the metrics parse as the Prometheus text format");
     scrape

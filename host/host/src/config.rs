@@ -84,6 +84,9 @@ pub struct HostConfig {
     pub observe: crate::observe_config::ObserveSection,
     /// `[web]`: the host's HTTP endpoint (`/metrics`); off without it.
     pub web: Option<crate::web_config::WebSection>,
+    /// `[[schedules]]`: messages sent to agents on time.
+    #[serde(default)]
+    pub schedules: Vec<corral_schedules::ScheduleSection>,
 }
 
 /// `[sandbox]`: which container engine runs the agents.
@@ -436,6 +439,9 @@ impl HostConfig {
                 }
             }
         }
+        let channels: Vec<&str> = self.channel_sections().iter().map(|c| c.key()).collect();
+        crate::schedules_config::check(&self.schedules, &seen, &channels)
+            .map_err(|e| ConfigError(format!("{file}: {e}")))?;
         for (i, internal) in self.http.internal.iter().enumerate() {
             for r in &internal.ranges {
                 if let Err(e) = r.parse::<corral_tools::Cidr>() {
@@ -499,6 +505,11 @@ impl HostConfig {
         self.audit
             .clone()
             .unwrap_or_else(|| self.state_dir.join("audit.db"))
+    }
+
+    /// The runs each schedule handled: `<state_dir>/schedules.json`.
+    pub fn schedules_file(&self) -> PathBuf {
+        self.state_dir.join("schedules.json")
     }
 
     /// The control socket: `<state_dir>/control.sock`.

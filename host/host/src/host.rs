@@ -58,6 +58,7 @@ pub struct Host {
     mounted: Vec<Mounted>,
     _watch: Option<corral_policy::WatchGuard>,
     web: Option<corral_web::WebServer>,
+    schedules: crate::schedules_config::SchedulerSlot,
 }
 
 /// What shutting down left behind.
@@ -294,7 +295,8 @@ impl Host {
         };
 
         let control = config.control_socket();
-        let ops = operator_requests(wake_tx, options.external_agents);
+        let schedules = crate::schedules_config::SchedulerSlot::default();
+        let ops = operator_requests(wake_tx, options.external_agents, schedules.clone());
         let terminal =
             TerminalChannel::listen(&control, router.clone(), Some(ops)).map_err(|e| {
                 HostError::Setup(format!(
@@ -306,6 +308,15 @@ impl Host {
         for start in channel_starts {
             channels.push(start.start(router.clone()).await?);
         }
+        // After the channels: a schedule's reply may go through one.
+        crate::schedules_config::start(
+            (&config.schedules, config.schedules_file()),
+            &router,
+            &audit,
+            &channels,
+            &schedules,
+        )
+        .await?;
         Ok(Host {
             router,
             approvals,
@@ -320,6 +331,7 @@ impl Host {
             mounted,
             _watch: watch,
             web,
+            schedules,
         })
     }
 
@@ -351,6 +363,7 @@ impl Host {
     /// disconnects the channels, stops the containers, closes the agents'
     /// connections and flushes the audit log.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        crate::schedules_config::stop(&self.schedules).await;
         // First, so calls waiting for a person are denied, saying why, and
         // their agents can answer before the grace ends.
         let approvals = self.approvals.clone();

@@ -20,6 +20,7 @@ mod host;
 mod mailbox;
 mod observe_config;
 mod parts;
+mod schedules_config;
 mod secrets;
 mod supervise;
 mod tool_config;

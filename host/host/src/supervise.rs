@@ -117,15 +117,24 @@ pub(crate) async fn supervise<B: ContainerBackend>(
     stopped
 }
 
-/// The operator requests the terminal channel forwards (`start`, `stop`),
-/// answered by the supervisor through `wake`.
-pub(crate) fn operator_requests(wake: mpsc::UnboundedSender<Wake>, external_agents: bool) -> Ops {
+/// The operator requests the terminal channel forwards: `start` and
+/// `stop` an agent, answered by the supervisor through `wake`, and
+/// `run-schedule`, answered by the scheduler.
+pub(crate) fn operator_requests(
+    wake: mpsc::UnboundedSender<Wake>,
+    external_agents: bool,
+    schedules: crate::schedules_config::SchedulerSlot,
+) -> Ops {
     Arc::new(move |op: String, agent: String| {
         let wake = wake.clone();
+        let schedules = schedules.clone();
         Box::pin(async move {
+            if op == "run-schedule" {
+                return crate::schedules_config::run_now(&schedules, &agent).map_err(OpError);
+            }
             if op != "start" && op != "stop" {
                 return Err(OpError(format!(
-                    "unknown operation `{op}`; the host knows `start` and `stop`"
+                    "unknown operation `{op}`; the host knows `start`, `stop` and `run-schedule`"
                 )));
             }
             if external_agents {
