@@ -104,8 +104,8 @@ fn a_schedule_is_decided_as_itself_replies_where_configured_and_never_piles_up()
             "slack:C0001",
             "skip",
         ),
-        // No policy names this one.
-        schedule("hourly-sweep", EVERY_SECOND, "sweep", "log", "skip"),
+        // No policy names this one; its channel hears so once.
+        schedule("hourly-sweep", EVERY_SECOND, "sweep", "slack:C0001", "skip"),
         schedule("on-demand", YEARLY, "report now", "log", "skip"),
     ]
     .concat();

@@ -26,7 +26,7 @@ pub(crate) fn check(
     for s in &schedules {
         if !agents.contains(&s.agent) {
             return Err(format!(
-                "[[schedules]] `{}`: agent `{}` is not in [[agents]]",
+                "[[schedules]] `{}`: agent `{}` is not in [[agents]]; name one of them, or add it",
                 s.name, s.agent
             ));
         }
@@ -91,7 +91,7 @@ pub(crate) fn run_now(slot: &SchedulerSlot, name: &str) -> Result<String, String
     match &*lock(slot) {
         Some(scheduler) => scheduler.run_now(name),
         None => Err(format!(
-            "there is no schedule `{name}`: this host runs no [[schedules]]"
+            "schedule `{name}` cannot run now: this host's schedules are not running (it is starting or stopping, or its corral.toml has no [[schedules]])"
         )),
     }
 }

@@ -45,7 +45,7 @@ pub enum ScheduleError {
     },
     /// The file of runs handled cannot be read or written.
     #[error(
-        "schedules: {}: {message}; next step: fix or move the file away (every schedule then starts afresh, and runs missed while the host was down are not found)",
+        "schedules: {}: {message}; next step: check that the state directory is writable and has room, or, if the file is damaged, move it away (every schedule then starts afresh, and runs missed while the host was down are not found)",
         path.display()
     )]
     State {

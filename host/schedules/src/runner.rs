@@ -23,6 +23,14 @@ use crate::state::RunBook;
 /// wall clock that is set back or forward is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// How late a run may start and still be an ordinary one. Later (the host
+/// was suspended, or its clock jumped forward), the runs passed meanwhile
+/// are handled as missed, as at a restart.
+const LATE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// The longest reply text written to the host's log.
+const MAX_LOGGED_REPLY: usize = 4096;
+
 /// What the scheduler needs from the host.
 pub struct SchedulerParts {
     /// The checked entries.
@@ -45,6 +53,9 @@ struct Shared {
     book: Mutex<RunBook>,
     /// Schedule name → its run's message, while the agent has not answered.
     unanswered: Mutex<BTreeMap<String, u64>>,
+    /// Schedules whose last run was refused: their channel was told once,
+    /// and is told again only after a run gets through.
+    refused: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Running schedules; [`Scheduler::stop`] ends them.
@@ -98,13 +109,16 @@ impl Scheduler {
             posters: parts.posters,
             book: Mutex::new(book),
             unanswered: Mutex::new(BTreeMap::new()),
+            refused: Mutex::new(Default::default()),
         });
         let started = Timestamp::now();
         for index in 0..shared.schedules.len() {
-            shared.catch_up(index, started).await?;
+            shared
+                .catch_up(index, started, "while the host was down")
+                .await?;
         }
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(shared.clone(), stopped, started));
+        let task = tokio::spawn(run(shared.clone(), stopped));
         Ok(Scheduler { shared, stop, task })
     }
 
@@ -152,13 +166,19 @@ impl Scheduler {
 }
 
 impl Shared {
-    /// At start: notes a schedule never seen before as handled up to now,
-    /// or skips or runs once what fell due since it last ran.
-    async fn catch_up(self: &Arc<Self>, index: usize, now: Timestamp) -> Result<(), ScheduleError> {
+    /// At start, or when a run comes late: notes a schedule never seen
+    /// before as handled up to now, or skips or runs once what fell due
+    /// since it last ran. `when` says when they fell due, for the record.
+    async fn catch_up(
+        self: &Arc<Self>,
+        index: usize,
+        now: Timestamp,
+        when: &str,
+    ) -> Result<(), ScheduleError> {
         let schedule = &self.schedules[index];
         let last = self.book().last(&schedule.name);
         let Some(last) = last else {
-            return self.book().handled(&schedule.name, now);
+            return blocking(|| self.book().handled(&schedule.name, now));
         };
         let Some(missed) = schedule.missed_between(last, now) else {
             return Ok(());
@@ -167,18 +187,20 @@ impl Shared {
             schedule = %schedule.name,
             missed = %missed.describe(),
             action = ?schedule.missed,
-            "runs fell due while the host was down"
+            "runs fell due {when}"
         );
         match schedule.missed {
             Missed::Skip => {
-                self.book()
-                    .handled(&schedule.name, missed.latest.timestamp())?;
+                blocking(|| {
+                    self.book()
+                        .handled(&schedule.name, missed.latest.timestamp())
+                })?;
                 self.record_skipped(
                     schedule,
                     &missed.latest,
                     "missed",
                     format!(
-                        "{} while the host was down; not run, as `missed = \"skip\"` says",
+                        "{} {when}; not run, as `missed = \"skip\"` says",
                         missed.describe()
                     ),
                 )
@@ -200,6 +222,27 @@ impl Shared {
         self.unanswered.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Each schedule's next due time after `now`, or after the last run it
+    /// handled if the clock now reads earlier than that (it was set back):
+    /// a run handled is never due again.
+    fn next_runs(&self, now: Timestamp) -> Vec<Option<Zoned>> {
+        let book = self.book();
+        self.schedules
+            .iter()
+            .map(|s| s.next_after(book.last(&s.name).map_or(now, |last| last.max(now))))
+            .collect()
+    }
+
+    /// Records a skipped run on a task of its own, for callers that may
+    /// not wait.
+    fn skip_later(self: &Arc<Self>, index: usize, due: &Zoned, reason: &'static str, why: String) {
+        let (this, due) = (self.clone(), due.clone());
+        tokio::spawn(async move {
+            let schedule = &this.schedules[index];
+            this.record_skipped(schedule, &due, reason, why).await;
+        });
+    }
+
     /// Sends schedule `index`'s message for the run due at `due`, unless
     /// its previous run is still unanswered. The message's id, or why it
     /// was not sent (a skip is recorded; a refusal by policy is recorded
@@ -207,14 +250,21 @@ impl Shared {
     fn send(self: &Arc<Self>, index: usize, due: &Zoned, trigger: Trigger) -> Result<u64, String> {
         let schedule = &self.schedules[index];
         let name = &schedule.name;
+        // One guard from the check to the insert, so an operator's run and
+        // a timed one cannot both pass the check; held while submitting,
+        // so the reply's task cannot clear the entry before it is made.
+        let mut unanswered = self.unanswered();
         if trigger != Trigger::Operator {
             // Before sending: a crash after this point loses the run
-            // rather than repeating it at the next start.
-            if let Err(e) = self.book().handled(name, due.timestamp()) {
-                tracing::error!(schedule = %name, error = %e, "cannot note the run as handled; a restart may report it as missed");
+            // rather than repeating it at the next start. A run that
+            // cannot be noted is not sent, for the same reason.
+            if let Err(e) = blocking(|| self.book().handled(name, due.timestamp())) {
+                tracing::error!(schedule = %name, error = %e, "run not sent: it cannot be noted as handled");
+                self.skip_later(index, due, "state-unwritable", e.to_string());
+                return Err(format!("schedule `{name}`: {e}"));
             }
         }
-        if let Some(previous) = self.unanswered().get(name).copied() {
+        if let Some(previous) = unanswered.get(name).copied() {
             let why = format!(
                 "its previous run (message {previous}) has not been answered yet, so this one was skipped rather than piled up"
             );
@@ -225,13 +275,7 @@ impl Shared {
                 ));
             }
             tracing::warn!(schedule = %name, agent = %schedule.agent, %due, "{why}");
-            let this = self.clone();
-            let due = due.clone();
-            tokio::spawn(async move {
-                let schedule = &this.schedules[index];
-                this.record_skipped(schedule, &due, "previous-run-unanswered", why)
-                    .await;
-            });
+            self.skip_later(index, due, "previous-run-unanswered", why);
             return Err(format!("schedule `{name}`'s previous run is unanswered"));
         }
         let poster = match &schedule.reply_to {
@@ -249,16 +293,15 @@ impl Shared {
             conversation: format!("schedule-{name}-{}", due.timestamp().as_second()),
         };
         let (delivery, replies) = mpsc::unbounded_channel();
-        // Held while submitting, so the reply's task cannot finish (and
-        // clear the entry) before it is made.
-        let mut unanswered = self.unanswered();
-        match self
-            .router
-            .submit(&schedule.agent, schedule.message.clone(), origin, delivery)
-        {
+        let submitted =
+            self.router
+                .submit(&schedule.agent, schedule.message.clone(), origin, delivery);
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match submitted {
             Ok(id) => {
                 unanswered.insert(name.clone(), id);
                 drop(unanswered);
+                refused.remove(name);
                 tracing::info!(schedule = %name, agent = %schedule.agent, message = id, %due, trigger = trigger.as_str(), "scheduled message sent");
                 tokio::spawn(deliver(self.clone(), index, id, replies, poster));
                 Ok(id)
@@ -267,8 +310,17 @@ impl Shared {
                 drop(unanswered);
                 let text = e.to_string();
                 tracing::warn!(schedule = %name, agent = %schedule.agent, %due, error = %text, "scheduled message not sent");
-                if let (ReplyTo::Room { room, .. }, Some(poster)) = (&schedule.reply_to, poster) {
-                    let (room, notice) = (room.clone(), format!("⚠ schedule `{name}`: {text}"));
+                // The channel hears of a refusal once, not at every run.
+                let first = refused.insert(name.clone());
+                if let (true, ReplyTo::Room { room, .. }, Some(poster)) =
+                    (first, &schedule.reply_to, poster)
+                {
+                    let (room, notice) = (
+                        room.clone(),
+                        format!(
+                            "⚠ schedule `{name}`: {text} (said once, until a run gets through)"
+                        ),
+                    );
                     tokio::spawn(async move {
                         let _ = poster.post(&room, notice).await;
                     });
@@ -315,7 +367,10 @@ async fn deliver(
                 "the `{channel}` channel is not running"
             ))),
             (ReplyTo::Log, _) => {
-                tracing::info!(schedule = %schedule.name, agent = %schedule.agent, message = id, last = reply.last, reply = %text, "schedule's reply");
+                // Quoted and cut: the agent wrote it, and a newline must not
+                // pass for a log line of the host's own.
+                let shown: String = text.chars().take(MAX_LOGGED_REPLY).collect();
+                tracing::info!(schedule = %schedule.name, agent = %schedule.agent, message = id, last = reply.last, reply = ?shown, "schedule's reply");
                 Ok(())
             }
         };
@@ -331,12 +386,9 @@ async fn deliver(
 }
 
 /// Sleeps until the next run of any schedule is due, sends it, and again.
-async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>, started: Timestamp) {
-    let mut next: Vec<Option<Zoned>> = shared
-        .schedules
-        .iter()
-        .map(|s| s.next_after(started))
-        .collect();
+async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut seen = Timestamp::now();
+    let mut next = shared.next_runs(seen);
     loop {
         let soonest = next
             .iter()
@@ -353,16 +405,49 @@ async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>, started: T
             _ = tokio::time::sleep(wait) => {}
             _ = stopped.changed() => return,
         }
+        let now = Timestamp::now();
+        if now < seen {
+            // The clock was set back: due times worked out from the later
+            // reading would wait out the difference.
+            tracing::warn!(from = %seen, to = %now, "the wall clock went back; schedules' next runs worked out again");
+            seen = now;
+            next = shared.next_runs(now);
+            continue;
+        }
+        seen = now;
         let Some((index, due)) = soonest else {
             continue;
         };
-        let now = Timestamp::now();
         if now < due.timestamp() {
             continue;
         }
-        let _ = shared.send(index, &due, Trigger::Cron);
-        // From now, not from `due`: after the clock jumps forward, or a
-        // long stall, a schedule runs once, not once per time it passed.
+        if now.duration_since(due.timestamp()) > LATE {
+            // Suspended, or the clock jumped forward: what passed meanwhile
+            // is missed, handled as the schedule says.
+            if let Err(e) = shared
+                .catch_up(
+                    index,
+                    now,
+                    "while the host was suspended or its clock jumped forward",
+                )
+                .await
+            {
+                tracing::error!(schedule = %shared.schedules[index].name, error = %e, "missed runs not handled");
+            }
+        } else {
+            let _ = shared.send(index, &due, Trigger::Cron);
+        }
+        // From now, not from `due`: after a long stall a schedule runs
+        // once, not once per time it passed.
         next[index] = shared.schedules[index].next_after(now.max(due.timestamp()));
+    }
+}
+
+/// Runs blocking work (a file synced to disk) without stalling the async
+/// workers the scheduler shares with the host.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }

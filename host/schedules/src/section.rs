@@ -153,6 +153,16 @@ impl ScheduleSection {
                 ),
             )
         })?;
+        let checked_now = jiff::Timestamp::now().to_zoned(time_zone.clone());
+        if cron.find_next_occurrence(&checked_now, false).is_err() {
+            return Err(bad(
+                "cron",
+                format!(
+                    "`{}` never falls due (no such date, or none within the years searched); check the day-of-month and month fields",
+                    self.cron
+                ),
+            ));
+        }
         if self.message.trim().is_empty() {
             return Err(bad(
                 "message",
