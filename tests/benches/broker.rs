@@ -16,6 +16,8 @@
 //!   down to its condition, and denied calls over the socket against the
 //!   allowed echo (`files_write` outside notes/ and `http_get` by an agent
 //!   no permit covers, alternately);
+//! - the allowed echo through the stdio bridge (`corral-agent mcp`, whose
+//!   relay `corral mcp bridge` shares), alternated with the direct socket;
 //! - the allowed echo again with the host's metrics counting every record
 //!   and a dashboard page streaming every decision over a real `/events`
 //!   connection, alternated with the same broker's echo without them: what
@@ -330,11 +332,22 @@ fn ping(socket: &Path) -> Latency {
 /// with 8 of them on two cores that was about a third of a core taken
 /// from the broker, in the bare echo's row and the broker's alike.
 struct LoadClient {
-    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
-    writer: std::os::unix::net::UnixStream,
+    reader: std::io::BufReader<Box<dyn std::io::Read + Send>>,
+    writer: Box<dyn Write + Send>,
     next_id: u64,
     request: Vec<u8>,
     line: String,
+    /// The stdio bridge the client speaks through, if it does.
+    bridge: Option<std::process::Child>,
+}
+
+impl Drop for LoadClient {
+    fn drop(&mut self) {
+        if let Some(bridge) = &mut self.bridge {
+            let _ = bridge.kill();
+            let _ = bridge.wait();
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -351,14 +364,43 @@ struct AnswerResult {
 
 impl LoadClient {
     fn ready(socket: &Path) -> LoadClient {
-        use std::io::BufRead;
         let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        Self::initialized(
+            Box::new(stream.try_clone().unwrap()),
+            Box::new(stream),
+            None,
+        )
+    }
+
+    /// The same, through `corral-agent mcp`: the stdio bridge an MCP client
+    /// that speaks only stdio uses (in a container, or `corral mcp bridge`
+    /// on the host, which shares its code).
+    fn through_bridge(socket: &Path) -> LoadClient {
+        let mut child = std::process::Command::new(corral_tests::agent_binary())
+            .arg("--socket")
+            .arg(socket)
+            .arg("mcp")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start corral-agent mcp (cargo xtask build-agent)");
+        let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+        Self::initialized(Box::new(stdout), Box::new(stdin), Some(child))
+    }
+
+    fn initialized(
+        read: Box<dyn std::io::Read + Send>,
+        write: Box<dyn Write + Send>,
+        bridge: Option<std::process::Child>,
+    ) -> LoadClient {
+        use std::io::BufRead;
         let mut c = LoadClient {
-            reader: std::io::BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
+            reader: std::io::BufReader::new(read),
+            writer: write,
             next_id: 0,
             request: Vec::with_capacity(256),
             line: String::with_capacity(1024),
+            bridge,
         };
         c.writer
             .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{},\"clientInfo\":{\"name\":\"corral-bench\",\"version\":\"0\"}}}\n")
@@ -425,7 +467,10 @@ fn sequential_denied(socket: &Path) -> Latency {
 }
 
 fn sequential(socket: &Path) -> Latency {
-    let mut c = LoadClient::ready(socket);
+    sequential_with(LoadClient::ready(socket))
+}
+
+fn sequential_with(mut c: LoadClient) -> Latency {
     for _ in 0..scale(3_000) {
         c.echo();
     }
@@ -859,6 +904,26 @@ fn main() {
                 streamed
             );
             assert!(streamed > 0, "the dashboard stream received no event");
+            // The stdio bridge, alternated with the direct socket, twice
+            // each: what the relay adds to a round trip.
+            let mut direct = Vec::new();
+            let mut bridged = Vec::new();
+            for _ in 0..2 {
+                direct.push(sequential(&b.socket("agent-0")));
+                bridged.push(sequential_with(LoadClient::through_bridge(
+                    &b.socket("agent-0"),
+                )));
+            }
+            let (direct, bridged) = (best(&direct), best(&bridged));
+            println!(
+                "broker, batched, allowed echo through the stdio bridge (corral-agent mcp): p50 {:.1} µs (+{:.1} µs over the direct socket's {:.1} µs in the same run [≤ +30], {:.2}×), p99 {:.1} µs ({:.1} µs direct)",
+                bridged.0,
+                bridged.0 - direct.0,
+                direct.0,
+                bridged.0 / direct.0,
+                bridged.1,
+                direct.1
+            );
         }
         let a = append_latency(dir.path(), durability);
         println!(
