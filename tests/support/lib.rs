@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod browser;
+pub mod load;
 pub mod mcp;
 pub mod registry;
 pub mod standins;
@@ -184,4 +185,21 @@ impl LoopbackServer {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+}
+
+/// For benchmarks: transparent huge pages off, as `corral` turns them off,
+/// unless `CORRAL_BENCH_KEEP_THP` is set (to compare); prints which.
+pub fn huge_pages_as_corral_sets_them() {
+    let keep = std::env::var_os("CORRAL_BENCH_KEEP_THP").is_some();
+    if !keep {
+        corral_broker::disable_transparent_huge_pages().expect("turn transparent huge pages off");
+    }
+    println!(
+        "transparent huge pages: {}",
+        if keep {
+            "on, as the system allows (CORRAL_BENCH_KEEP_THP)"
+        } else {
+            "off for this process, as `corral` sets them"
+        }
+    );
 }

@@ -35,6 +35,7 @@ mod gate;
 mod jsonrpc;
 mod limits;
 mod nonblocking;
+mod process;
 mod rmcp_bridge;
 mod serve;
 mod services;
@@ -47,6 +48,7 @@ pub use bench::serve_with_limits;
 pub use broker::{AgentEndpoint, AgentSpec, Broker, BrokerBuilder, BrokerError, SOCKET_NAME};
 pub use call_observer::CallObserver;
 pub use limits::BrokerLimits;
+pub use process::disable_transparent_huge_pages;
 #[cfg(feature = "bench")]
 pub use serve::{InlineAnswer, InlineCalls};
 pub use services::{Inbound, Mailbox, Models, NotDelivered, TurnLimits};

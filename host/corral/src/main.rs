@@ -101,6 +101,7 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    let thp = corral_broker::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     let logs = tracing_subscriber::fmt()
@@ -113,6 +114,9 @@ fn main() -> ExitCode {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
+    }
+    if let Err(e) = thp {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off; each idle agent connection may hold more memory");
     }
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
