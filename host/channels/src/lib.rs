@@ -25,5 +25,5 @@ pub use channel::{
 };
 pub use router::{
     Delivery, DeliveryError, Message, Origin, Receipt, Reply, RouteError, Router, ScheduledRun,
-    Sender,
+    Sender, blocking,
 };

@@ -214,8 +214,10 @@ struct Inbox {
 }
 
 /// Runs blocking work (an audit append may fsync) without stalling the
-/// async workers that call the router.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+/// async workers that call the router, or that serve other message
+/// sources beside it: in place on a multi-threaded runtime, inline on
+/// any other.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),

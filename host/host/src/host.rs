@@ -103,7 +103,17 @@ impl Host {
         let tools = crate::tools::load_tools(&sources, internal)?;
         // Metric labels for these tools and the host's own actions only:
         // a tool name an agent makes up is counted, under `_other`.
-        metrics.label_actions(tools.registry.tools().map(|(info, _)| info.name.clone()));
+        metrics.label_actions(
+            tools
+                .registry
+                .tools()
+                .map(|(info, _)| info.name.clone())
+                .chain(
+                    corral_policy::RESERVED_ACTIONS
+                        .iter()
+                        .map(|a| a.to_string()),
+                ),
+        );
         let store = Arc::new(
             PolicyStore::load(EngineSources {
                 schema_file: config.policies.join("schema.cedarschema"),

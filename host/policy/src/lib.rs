@@ -42,5 +42,5 @@ pub use index::{IndexError, PolicyIndex};
 pub use load::{CombinedSchema, LoadErrors, Location, Problem, read_entities};
 pub use loaded::{LoadedPolicies, PolicyIds, load_policies, load_policies_with, read_policy_dir};
 pub use request::{Common, RequestEntity, uid};
-pub use schema::{CedarType, SchemaError, ToolAction};
+pub use schema::{CedarType, RESERVED_ACTIONS, SchemaError, ToolAction};
 pub use store::{PolicyStore, WatchGuard};

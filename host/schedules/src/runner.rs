@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corral_audit::{AuditLog, Entry, Kind};
-use corral_channels::{DeliveryError, Origin, Poster, Reply, Router, ScheduledRun, Sender};
+use corral_channels::{
+    DeliveryError, Origin, Poster, Reply, Router, ScheduledRun, Sender, blocking,
+};
 use corral_policy::uid;
 use jiff::{Timestamp, Zoned};
 use serde_json::json;
@@ -440,14 +442,5 @@ async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
         // From now, not from `due`: after a long stall a schedule runs
         // once, not once per time it passed.
         next[index] = shared.schedules[index].next_after(now.max(due.timestamp()));
-    }
-}
-
-/// Runs blocking work (a file synced to disk) without stalling the async
-/// workers the scheduler shares with the host.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }

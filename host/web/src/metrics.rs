@@ -24,19 +24,6 @@ use prometheus_client::registry::Registry;
 pub const MAX_ACTIONS: usize = 256;
 /// The label that stands for every other action.
 pub const OTHER: &str = "_other";
-/// The actions the host itself decides, labelled whatever tools exist.
-pub const HOST_ACTIONS: [&str; 10] = [
-    "call_tool",
-    "read_file",
-    "write_file",
-    "http_request",
-    "use_secret",
-    "use_model",
-    "post_message",
-    "invoke",
-    "approve",
-    "mount",
-];
 /// The longest action name that gets a label of its own.
 const MAX_ACTION_LEN: usize = 64;
 /// Records a live page may fall behind by (a stream drains them every
@@ -233,14 +220,13 @@ impl Metrics {
         out
     }
 
-    /// Labels exactly these actions (the loaded tools) and the host's own
-    /// ([`HOST_ACTIONS`]); every other name, such as a tool an agent made
-    /// up, is counted as [`OTHER`]. Without this call the first
+    /// Labels exactly these actions (the loaded tools and the host's own,
+    /// which the host names: this crate does not link Cedar); every other
+    /// name, such as a tool an agent made up, is counted as [`OTHER`]. Without this call the first
     /// [`MAX_ACTIONS`] plausible names get labels.
-    pub fn label_actions(&self, tools: impl IntoIterator<Item = String>) {
+    pub fn label_actions(&self, actions: impl IntoIterator<Item = String>) {
         let mut labels = self.actions.write().unwrap_or_else(|p| p.into_inner());
-        labels.names.extend(tools);
-        labels.names.extend(HOST_ACTIONS.map(str::to_string));
+        labels.names.extend(actions);
         labels.closed = true;
     }
 
