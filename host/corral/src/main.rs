@@ -11,6 +11,7 @@ mod audit_cmd;
 mod broker_cmd;
 mod chat_cmd;
 mod image_cmd;
+mod log_lines;
 mod mcp_cmd;
 mod policy_assure;
 mod policy_cmd;
@@ -106,7 +107,7 @@ fn main() -> ExitCode {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
+        .with_writer(log_lines::OneLinePerEvent(std::io::stderr));
     match cli.log_format {
         LogFormat::Json => logs.json().flatten_event(true).init(),
         // Colour codes only where a person reads them: a file or a

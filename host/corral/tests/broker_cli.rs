@@ -308,6 +308,38 @@ fn logs_are_json_lines_or_plain_text_off_a_terminal() {
 }
 
 #[test]
+fn a_tool_cannot_forge_a_line_of_the_host_log() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("policies/forge.cedar"),
+        "@id(\"assistant-may-forge\")\npermit(principal == Agent::\"assistant\", action == Action::\"forge\", resource);\n",
+    )
+    .unwrap();
+    let path = env.path("stderr-text");
+    let misbehave = component_path("misbehave").display().to_string();
+    let broker = env.broker_logging(
+        &["--log-format", "text", "--log", "info"],
+        Stdio::from(std::fs::File::create(&path).unwrap()),
+        &["--tool", &misbehave],
+    );
+    let mut client = McpClient::ready(broker.socket("assistant"));
+    let out = client.call_tool("forge", json!({}));
+    assert!(!is_error(&out), "{out}");
+    drop(client);
+    broker.stop();
+    let log = std::fs::read_to_string(&path).unwrap();
+    // The tool logs "done\r\n<a host-looking line>": that line must stay on
+    // the tool's own line, attributed to it, and never start a line.
+    let forged: Vec<&str> = log.lines().filter(|l| l.contains("FORGED")).collect();
+    assert_eq!(forged.len(), 1, "{log}");
+    assert!(
+        forged[0].contains("tool=forge") && forged[0].contains(r"done\r\n2026-12-07"),
+        "{log}"
+    );
+    assert!(!log.contains('\r'), "{log:?}");
+}
+
+#[test]
 fn suggest_turns_an_observed_workload_into_permits_that_allow_just_it() {
     let env = Env::new();
     let broker = env.broker(&["--observe", "reporter"]);

@@ -150,7 +150,9 @@ impl logging::Host for CallState {
             logging::Level::Error => "error",
         };
         let caller = self.guard.caller();
-        tracing::info!(target: "corral::tool", agent = %caller.agent, tool = %caller.tool, tool_level = level, "{message}");
+        // The tool's text is a quoted field, never the line's own message:
+        // as the message, its line breaks would start lines of the host's.
+        tracing::info!(target: "corral::tool", agent = %caller.agent, tool = %caller.tool, tool_level = level, tool_message = ?message, "a tool logged");
         self.logs.push(LogLine { level, message });
         Ok(())
     }
