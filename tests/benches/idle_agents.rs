@@ -61,7 +61,20 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100, 1000]);
+    // Each idle agent is an agent the policies know, so that its one call
+    // below is allowed and runs.
+    let most = counts.iter().copied().max().unwrap_or(0);
+    let idle_agents = (0..most)
+        .map(|i| {
+            serde_json::json!({
+                "uid": {"type": "Agent", "id": format!("idle-{i}")},
+                "attrs": {"workspace": {"__entity": {"type": "Workspace", "id": "assistant"}}},
+                "parents": [{"type": "Team", "id": "assistants"}],
+            })
+        })
+        .collect();
     let broker = TestBroker::start(BrokerOptions {
+        extra_entities: idle_agents,
         durability: Durability::Batched {
             window: Duration::from_millis(10),
         },
@@ -76,6 +89,7 @@ fn main() {
     let mut active = LoadClient::ready(&broker.socket("assistant"));
     let (alone_p50, alone_p99) = echo_p50(&mut active);
     println!("one active agent alone:  echo p50 {alone_p50:.1} µs, p99 {alone_p99:.1} µs");
+    let (rss_at_start, _) = rss_and_threads();
     let mut served = Vec::new();
     let mut idle = Vec::new();
     for n in counts {
@@ -104,8 +118,36 @@ fn main() {
             p99 / alone_p99,
         );
     }
-    // Still connected and answering at the end.
+    // Agents that called a tool once and then went quiet, as an agent
+    // between two steps of its work is: each connection may keep an
+    // instance made ahead for its next call, which costs memory and may
+    // leave none for the agent that is active.
+    let (rss_before, threads_before) = rss_and_threads();
+    for client in &mut idle {
+        client.echo();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss_after, threads_after) = rss_and_threads();
+    let (p50, p99) = echo_p50(&mut active);
+    println!(
+        "{:>5} idle agents after one call each: RSS +{:.1} MiB ({:.3} MiB per agent; {:.3} in all [≤ 0.5]), threads +{}; the active agent's echo p50 {p50:.1} µs ({:.2}× alone), p99 {p99:.1} µs ({:.2}× alone)",
+        idle.len(),
+        rss_after - rss_before,
+        (rss_after - rss_before) / idle.len() as f64,
+        (rss_after - rss_at_start) / idle.len() as f64,
+        threads_after.saturating_sub(threads_before),
+        p50 / alone_p50,
+        p99 / alone_p99,
+    );
+    // One of them becomes active again: the latest to connect, whose
+    // instance made ahead would be the last to fit in the runtime's budget.
     let last = idle.last_mut().expect("at least one idle agent");
+    let (woken_p50, woken_p99) = echo_p50(last);
+    println!(
+        "  one of them active again: echo p50 {woken_p50:.1} µs ({:.2}× the agent active throughout, {p50:.1} µs), p99 {woken_p99:.1} µs",
+        woken_p50 / p50
+    );
+    // Still connected and answering at the end.
     let answer = last.ping();
     assert!(answer.contains("\"result\""), "{answer}");
 }
