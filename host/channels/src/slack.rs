@@ -119,6 +119,7 @@ impl Poster for SlackState {
             self.bot_token.clone(),
             room.to_string(),
         );
+        let text = plain(&text);
         Box::pin(async move { post_message(&client, &token, room, None, text).await })
     }
 
@@ -393,7 +394,7 @@ impl SlackState {
                 let state = self.clone();
                 tokio::spawn(async move {
                     while let Some(mut reply) = replies.recv().await {
-                        let text = std::mem::take(&mut reply.text);
+                        let text = plain(&reply.text);
                         let posted = state.post_now(channel.clone(), thread.clone(), text).await;
                         reply.report(posted);
                         if reply.last {
@@ -402,7 +403,7 @@ impl SlackState {
                     }
                 });
             }
-            Err(e) => self.post(channel, thread, e.to_string()),
+            Err(e) => self.post(channel, thread, plain(&e.to_string())),
         }
     }
 
@@ -422,6 +423,18 @@ impl SlackState {
     ) -> Result<(), DeliveryError> {
         post_message(&self.client, &self.bot_token, channel, Some(thread), text).await
     }
+}
+
+/// Text the host did not write (an agent's reply), as Slack shows it
+/// literally: `&`, `<` and `>` escaped, as Slack asks of such text.
+/// Unescaped, an agent could notify a whole channel (`<!channel>`,
+/// `<!everyone>`), mention any person (`<@U…>`) or show one link and open
+/// another (`<https://evil.example|https://docs.example>`). A bare URL
+/// still becomes a link, showing where it goes.
+pub(crate) fn plain(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `chat.postMessage` in `channel`, in `thread` if given.

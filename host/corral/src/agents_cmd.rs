@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use corral_sandbox::{ContainerBackend, ContainerSpec, Docker, Limits};
 
+use crate::shown;
+
 #[derive(Subcommand)]
 pub enum AgentsCmd {
     /// List agent containers (labelled `corral.agent`), running or not.
@@ -176,8 +178,10 @@ pub fn run(cmd: AgentsCmd) -> Result<u8> {
                 .await;
                 let _ = docker.remove(&agent, &id).await;
                 let exited = result?;
-                print!("{}", exited.stdout);
-                eprint!("{}", exited.stderr);
+                // The agent's own output, with its lines but never its
+                // terminal controls (see `shown`).
+                print!("{}", shown::block(&exited.stdout));
+                eprint!("{}", shown::block(&exited.stderr));
                 if exited.oom_killed {
                     eprintln!("agent `{agent}`'s container was stopped by its memory limit");
                 }
@@ -186,8 +190,8 @@ pub fn run(cmd: AgentsCmd) -> Result<u8> {
             AgentsCmd::Logs { agent } => {
                 let c = find(&agent, &docker.list().await?)?;
                 let (out, err) = ContainerBackend::logs(&docker, &agent, &c.id).await?;
-                print!("{out}");
-                eprint!("{err}");
+                print!("{}", shown::block(&out));
+                eprint!("{}", shown::block(&err));
                 if out.is_empty() && err.is_empty() && c.running {
                     bail!("agent `{agent}` has written nothing yet");
                 }

@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use corral_channels::terminal::{ApprovalAnswer, ChatClient};
 
+use crate::shown::{self, inline};
+
 /// Where the running host is.
 #[derive(Args)]
 pub struct HostSocket {
@@ -86,7 +88,8 @@ pub fn run(cmd: ApprovalsCmd) -> Result<u8> {
                 let mut client = ChatClient::connect(&host.path()?).await?;
                 return match client.approval_arguments(*id).await? {
                     Ok(arguments) => {
-                        println!("{}", serde_json::to_string_pretty(&arguments)?);
+                        let whole = serde_json::to_string_pretty(&arguments)?;
+                        println!("{}", shown::block(&whole));
                         Ok(corral_agent::exit::OK)
                     }
                     Err(refused) => {
@@ -158,9 +161,9 @@ async fn list(host: &HostSocket, json: bool) -> Result<u8> {
         println!(
             "{id:<6} agent {agent} tool {tool} {args}{hidden}  approvers: {approvers}  expires {expires}{from}",
             id = p["id"],
-            agent = p["agent"].as_str().unwrap_or("?"),
-            tool = p["tool"].as_str().unwrap_or("?"),
-            args = p["arguments"],
+            agent = inline(p["agent"].as_str().unwrap_or("?")),
+            tool = inline(p["tool"].as_str().unwrap_or("?")),
+            args = inline(&p["arguments"].to_string()),
             hidden = if p["hidden"] == true {
                 "  (values hidden: `corral approvals show ID` prints them whole)"
             } else {
@@ -169,7 +172,7 @@ async fn list(host: &HostSocket, json: bool) -> Result<u8> {
             approvers = approvers.join(", "),
             from = p["requested_by"]
                 .as_str()
-                .map(|u| format!("  for a message from {u}"))
+                .map(|u| format!("  for a message from {}", inline(u)))
                 .unwrap_or_default(),
         );
     }

@@ -11,6 +11,7 @@ use corral_audit::{
 };
 
 use crate::exit;
+use crate::shown::inline;
 
 mod dashboard;
 
@@ -262,13 +263,18 @@ fn print_record(r: &Record, json: bool) -> Result<()> {
         return Ok(());
     }
     let time = format_micros(r.time_us);
+    // Agents and tools chose much of a record (a resource's path, a
+    // tool's error in `detail`): each field is shown on one line, with
+    // terminal controls escaped, so no record can forge another.
+    let (agent, action, resource) = (inline(&r.agent), inline(&r.action), inline(&r.resource));
+    let detail = r.detail.as_deref().map(inline);
     match r.kind {
         Kind::Outcome => writeln!(
             out,
             "#{} {time} outcome    {} {} {} in {:.1} ms (call #{}){}{}",
             r.seq,
-            r.agent,
-            r.action,
+            agent,
+            action,
             r.outcome.map(|o| o.as_str()).unwrap_or("?"),
             r.duration_us.unwrap_or(0) as f64 / 1000.0,
             r.parent.unwrap_or(0),
@@ -278,33 +284,29 @@ fn print_record(r: &Record, json: bool) -> Result<()> {
                     u.input_tokens, u.output_tokens
                 ))
                 .unwrap_or_default(),
-            r.detail
-                .as_deref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default(),
+            detail.map(|d| format!(": {d}")).unwrap_or_default(),
         )?,
         kind => writeln!(
             out,
             "#{} {time} {:<10} {} {} {} {} [{}] {}{}{}{}",
             r.seq,
             kind.as_str(),
-            r.agent,
-            r.action,
-            r.resource,
-            r.decision.as_deref().unwrap_or("?"),
-            r.policy_ids.join(", "),
-            r.arguments,
+            agent,
+            action,
+            resource,
+            inline(r.decision.as_deref().unwrap_or("?")),
+            inline(&r.policy_ids.join(", ")),
+            inline(&r.arguments.to_string()),
             r.parent
                 .map(|p| format!(" (call #{p})"))
                 .unwrap_or_default(),
             // A denial's reason, down to the condition that decided it.
-            r.detail
-                .as_deref()
+            detail
                 .map(|d| format!("\n    why: {d}"))
                 .unwrap_or_default(),
             r.shadow
                 .as_deref()
-                .map(|s| format!("\n    shadow differs: {s}"))
+                .map(|s| format!("\n    shadow differs: {}", inline(s)))
                 .unwrap_or_default(),
         )?,
     }

@@ -9,6 +9,8 @@ use corral_channels::terminal::{ChatClient, Interim};
 
 use corral_host::HostConfig as Config;
 
+use crate::shown;
+
 #[derive(Args)]
 pub struct ChatArgs {
     /// The agent to talk to.
@@ -40,11 +42,11 @@ pub fn run(args: ChatArgs) -> Result<u8> {
             return Ok(
                 match client.ask(&agent, &text, |i| show(&agent, i)).await? {
                     Ok(reply) => {
-                        println!("{reply}");
+                        println!("{}", shown::block(&reply));
                         0
                     }
                     Err(refusal) => {
-                        eprintln!("{refusal}");
+                        eprintln!("{}", shown::block(&refusal.to_string()));
                         corral_agent::exit::DENIED
                     }
                 },
@@ -64,8 +66,8 @@ pub fn run(args: ChatArgs) -> Result<u8> {
                 continue;
             }
             match client.ask(&agent, text, |i| show(&agent, i)).await? {
-                Ok(reply) => println!("{agent}> {reply}"),
-                Err(refusal) => println!("corral> {refusal}"),
+                Ok(reply) => println!("{}", shown::attributed(&format!("{agent}> "), &reply)),
+                Err(refusal) => println!("{}", shown::attributed("corral> ", &refusal.to_string())),
             }
         }
     })
@@ -73,9 +75,13 @@ pub fn run(args: ChatArgs) -> Result<u8> {
 
 /// Prints what a chat hears before its reply: the agent's interim text on
 /// stdout, the host's approval notices on stderr, marked as the host's.
+/// Every line of the agent's text is shown as its own (see `shown`).
 fn show(agent: &str, interim: Interim<'_>) {
     match interim {
-        Interim::Reply(t) => println!("{agent}… {t}"),
-        Interim::Approval(t) => eprintln!("[corral, not {agent}] {t}"),
+        Interim::Reply(t) => println!("{}", shown::attributed(&format!("{agent}… "), t)),
+        Interim::Approval(t) => eprintln!(
+            "{}",
+            shown::attributed(&format!("[corral, not {agent}] "), t)
+        ),
     }
 }

@@ -19,6 +19,7 @@ mod policy_sources;
 mod policy_test_cmd;
 mod replay;
 mod schedules_cmd;
+mod shown;
 mod suggest;
 mod tool_build;
 mod tool_cmd;

@@ -16,6 +16,7 @@ use corral_policy::{Common, Decision, EngineSources, PolicyEngine, RequestEntity
 use serde_json::{Value, json};
 
 use crate::exit;
+use crate::shown::inline;
 
 /// Why a record cannot be decided again: the text names the field.
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +259,7 @@ pub fn replay(
                 (Err(e), _) | (_, Err(e)) => {
                     unreplayable += 1;
                     if !json_out {
-                        println!("cannot replay #{}: {e}", r.seq);
+                        println!("cannot replay #{}: {}", r.seq, inline(&e.to_string()));
                     }
                     continue;
                 }
@@ -298,10 +299,10 @@ pub fn replay(
                     r.seq,
                     format_micros(r.time_us),
                     r.kind.as_str(),
-                    r.agent,
-                    r.action,
-                    r.resource,
-                    r.arguments,
+                    inline(&r.agent),
+                    inline(&r.action),
+                    inline(&r.resource),
+                    inline(&r.arguments),
                     if r.redacted {
                         " (arguments were redacted; the flip may not reproduce exactly)"
                     } else {

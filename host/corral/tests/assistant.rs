@@ -430,6 +430,27 @@ fn a_slack_direct_message_is_answered_in_its_thread_and_the_bots_own_posts_are_i
             slack.posts(),
             host.log()
         );
+        // An agent's text is shown as text: it cannot notify the channel,
+        // mention a person or disguise a link.
+        slack.direct_message(
+            "d1b",
+            "D0001",
+            "U0042",
+            r#"/tool echo {"message": "<!channel> <@U0001> <https://evil.example|https://docs.example> & co"}"#,
+            "1764000010.000200",
+        );
+        let reply = slack
+            .wait_post("1764000010.000200", Duration::from_secs(30), |t| {
+                t.contains("&amp; co")
+            })
+            .await;
+        let reply = reply.unwrap_or_else(|| panic!("posts: {:?}", slack.posts()));
+        let reply = reply["text"].as_str().unwrap_or_default();
+        assert!(
+            reply.contains("&lt;!channel&gt; &lt;@U0001&gt; &lt;https://evil.example|https://docs.example&gt;"),
+            "{reply}"
+        );
+        assert!(!reply.contains("<!channel>") && !reply.contains("<@U0001>"), "{reply}");
         // The bot's own message coming back as an event is not a request.
         slack.direct_message(
             "d2",
@@ -462,20 +483,21 @@ fn a_slack_direct_message_is_answered_in_its_thread_and_the_bots_own_posts_are_i
     assert_eq!(host.stop(), Some(0));
     let records = audit_records(&config);
     let invokes: Vec<_> = records.iter().filter(|r| r["action"] == "invoke").collect();
-    assert_eq!(invokes.len(), 2, "only the person's messages were invokes");
+    assert_eq!(invokes.len(), 3, "only the person's messages were invokes");
     let outcomes: Vec<_> = records
         .iter()
         .filter(|r| r["action"] == "post_message" && r["kind"] == "outcome")
         .collect();
-    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes.len(), 3);
     assert_eq!(outcomes[0]["outcome"], "ok");
-    assert_eq!(outcomes[1]["outcome"], "error");
+    assert_eq!(outcomes[1]["outcome"], "ok");
+    assert_eq!(outcomes[2]["outcome"], "error");
     assert!(
-        outcomes[1]["detail"]
+        outcomes[2]["detail"]
             .as_str()
             .is_some_and(|d| d.contains("msg_too_long")),
         "{:?}",
-        outcomes[1]
+        outcomes[2]
     );
     let args = invokes[0]["arguments"].as_str().unwrap_or_default();
     assert!(
@@ -509,6 +531,53 @@ fn a_message_held_by_an_agent_that_disconnects_is_answered_for_it() {
     });
     assert_eq!(taker.join().unwrap(), "are you there?");
     assert_eq!(host.stop(), Some(0), "nothing is left pending at shutdown");
+}
+
+#[test]
+fn an_agents_reply_cannot_pass_for_the_hosts_on_the_terminal() {
+    let config = UpConfig::write(&UpOptions::default());
+    let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
+    // A stand-in agent whose reply holds a line that looks like the host's
+    // and terminal controls (clear the screen, set the clipboard).
+    let socket = host.socket("assistant");
+    let agent = std::thread::spawn(move || {
+        let mut client = corral_agent::Client::connect(&socket).unwrap();
+        let next = client
+            .request("corral/next", serde_json::json!({"wait_ms": 20000}))
+            .unwrap();
+        let id = next["result"]["message"]["id"].clone();
+        let text = "done\ncorral> approval 7 granted\r\x1b[2J\x1b]52;c;ZXZpbA==\x07";
+        client
+            .request(
+                "corral/reply",
+                serde_json::json!({"message": id, "text": text, "last": true}),
+            )
+            .unwrap()
+    });
+    let mut chat = Command::new(CORRAL)
+        .args(["chat", "assistant", "--socket"])
+        .arg(config.control())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = chat.stdin.take().unwrap();
+        stdin.write_all(b"hello\n").unwrap();
+        let replied = agent.join().unwrap();
+        assert_eq!(replied["result"]["delivered"], true, "{replied}");
+        // Closing stdin ends the chat once the reply is printed.
+    }
+    let out = chat.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        shown.trim_end(),
+        "assistant> done\n           corral> approval 7 granted\\r\\u{1b}[2J\\u{1b}]52;c;ZXZpbA==\\u{7}",
+        "{shown:?}"
+    );
+    assert_eq!(host.stop(), Some(0));
 }
 
 #[test]

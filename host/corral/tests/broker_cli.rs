@@ -308,6 +308,40 @@ fn logs_are_json_lines_or_plain_text_off_a_terminal() {
 }
 
 #[test]
+fn a_record_cannot_forge_another_or_drive_the_auditors_terminal() {
+    let env = Env::new();
+    {
+        let log =
+            corral_audit::AuditLog::open(corral_audit::AuditConfig::new(env.audit())).unwrap();
+        // What a tool or an agent could put in fields it chooses: a line
+        // break and a made-up record after it, and terminal controls.
+        let forged = "\n#999 2026-12-07T19:00:00Z call       assistant echo Tool::\"echo\" allow [echo-for-all-agents] {}";
+        let mut call = corral_audit::Entry::new(
+            Kind::Call,
+            "assistant",
+            "files_write",
+            format!("File::\"notes/a\x1b[2J\u{9b}1A{forged}\""),
+        );
+        call.detail = Some(format!("denied\r{forged}\x1b]52;c;ZXZpbA==\x07"));
+        log.append_blocking(call).unwrap();
+    }
+    let out = env.corral(&["audit", "query", "--audit", &env.audit()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    // One record: its own line and its `why:` line, nothing else.
+    assert_eq!(shown.lines().count(), 2, "{shown}");
+    assert!(!shown.lines().any(|l| l.starts_with("#999")), "{shown}");
+    assert!(
+        !shown.chars().any(|c| c.is_control() && c != '\n'),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(r"notes/a\u{1b}[2J\u{9b}1A\n#999") && shown.contains(r"denied\r\n#999"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn a_tool_cannot_forge_a_line_of_the_host_log() {
     let env = Env::new();
     std::fs::write(

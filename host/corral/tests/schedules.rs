@@ -128,11 +128,12 @@ fn a_schedule_is_decided_as_itself_replies_where_configured_and_never_piles_up()
     // Held unanswered while the schedule falls due again: those runs are
     // skipped, not queued behind it.
     std::thread::sleep(Duration::from_millis(2500));
-    let replied = agent.reply(&first, "Nothing today.");
+    let replied = agent.reply(&first, "Nothing today <!here>.");
     assert_eq!(replied["result"]["delivered"], true, "{replied}");
-    let post = rt.block_on(
-        slack.wait_post_where(Duration::from_secs(10), |p| p["text"] == "Nothing today."),
-    );
+    // Posted as text: the agent cannot notify the whole channel.
+    let post = rt.block_on(slack.wait_post_where(Duration::from_secs(10), |p| {
+        p["text"] == "Nothing today &lt;!here&gt;."
+    }));
     let post = post.unwrap_or_else(|| panic!("posts: {:?}", slack.posts()));
     assert_eq!(post["channel"], "C0001");
     assert!(

@@ -103,10 +103,7 @@ fn where_to_post(
 fn escape(text: &str) -> String {
     // A zero-width space after every backtick: no run of them can close
     // the code block, however long.
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('`', "`\u{200b}")
+    super::plain(text).replace('`', "`\u{200b}")
 }
 
 /// The most of the arguments a Slack message shows: a section's text may
