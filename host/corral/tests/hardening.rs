@@ -292,21 +292,41 @@ fn a_hostile_agent_racing_the_socket_through_host_restarts_gets_nothing() {
         .unwrap();
     assert!(started.status.success(), "{}", all_text(&started));
     let mut host = host;
+    let race_logs = || {
+        let logs = Command::new("docker")
+            .args(["logs", "corral-agent-assistant"])
+            .output()
+            .unwrap();
+        all_text(&logs)
+    };
+    let reports = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.starts_with("socket-race:"))
+            .count()
+    };
     for _ in 0..20 {
         host.crash();
         host = UpHost::start(CORRAL.as_ref(), &config, &[]);
     }
-    let logs = Command::new("docker")
-        .args(["logs", "corral-agent-assistant"])
-        .output()
-        .unwrap();
-    let logs = all_text(&logs);
+    // The race reports its running count once a second; wait for a report
+    // made after the last restart, which counts every try made during
+    // them (on a fast machine the 20 restarts take less than a second).
+    let reported = reports(&race_logs());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut logs = race_logs();
+    while reports(&logs) <= reported && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        logs = race_logs();
+    }
     assert_eq!(host.stop(), Some(0));
     let races: Vec<&str> = logs
         .lines()
         .filter(|l| l.starts_with("socket-race:"))
         .collect();
-    assert!(!races.is_empty(), "the race never ran: {logs}");
+    assert!(
+        races.len() > reported,
+        "the race made no report after the restarts: {logs}"
+    );
     assert!(
         races.iter().all(|l| l.ends_with(" 0 got through")),
         "{races:?}"
