@@ -1,6 +1,6 @@
 //! `corral chat AGENT`: the terminal channel's client.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -42,7 +42,14 @@ pub fn run(args: ChatArgs) -> Result<u8> {
             return Ok(
                 match client.ask(&agent, &text, |i| show(&agent, i)).await? {
                     Ok(reply) => {
-                        println!("{}", shown::block(&reply));
+                        // A script gets the reply as it is (controls
+                        // escaped); a person sees whose lines they are,
+                        // beside the host's notices on stderr.
+                        if std::io::stdout().is_terminal() {
+                            println!("{}", shown::attributed(&format!("{agent}> "), &reply));
+                        } else {
+                            println!("{}", shown::block(&reply));
+                        }
                         0
                     }
                     Err(refusal) => {
