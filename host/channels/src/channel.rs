@@ -38,7 +38,9 @@ pub trait Channel: Send {
 /// Posts into a channel's rooms without a message to answer.
 pub trait Poster: Send + Sync {
     /// Posts `text` in `room`, the channel's own id for it (a Slack
-    /// channel id); the error says what the service said.
+    /// channel id); the error says what the service said. `text` is shown
+    /// as plain text, never as the service's markup (no mentions, no
+    /// links but bare URLs), since an agent may have written it.
     fn post(&self, room: &str, text: String) -> ChannelFuture<Result<(), crate::DeliveryError>>;
 
     /// The `ChatWorkspace` the rooms belong to, if the channel has one.

@@ -120,7 +120,7 @@ pub fn run(cmd: ApprovalsCmd) -> Result<u8> {
         let mut client = ChatClient::connect(&host.path()?).await?;
         match client.answer_approval(answer.0, answer.1).await? {
             Ok(done) => {
-                println!("{done}");
+                println!("{}", shown::block(&done));
                 Ok(corral_agent::exit::OK)
             }
             Err(refused) => {

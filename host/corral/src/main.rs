@@ -106,16 +106,22 @@ fn main() -> ExitCode {
     let thp = corral_broker::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    // Colour codes only where a person reads them: a file or a journal
+    // gets plain text.
+    let colours = matches!(cli.log_format, LogFormat::Text)
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(log_lines::OneLinePerEvent(std::io::stderr));
+        .with_writer(log_lines::OneLinePerEvent {
+            make: std::io::stderr,
+            style: match cli.log_format {
+                LogFormat::Json => log_lines::Style::Json,
+                LogFormat::Text => log_lines::Style::Text { colours },
+            },
+        });
     match cli.log_format {
         LogFormat::Json => logs.json().flatten_event(true).init(),
-        // Colour codes only where a person reads them: a file or a
-        // journal gets plain text.
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+        LogFormat::Text => logs.with_ansi(colours).init(),
     }
     if let Err(e) = thp {
         tracing::warn!(error = %e, "cannot turn transparent huge pages off; each idle agent connection may hold more memory");

@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use corral_agent::{Client, bridge};
 
+use crate::shown;
+
 #[derive(Subcommand)]
 pub enum McpCmd {
     /// List the tools the agent behind SOCKET may call.
@@ -43,7 +45,11 @@ pub fn run(cmd: McpCmd) -> Result<u8> {
         }
         McpCmd::Tools { socket } => {
             for (name, description) in Client::connect(&socket)?.list_tools()? {
-                println!("{name:<14} {description}");
+                println!(
+                    "{:<14} {}",
+                    shown::inline(&name),
+                    shown::inline(&description)
+                );
             }
             Ok(0)
         }
@@ -59,9 +65,9 @@ pub fn run(cmd: McpCmd) -> Result<u8> {
             }
             let result = Client::connect(&socket)?.call_tool(&tool, args)?;
             if result.is_error {
-                eprintln!("{}", result.text);
+                eprintln!("{}", shown::block(&result.text));
             } else {
-                println!("{}", result.text);
+                println!("{}", shown::block(&result.text));
             }
             Ok(result.exit_code())
         }

@@ -11,7 +11,10 @@ use std::borrow::Cow;
 use std::fmt::Write;
 
 /// `text` on one line: every control character, line breaks included, as
-/// an escape (`\n`, `\r`, `\t`, `\u{1b}`).
+/// an escape (`\n`, `\r`, `\t`, `\u{1b}`). So are the characters that
+/// reorder or break text without being controls (bidirectional overrides
+/// and isolates, the line and paragraph separators), which could make a
+/// line read differently from what it holds.
 pub fn inline(text: &str) -> Cow<'_, str> {
     escaped(text, |_| false)
 }
@@ -41,14 +44,30 @@ pub fn attributed(prefix: &str, text: &str) -> String {
     out
 }
 
+/// Characters shown escaped: controls, and the ones that reorder or break
+/// a line while printing nothing.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{61c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
 fn escaped(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && !keep(c)) {
+    if !text.chars().any(|c| hidden(c) && !keep(c)) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         match c {
-            c if !c.is_control() || keep(c) => out.push(c),
+            c if !hidden(c) || keep(c) => out.push(c),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -70,6 +89,14 @@ mod tests {
         assert_eq!(
             inline("ok\n#7 call\r\x1b[2J\u{9b}1A\x07\x7f"),
             r"ok\n#7 call\r\u{1b}[2J\u{9b}1A\u{7}\u{7f}"
+        );
+    }
+
+    #[test]
+    fn text_that_reorders_a_line_is_escaped_too() {
+        assert_eq!(
+            inline("allow\u{202e}yned\u{2066}x\u{2028}y"),
+            r"allow\u{202e}yned\u{2066}x\u{2028}y"
         );
     }
 

@@ -15,6 +15,7 @@ use corral_policy::{EngineSources, PolicyEngine};
 use serde_json::Value;
 
 use crate::policy_sources::Sources;
+use crate::shown::inline;
 
 mod rules;
 
@@ -336,7 +337,10 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
         }
     );
     for line in &still_denied {
-        eprintln!("  still denied, as at the time (a forbid or an error decides it): {line}");
+        eprintln!(
+            "  still denied, as at the time (a forbid or an error decides it): {}",
+            inline(line)
+        );
     }
     match wider {
         Ok(wider) if wider.is_empty() => {
@@ -347,14 +351,14 @@ pub fn suggest(src: &Sources, req: &SuggestRequest<'_>) -> Result<u8> {
                 "proved wider than observed where it generalizes (review these; each is a request no record shows):"
             );
             for line in &wider {
-                eprintln!("  {line}");
+                eprintln!("  {}", inline(line));
             }
         }
         Err(e) => eprintln!("not proven against the observed requests: {e}"),
     }
     if !not_allowed.is_empty() {
         for line in &not_allowed {
-            eprintln!("  not allowed: {line}");
+            eprintln!("  not allowed: {}", inline(line));
         }
         return Ok(crate::exit::FAILED);
     }

@@ -12,6 +12,7 @@ use corral_tools::{
 };
 
 use crate::exit;
+use crate::shown;
 use crate::tool_build::{Build, build};
 use crate::tool_new::{Lang, NewTool, scaffold};
 use crate::tool_oci::{
@@ -401,16 +402,16 @@ pub(crate) fn run(command: ToolCmd) -> Result<u8> {
             match rt.call(&component, &tool, &input, &ctx) {
                 Ok(out) => {
                     for line in &out.logs {
-                        eprintln!("[tool {}] {}", line.level, line.message);
+                        eprintln!("[tool {}] {}", line.level, shown::inline(&line.message));
                     }
-                    println!("{}", out.output);
+                    println!("{}", shown::block(&out.output));
                     Ok(0)
                 }
                 Err(report) => {
                     for line in &report.logs {
-                        eprintln!("[tool {}] {}", line.level, line.message);
+                        eprintln!("[tool {}] {}", line.level, shown::inline(&line.message));
                     }
-                    eprintln!("error: {}", report.error);
+                    eprintln!("error: {}", shown::block(&report.error.to_string()));
                     if matches!(report.error.failure, CallFailure::Denied(_)) {
                         eprintln!(
                             "hint: `corral tool call` grants only its flags: --workspace, --allow-host, --secret"
@@ -474,8 +475,8 @@ fn print_inspect(file: &std::path::Path, c: &corral_tools::LoadedComponent) -> R
     println!("  sha256  {}", c.sha256());
     for t in c.tools() {
         println!();
-        println!("tool {}", t.name);
-        println!("  {}", t.description);
+        println!("tool {}", shown::inline(&t.name));
+        println!("  {}", shown::inline(&t.description));
         let caps = &t.capabilities;
         let mut declared = Vec::new();
         if caps.workspace_read {

@@ -12,6 +12,8 @@ use corral_distribution::{
 };
 use corral_tools::{LoadedComponent, ToolRuntime};
 
+use crate::shown;
+
 /// Where registries are, and how to reach them.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct RegistryArgs {
@@ -106,7 +108,7 @@ pub(crate) fn push(
 fn tool_names(c: &LoadedComponent) -> String {
     c.tools()
         .iter()
-        .map(|t| t.name.as_str())
+        .map(|t| shown::inline(&t.name).into_owned())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -144,7 +146,10 @@ pub(crate) fn pull(
         },
         fetched.reference
     );
-    println!("  publisher  {}", fetched.publisher);
+    println!(
+        "  publisher  {}",
+        shown::inline(&fetched.publisher.to_string())
+    );
     println!("  component  {}", layout::digest_of(&fetched.wasm));
     println!("  tools      {}", tool_names(&component));
     println!("  store      {}", store.dir().display());

@@ -480,6 +480,15 @@ fn a_slack_direct_message_is_answered_in_its_thread_and_the_bots_own_posts_are_i
         );
         tokio::time::sleep(Duration::from_millis(700)).await;
     });
+    // Slack's error for it spans two lines ("…msg_too_long\nBody: '…'"):
+    // in the host's log it stays on the warning's line, escaped.
+    let log = host.log();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("chat.postMessage failed"))
+        .unwrap_or_else(|| panic!("no warning for the refused post:\n{log}"));
+    assert!(failed.contains(r"msg_too_long\nBody:"), "{failed}");
+    assert!(!log.lines().any(|l| l.starts_with("Body:")), "{log}");
     assert_eq!(host.stop(), Some(0));
     let records = audit_records(&config);
     let invokes: Vec<_> = records.iter().filter(|r| r["action"] == "invoke").collect();
