@@ -9,9 +9,13 @@
 //! the cursor over one. Escaping in the writer closes that at one place
 //! instead of at every field.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use tracing_subscriber::fmt::MakeWriter;
+
+use crate::shown;
 
 /// Makes writers that escape every control character in an event but its
 /// final `\n` and tabs; with `colours` on, also the colour codes the
@@ -55,24 +59,19 @@ pub struct EscapeControls<W> {
 impl<W: Write> Write for EscapeControls<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let (body, end) = match buf.split_last() {
-            Some((b'\n', body)) => (body, &b"\n"[..]),
-            _ => (buf, &b""[..]),
+            Some((b'\n', body)) => (body, "\n"),
+            _ => (buf, ""),
         };
-        let line = match std::str::from_utf8(body) {
-            Ok(text) => escaped(text, self.style),
-            // The formatter writes `String`s; bytes that are not UTF-8
-            // still lose their line breaks.
-            Err(_) => body
-                .iter()
-                .flat_map(|&b| match b {
-                    b'\n' => b"\\n".to_vec(),
-                    b'\r' => b"\\r".to_vec(),
-                    b => vec![b],
-                })
-                .collect(),
-        };
-        self.inner.write_all(&line)?;
-        self.inner.write_all(end)?;
+        // The formatter writes `String`s, so the lossy case never arises.
+        // One `write_all` per event, so that events of two threads never
+        // interleave on the unbuffered standard error.
+        match escaped(&String::from_utf8_lossy(body), self.style) {
+            Cow::Borrowed(_) => self.inner.write_all(buf)?,
+            Cow::Owned(mut line) => {
+                line.push_str(end);
+                self.inner.write_all(line.as_bytes())?;
+            }
+        }
         Ok(buf.len())
     }
 
@@ -81,14 +80,14 @@ impl<W: Write> Write for EscapeControls<W> {
     }
 }
 
-fn escaped(text: &str, style: Style) -> Vec<u8> {
+fn escaped(text: &str, style: Style) -> Cow<'_, str> {
     let (colours, json) = match style {
         Style::Text { colours } => (colours, false),
         Style::Json => (false, true),
     };
     let controls = |c: char| c.is_control() && c != '\t';
     if !text.chars().any(controls) {
-        return text.as_bytes().to_vec();
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     let mut rest = text;
@@ -99,15 +98,16 @@ fn escaped(text: &str, style: Style) -> Vec<u8> {
             continue;
         }
         match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if controls(c) && json => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c if controls(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
+            c if !controls(c) => out.push(c),
+            // In a JSON line a raw control can only sit inside a string.
+            c if json => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => shown::push_escaped(&mut out, c),
         }
         rest = &rest[c.len_utf8()..];
     }
-    out.into_bytes()
+    Cow::Owned(out)
 }
 
 /// The length of an SGR colour code (`ESC [ digits-and-semicolons m`) at

@@ -66,17 +66,26 @@ fn escaped(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        match c {
-            c if !hidden(c) || keep(c) => out.push(c),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
+        if !hidden(c) || keep(c) {
+            out.push(c);
+        } else {
+            push_escaped(&mut out, c);
         }
     }
     Cow::Owned(out)
+}
+
+/// Writes `c` as this module shows a character it escapes: `\n`, `\r`,
+/// `\t`, or `\u{hex}`.
+pub fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -515,19 +515,41 @@ fn a_slack_direct_message_is_answered_in_its_thread_and_the_bots_own_posts_are_i
     );
 }
 
+/// Takes messages as the agent would, over its broker socket.
+pub(crate) struct StandInAgent(pub(crate) corral_agent::Client);
+
+impl StandInAgent {
+    pub(crate) fn connect(host: &UpHost) -> StandInAgent {
+        StandInAgent(corral_agent::Client::connect(&host.socket("assistant")).unwrap())
+    }
+
+    pub(crate) fn next(&mut self) -> serde_json::Value {
+        let next = self
+            .0
+            .request("corral/next", serde_json::json!({"wait_ms": 20000}))
+            .unwrap();
+        next["result"]["message"].clone()
+    }
+
+    pub(crate) fn reply(&mut self, message: &serde_json::Value, text: &str) -> serde_json::Value {
+        self.0
+            .request(
+                "corral/reply",
+                serde_json::json!({"message": message["id"], "text": text, "last": true}),
+            )
+            .unwrap()
+    }
+}
+
 #[test]
 fn a_message_held_by_an_agent_that_disconnects_is_answered_for_it() {
     let config = UpConfig::write(&UpOptions::default());
     let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
     // A stand-in agent: takes the next message, then vanishes without
     // answering, as a crashing agent would.
-    let socket = host.socket("assistant");
+    let mut agent = StandInAgent::connect(&host);
     let taker = std::thread::spawn(move || {
-        let mut client = corral_agent::Client::connect(&socket).unwrap();
-        let next = client
-            .request("corral/next", serde_json::json!({"wait_ms": 20000}))
-            .unwrap();
-        next["result"]["message"]["text"]
+        agent.next()["text"]
             .as_str()
             .unwrap_or_default()
             .to_string()
@@ -548,20 +570,13 @@ fn an_agents_reply_cannot_pass_for_the_hosts_on_the_terminal() {
     let host = UpHost::start(CORRAL.as_ref(), &config, &["--external-agents"]);
     // A stand-in agent whose reply holds a line that looks like the host's
     // and terminal controls (clear the screen, set the clipboard).
-    let socket = host.socket("assistant");
+    let mut agent = StandInAgent::connect(&host);
     let agent = std::thread::spawn(move || {
-        let mut client = corral_agent::Client::connect(&socket).unwrap();
-        let next = client
-            .request("corral/next", serde_json::json!({"wait_ms": 20000}))
-            .unwrap();
-        let id = next["result"]["message"]["id"].clone();
-        let text = "done\ncorral> approval 7 granted\r\x1b[2J\x1b]52;c;ZXZpbA==\x07";
-        client
-            .request(
-                "corral/reply",
-                serde_json::json!({"message": id, "text": text, "last": true}),
-            )
-            .unwrap()
+        let next = agent.next();
+        agent.reply(
+            &next,
+            "done\ncorral> approval 7 granted\r\x1b[2J\x1b]52;c;ZXZpbA==\x07",
+        )
     });
     let mut chat = Command::new(CORRAL)
         .args(["chat", "assistant", "--socket"])

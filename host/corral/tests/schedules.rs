@@ -10,7 +10,7 @@ use corral_tests::standins::SlackStandIn;
 use corral_tests::up::{UpConfig, UpHost, UpOptions};
 use serde_json::{Value, json};
 
-use crate::assistant::{AgentLoop, replay};
+use crate::assistant::{AgentLoop, StandInAgent, replay};
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
@@ -59,32 +59,6 @@ fn of_schedule<'a>(records: &'a [Value], kind: &str, name: &str) -> Vec<&'a Valu
 
 fn arguments(record: &Value) -> Value {
     serde_json::from_str(record["arguments"].as_str().unwrap_or("{}")).unwrap()
-}
-
-/// Takes messages as the agent would, over its broker socket.
-struct StandInAgent(corral_agent::Client);
-
-impl StandInAgent {
-    fn connect(host: &UpHost) -> StandInAgent {
-        StandInAgent(corral_agent::Client::connect(&host.socket("assistant")).unwrap())
-    }
-
-    fn next(&mut self) -> Value {
-        let next = self
-            .0
-            .request("corral/next", json!({"wait_ms": 20000}))
-            .unwrap();
-        next["result"]["message"].clone()
-    }
-
-    fn reply(&mut self, message: &Value, text: &str) -> Value {
-        self.0
-            .request(
-                "corral/reply",
-                json!({"message": message["id"], "text": text, "last": true}),
-            )
-            .unwrap()
-    }
 }
 
 #[test]

@@ -222,8 +222,9 @@ impl Metrics {
 
     /// Labels exactly these actions (the loaded tools and the host's own,
     /// which the host names: this crate does not link Cedar); every other
-    /// name, such as a tool an agent made up, is counted as [`OTHER`]. Without this call the first
-    /// [`MAX_ACTIONS`] plausible names get labels.
+    /// name, such as a tool an agent made up, is counted as [`OTHER`].
+    /// Without this call the first [`MAX_ACTIONS`] plausible names get
+    /// labels.
     pub fn label_actions(&self, actions: impl IntoIterator<Item = String>) {
         let mut labels = self.actions.write().unwrap_or_else(|p| p.into_inner());
         labels.names.extend(actions);
